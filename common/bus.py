@@ -1,0 +1,187 @@
+"""Publish/subscribe between the parts of one node, or between nodes.
+
+``LocalBus`` delivers in-process; ``RedisBus`` sends through Redis pub/sub so
+that every node sees every message. Both fan out locally through the same
+``_Fanout``: one Redis subscription per topic per node, however many local
+subscribers. Messages are JSON-able dicts. A slow subscriber loses its oldest
+messages (bounded queue), never stalls the publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION_QUEUE_MAX = 1000
+
+Message = dict[str, Any]
+
+
+class Subscription:
+    """A set of topics and a queue of ``(topic, message)``; iterate to receive."""
+
+    def __init__(self, fanout: _Fanout) -> None:
+        self._fanout = fanout
+        self._queue: asyncio.Queue[tuple[str, Message] | None] = asyncio.Queue(
+            SUBSCRIPTION_QUEUE_MAX
+        )
+        self.topics: set[str] = set()
+        self.dropped = 0
+
+    async def add(self, *topics: str) -> None:
+        for topic in topics:
+            if topic not in self.topics:
+                self.topics.add(topic)
+                await self._fanout.attach(topic, self)
+
+    async def remove(self, *topics: str) -> None:
+        for topic in topics:
+            if topic in self.topics:
+                self.topics.discard(topic)
+                await self._fanout.detach(topic, self)
+
+    async def close(self) -> None:
+        await self.remove(*list(self.topics))
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    def _put(self, topic: str, message: Message) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self.dropped += 1
+        self._queue.put_nowait((topic, message))
+
+    async def get(self) -> tuple[str, Message] | None:
+        """The next message, or None once closed."""
+        return await self._queue.get()
+
+    async def __aiter__(self) -> AsyncIterator[tuple[str, Message]]:
+        while (item := await self._queue.get()) is not None:
+            yield item
+
+
+class _Fanout:
+    """Topic -> local subscribers; hooks tell the transport when a topic starts/stops."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+
+    async def attach(self, topic: str, sub: Subscription) -> None:
+        first = not self._subs[topic]
+        self._subs[topic].add(sub)
+        if first:
+            await self.on_first(topic)
+
+    async def detach(self, topic: str, sub: Subscription) -> None:
+        subs = self._subs.get(topic)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._subs[topic]
+            await self.on_last(topic)
+
+    def deliver(self, topic: str, message: Message) -> None:
+        for sub in list(self._subs.get(topic, ())):
+            sub._put(topic, message)
+
+    async def on_first(self, topic: str) -> None:
+        """Called when a topic gets its first local subscriber."""
+
+    async def on_last(self, topic: str) -> None:
+        """Called when a topic loses its last local subscriber."""
+
+
+class Bus(Protocol):
+    async def publish(self, topic: str, message: Message) -> None: ...
+
+    def subscription(self) -> Subscription: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalBus(_Fanout):
+    """In-process bus: one node, no dependencies."""
+
+    async def publish(self, topic: str, message: Message) -> None:
+        self.deliver(topic, message)
+
+    def subscription(self) -> Subscription:
+        return Subscription(self)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisBus(_Fanout):
+    """Redis pub/sub: every node receives what any node publishes."""
+
+    def __init__(self, url: str, prefix: str = "disco:") -> None:
+        super().__init__()
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(url)
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._prefix = prefix
+        self._reader: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._redis.ping()
+        # redis-py's listen() returns at once while nothing is subscribed, so a
+        # placeholder channel keeps the reader's connection in subscribe mode.
+        await self._pubsub.subscribe(self._prefix + "_")
+        self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self._pubsub.listen():
+                if raw.get("type") != "message":
+                    continue
+                topic = raw["channel"].decode().removeprefix(self._prefix)
+                try:
+                    message = json.loads(raw["data"])
+                except (ValueError, TypeError):
+                    log.warning("dropping a non-JSON bus message on %s", topic)
+                    continue
+                self.deliver(topic, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("redis bus reader stopped")
+
+    async def on_first(self, topic: str) -> None:
+        await self._pubsub.subscribe(self._prefix + topic)
+
+    async def on_last(self, topic: str) -> None:
+        await self._pubsub.unsubscribe(self._prefix + topic)
+
+    async def publish(self, topic: str, message: Message) -> None:
+        await self._redis.publish(self._prefix + topic, json.dumps(message))
+
+    def subscription(self) -> Subscription:
+        return Subscription(self)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._pubsub.aclose()
+        await self._redis.aclose()
+
+
+def make_bus(redis_url: str | None, prefix: str = "disco:") -> LocalBus | RedisBus:
+    return RedisBus(redis_url, prefix) if redis_url else LocalBus()

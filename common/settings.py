@@ -1,0 +1,125 @@
+"""All of Disco's settings in one class, built once in ``main()``.
+
+Values come from (highest first): keyword arguments, ``DISCO_*`` environment
+variables, an optional env-style config file (``disco serve --config FILE``),
+then the defaults below, which are the embedded dev defaults: SQLite, the
+in-process bus, and placeholder secrets that are only accepted in dev mode.
+See ``disco.example.env`` for a commented example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_JWT_SECRET = "dev-insecure-jwt-secret-change-me"
+DEV_TURN_SECRET = "dev-insecure-turn-secret-change-me"
+PLACEHOLDER_SECRETS = frozenset({DEV_JWT_SECRET, DEV_TURN_SECRET, "", "change-me"})
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field is also ``DISCO_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="DISCO_", extra="ignore")
+
+    # --- process ---------------------------------------------------------
+    dev: bool = Field(True, description="Dev mode: placeholder secrets allowed (and printed).")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    log_level: str = "info"
+    node_id: str = Field("node-1", description="Name of this node in a multi-node deployment.")
+
+    # --- storage -----------------------------------------------------------
+    database_url: str = "sqlite+aiosqlite:///./disco.db"
+    redis_url: str | None = Field(None, description="redis://... to share state between nodes.")
+
+    # --- auth --------------------------------------------------------------
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_audience: str = "disco"
+    jwt_issuer: str = "disco"
+    jwt_ttl_s: int = Field(7 * 24 * 3600, gt=0)
+    guest_ttl_s: int = Field(4 * 3600, gt=0)
+    invite_ttl_s: int = Field(7 * 24 * 3600, gt=0)
+
+    # --- signaling ---------------------------------------------------------
+    max_message_bytes: int = Field(64 * 1024, gt=0)
+    ws_idle_timeout_s: float = Field(60.0, gt=0)
+
+    # --- WebRTC / TURN -----------------------------------------------------
+    turn_secret: str | None = None
+    turn_urls: CommaList = Field(default_factory=list)
+    turn_ttl_s: int = Field(24 * 3600, gt=0)
+    stun_urls: CommaList = Field(default_factory=list)
+    rtc_host_addresses: CommaList = Field(
+        default_factory=list, description="Host addresses offered as ICE candidates."
+    )
+    rtc_public_ip: str | None = Field(None, description="Address announced behind 1:1 NAT.")
+
+    # --- voice -------------------------------------------------------------
+    music_dir: Path | None = Field(None, description="Server-side music folder (read-only).")
+    upload_dir: Path = Path("./disco-uploads")
+    max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
+    music_duck_db: float = Field(-12.0, le=0)
+    opus_bitrate_bps: int = Field(32_000, ge=6_000, le=510_000)
+
+    # --- location ----------------------------------------------------------
+    location_retention_days: int = Field(30, ge=1)
+
+    # --- billing -----------------------------------------------------------
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = Field(None, description="Override Stripe's API URL (tests).")
+    plans_file: Path | None = None
+    public_url: str = "http://127.0.0.1:8080"
+
+    # --- push --------------------------------------------------------------
+    apns_key_file: Path | None = None
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_topic: str | None = None
+    apns_use_sandbox: bool = True
+    fcm_service_account_file: Path | None = None
+    fcm_project_id: str | None = None
+
+    @field_validator("turn_urls", "stun_urls", "rtc_host_addresses", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    def placeholder_secrets(self) -> list[str]:
+        """Names of secrets still set to a placeholder value."""
+        found = []
+        if self.jwt_secret in PLACEHOLDER_SECRETS or len(self.jwt_secret) < 16:
+            found.append("jwt_secret")
+        if self.turn_urls and (self.turn_secret or "") in PLACEHOLDER_SECRETS:
+            found.append("turn_secret")
+        return found
+
+    def check_production_ready(self) -> None:
+        """Refuse placeholder secrets outside dev mode."""
+        if not self.dev and (bad := self.placeholder_secrets()):
+            names = ", ".join(f"DISCO_{n.upper()}" for n in bad)
+            raise SystemExit(
+                f"refusing to start: {names} still set to a placeholder; "
+                "set real secrets or run with DISCO_DEV=true"
+            )
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, optionally reading an env-style config file first."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SystemExit(f"config file not found: {config_file}")
+        return Settings(_env_file=config_file, **overrides)  # type: ignore[call-arg]
+    return Settings(**overrides)

@@ -1,0 +1,3 @@
+"""Disco signaling: the network edge and composition root."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,159 @@
+"""The composition root: one ASGI app serving REST, /ws and the web client.
+
+``create_app(settings)`` wires every part from the settings; nothing is
+built at import time. Start-up applies migrations and starts the bus;
+shutdown closes rooms, the bus and the database engine in that order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.bus import make_bus
+from common.db import make_engine, make_session_factory, migrate
+from common.errors import DiscoError
+from common.settings import Settings
+from signaling import __version__
+from signaling.auth import TokenSigner
+from signaling.deps import AppState, Clock
+from signaling.edge_errors import error_body, http_status
+from signaling.rooms import RoomRegistry
+from signaling.session import serve_websocket
+
+if TYPE_CHECKING:
+    from sfu.room import MediaConfig
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+# Routes whose bodies may exceed the JSON size limit.
+LARGE_BODY_PATHS = ("/api/music/uploads", "/api/billing/webhook")
+
+ROOMS = Gauge("disco_rooms", "Rooms open on this node")
+PARTICIPANTS = Gauge("disco_participants", "Participants in rooms on this node")
+
+
+def media_config(settings: Settings) -> MediaConfig:
+    from sfu.room import MediaConfig
+
+    return MediaConfig(
+        host_addresses=tuple(settings.rtc_host_addresses),
+        public_ip=settings.rtc_public_ip,
+        stun_urls=tuple(settings.stun_urls),
+        duck_db=settings.music_duck_db,
+        bitrate_bps=settings.opus_bitrate_bps,
+        music_dir=settings.music_dir,
+        upload_dir=settings.upload_dir,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+
+
+def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
+    settings.check_production_ready()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        await migrate(engine)
+        bus = make_bus(settings.redis_url)
+        await bus.start()
+        state = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=make_session_factory(engine),
+            bus=bus,
+            signer=TokenSigner(settings.jwt_secret, settings.jwt_audience, settings.jwt_issuer),
+            clock=clock,
+            rooms=RoomRegistry(lambda: media_config(settings)),
+        )
+        app.state.disco = state
+        for start in app.state.startup_hooks:
+            await start(state)
+        try:
+            yield
+        finally:
+            for stop in reversed(app.state.shutdown_hooks):
+                await stop(state)
+            assert state.rooms is not None
+            await state.rooms.close()
+            await bus.close()
+            await engine.dispose()
+
+    app = FastAPI(title="Disco", version=__version__, lifespan=lifespan)
+    app.state.startup_hooks = []
+    app.state.shutdown_hooks = []
+
+    @app.exception_handler(DiscoError)
+    async def disco_error(_request: Request, exc: DiscoError) -> JSONResponse:
+        return JSONResponse(error_body(exc), status_code=http_status(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
+        return JSONResponse(
+            {"error": "bad_request", "message": f"{where}: {first['msg']}"}, status_code=400
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return JSONResponse({"error": code, "message": str(exc.detail)},
+                            status_code=exc.status_code)
+
+    @app.middleware("http")
+    async def limit_body_size(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        limit = settings.max_message_bytes
+        if request.url.path.startswith(LARGE_BODY_PATHS):
+            limit = settings.max_upload_bytes
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return JSONResponse(
+                {"error": "message_too_large", "message": f"bodies are limited to {limit} bytes"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(request: Request) -> dict[str, object]:
+        state: AppState = request.app.state.disco
+        return {"status": "ok", "version": __version__, "node": settings.node_id,
+                "rooms": len(state.rooms.rooms()) if state.rooms else 0}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        state: AppState = request.app.state.disco
+        if state.rooms is not None:
+            ROOMS.set(len(state.rooms.rooms()))
+            PARTICIPANTS.set(state.rooms.participant_count())
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/ws")
+    async def websocket(ws: WebSocket) -> None:
+        await serve_websocket(ws.app.state.disco, ws)
+
+    from signaling import routes_auth, routes_groups
+
+    app.include_router(routes_auth.router)
+    app.include_router(routes_groups.router)
+
+    if WEB_DIR.is_dir():
+        app.mount("/app", StaticFiles(directory=WEB_DIR, html=True), name="web")
+
+        @app.get("/", include_in_schema=False)
+        async def root() -> RedirectResponse:
+            return RedirectResponse("/app/")
+
+    return app

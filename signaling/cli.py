@@ -1,0 +1,127 @@
+"""The ``disco`` command: ``disco serve`` runs the server, ``disco admin`` helps operators."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from common.settings import DEV_JWT_SECRET, Settings, load_settings
+from signaling import __version__
+
+log = logging.getLogger("disco")
+
+WS_MAX_FRAME_BYTES = 1024 * 1024  # frames over this close the socket; 64 KiB gets an error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="disco",
+        description="Disco: self-hosted group voice and group location server.",
+        epilog="Settings also come from DISCO_* environment variables; see disco.example.env.",
+    )
+    parser.add_argument("--version", action="version", version=f"disco {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the server (REST, WebSocket, web client)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--config", type=Path, help="env-style settings file (DISCO_*=...)")
+    mode = serve.add_mutually_exclusive_group()
+    mode.add_argument("--dev", dest="dev", action="store_true", default=None,
+                      help="dev mode: placeholder secrets allowed (default)")
+    mode.add_argument("--prod", dest="dev", action="store_false",
+                      help="production mode: refuse placeholder secrets")
+
+    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate.add_argument("--config", type=Path)
+
+    try:
+        from signaling.admin_cli import add_admin_commands
+    except ImportError:
+        pass
+    else:
+        add_admin_commands(commands)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    for name in ("host", "port", "dev"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return load_settings(getattr(args, "config", None), **overrides)
+
+
+def announce_dev_mode(settings: Settings) -> None:
+    """Dev mode says plainly which secrets are placeholders, as LiveKit's --dev does."""
+    if not settings.dev:
+        return
+    print("=" * 72, file=sys.stderr)
+    print("Disco is running in DEV MODE with placeholder secrets. Do not expose it.", file=sys.stderr)
+    if settings.jwt_secret == DEV_JWT_SECRET:
+        print(f"  DISCO_JWT_SECRET={settings.jwt_secret}", file=sys.stderr)
+    if settings.turn_secret:
+        print(f"  DISCO_TURN_SECRET={settings.turn_secret}", file=sys.stderr)
+    print(f"  database: {settings.database_url}", file=sys.stderr)
+    print(f"  bus: {'redis ' + settings.redis_url if settings.redis_url else 'in-process'}",
+          file=sys.stderr)
+    print(f"  web client: http://{settings.host}:{settings.port}/app/", file=sys.stderr)
+    print("Set DISCO_DEV=false and real secrets for production.", file=sys.stderr)
+    print("=" * 72, file=sys.stderr)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from signaling.app import create_app
+
+    settings.check_production_ready()
+    announce_dev_mode(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws="websockets-sansio",
+        ws_max_size=max(WS_MAX_FRAME_BYTES, 2 * settings.max_message_bytes),
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        proxy_headers=True,
+    )
+
+
+def migrate_only(settings: Settings) -> None:
+    import asyncio
+
+    from common.db import make_engine, migrate
+
+    async def run() -> None:
+        engine = make_engine(settings.database_url)
+        await migrate(engine)
+        await engine.dispose()
+
+    asyncio.run(run())
+    print(f"migrated {settings.database_url}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        serve(settings)
+    elif args.command == "migrate":
+        migrate_only(settings)
+    else:
+        from signaling.admin_cli import run_admin
+
+        raise SystemExit(run_admin(args, settings))
+
+
+if __name__ == "__main__":
+    main()

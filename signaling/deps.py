@@ -1,0 +1,84 @@
+"""What a request handler needs: the app's state, the caller, a DB session.
+
+``AppState`` is built once in the app factory (the composition root) and
+hangs off ``app.state.disco``; route modules get it through these FastAPI
+dependencies, never through globals.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from common.bus import LocalBus, RedisBus
+from common.db import SessionFactory
+from common.errors import Forbidden
+from common.settings import Settings
+from signaling.auth import Identity, TokenSigner, bearer_token
+
+if TYPE_CHECKING:
+    from signaling.rooms import RoomRegistry
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    bus: LocalBus | RedisBus
+    signer: TokenSigner
+    clock: Clock = time.time
+    rooms: RoomRegistry | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # per-feature services
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.disco
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+
+async def db_session(state: State) -> AsyncIterator[AsyncSession]:
+    """Committed if the handler returns, rolled back if it raises.
+
+    A handler may commit earlier itself (say, before publishing on the bus).
+    """
+    async with state.sessions() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+Db = Annotated[AsyncSession, Depends(db_session)]
+
+
+def current_identity(
+    state: State, authorization: Annotated[str | None, Header()] = None
+) -> Identity:
+    return state.signer.verify(bearer_token(authorization), state.clock())
+
+
+Caller = Annotated[Identity, Depends(current_identity)]
+
+
+def current_user_id(identity: Caller) -> int:
+    """The caller's user id; guests (nearby-only tokens) are refused."""
+    if identity.user_id is None:
+        raise Forbidden("guest sessions can only use nearby rooms; register an account")
+    return identity.user_id
+
+
+UserId = Annotated[int, Depends(current_user_id)]

@@ -1,0 +1,171 @@
+"""Rooms on this node: who is present, and each room's media unit.
+
+A room is ``group:<id>`` (members of a group) or ``nearby`` (people near each
+other). Presence lives only as long as the connection. The media side (an
+``sfu.room.MediaRoom``) is created when the first participant sends an offer
+and closed when the room empties. Each node owns whole rooms; see README
+"Scaling out".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from common.errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from sfu.room import MediaConfig, MediaRoom
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+
+class Peer(Protocol):
+    """The connection side of a participant: something that takes messages."""
+
+    subject: str
+    display_name: str
+
+    def send(self, message: Message) -> None: ...
+
+
+@dataclass
+class Participant:
+    participant_id: str
+    room_id: str
+    peer: Peer
+    muted: bool = False
+    radius_m: float | None = None
+
+    def public(self) -> Message:
+        user_id = int(self.peer.subject) if self.peer.subject.isdigit() else None
+        return {
+            "participant_id": self.participant_id,
+            "user_id": user_id,
+            "display_name": self.peer.display_name,
+            "muted": self.muted,
+        }
+
+
+@dataclass
+class Room:
+    room_id: str
+    participants: dict[str, Participant] = field(default_factory=dict)
+    media: MediaRoom | None = None
+    music_allowed: bool = False
+
+    def by_subject(self, subject: str) -> Participant | None:
+        return next((p for p in self.participants.values() if p.peer.subject == subject), None)
+
+
+class RoomRegistry:
+    def __init__(self, media_config: Callable[[], MediaConfig] | None = None) -> None:
+        """``media_config`` builds the SFU's config when the first media room starts."""
+        self._rooms: dict[str, Room] = {}
+        self._media_config = media_config
+        self._lock = asyncio.Lock()
+        self.on_media_event: Callable[[str, Message], None] | None = None
+
+    def get(self, room_id: str) -> Room | None:
+        return self._rooms.get(room_id)
+
+    def rooms(self) -> list[Room]:
+        return list(self._rooms.values())
+
+    def participant_count(self) -> int:
+        return sum(len(r.participants) for r in self._rooms.values())
+
+    async def join(self, room_id: str, peer: Peer, radius_m: float | None = None) -> Participant:
+        """Add ``peer``; the same user still present from an older connection is replaced."""
+        room = self._rooms.setdefault(room_id, Room(room_id))
+        if any(p.peer is peer for p in room.participants.values()):
+            raise Conflict(f"already in room {room_id}")
+        stale = room.by_subject(peer.subject)
+        if stale is not None:
+            stale.peer.send({"type": "left", "room": room_id, "reason": "replaced"})
+            await self.leave(stale)
+            room = self._rooms.setdefault(room_id, room)
+        participant = Participant("p_" + secrets.token_hex(6), room_id, peer, radius_m=radius_m)
+        room.participants[participant.participant_id] = participant
+        self.broadcast(
+            room_id, {"type": "participant_joined", "room": room_id, **participant.public()},
+            exclude=participant.participant_id,
+        )
+        return participant
+
+    async def leave(self, participant: Participant) -> None:
+        room = self._rooms.get(participant.room_id)
+        if room is None or room.participants.pop(participant.participant_id, None) is None:
+            return
+        if room.media is not None:
+            await room.media.disconnect(participant.participant_id)
+        self.broadcast(
+            room.room_id,
+            {"type": "participant_left", "room": room.room_id,
+             "participant_id": participant.participant_id},
+        )
+        if not room.participants:
+            del self._rooms[room.room_id]
+            media, room.media = room.media, None
+            if media is not None:
+                await media.close()
+
+    def find(self, room_id: str, participant_id: str) -> Participant:
+        room = self._rooms.get(room_id)
+        participant = room.participants.get(participant_id) if room else None
+        if participant is None:
+            raise NotFound(f"no participant {participant_id} in {room_id}")
+        return participant
+
+    def broadcast(self, room_id: str, message: Message, exclude: str | None = None) -> None:
+        room = self._rooms.get(room_id)
+        if room is None:
+            return
+        for pid, participant in room.participants.items():
+            if pid != exclude:
+                participant.peer.send(message)
+
+    async def media(self, room_id: str) -> MediaRoom:
+        """The room's media unit, started on first use."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            raise NotFound(f"no room {room_id}")
+        async with self._lock:
+            if room.media is None:
+                from sfu.room import MediaConfig, MediaRoom
+
+                config = self._media_config() if self._media_config else MediaConfig()
+                media = MediaRoom(room_id, config, lambda event: self._media_event(room_id, event))
+                media.set_music_allowed(room.music_allowed)
+                await media.start()
+                room.media = media
+        return room.media
+
+    def _media_event(self, room_id: str, event: Message) -> None:
+        room = self._rooms.get(room_id)
+        if room is None:
+            return
+        if event.get("type") == "peer_state":
+            participant = room.participants.get(str(event.get("participant_id")))
+            if participant is not None:
+                participant.peer.send({**event, "room": room_id})
+            if event.get("state") in ("failed", "closed") and room.media is not None:
+                asyncio.get_running_loop().create_task(
+                    room.media.disconnect(str(event.get("participant_id")))
+                )
+        else:
+            self.broadcast(room_id, {**event, "room": room_id})
+        if self.on_media_event is not None:
+            self.on_media_event(room_id, event)
+
+    async def close(self) -> None:
+        for room in list(self._rooms.values()):
+            if room.media is not None:
+                await room.media.close()
+        self._rooms.clear()

@@ -1,0 +1,335 @@
+"""One WebSocket connection: authenticate, then read, dispatch and reply.
+
+The session owns the connection's rooms and its bus subscription. Replies go
+through ``send``, which never blocks: a bounded outbox drained by a writer
+task; a client too slow to drain it is disconnected rather than let memory
+grow. Errors become ``{"type": "error", ...}`` messages and the connection
+stays open; only a bad or expired token closes it (code 4401).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+
+from common.bus import Subscription
+from common.errors import BadRequest, DiscoError, Forbidden, LimitExceeded, NotFound, Unauthorized
+from groups import service
+from signaling import wire
+from signaling.auth import Identity
+from signaling.deps import AppState
+from signaling.edge_errors import WS_CLOSE_UNAUTHORIZED
+from signaling.rooms import Participant, RoomRegistry
+from signaling.turn import ice_servers
+
+log = logging.getLogger(__name__)
+
+OUTBOX_MAX_MESSAGES = 512
+NEARBY_ROOM = "nearby"
+DEFAULT_RADIUS_M = 500.0
+# Bus messages a session passes on to its client as they are.
+FORWARDED_EVENTS = frozenset(
+    {"member_location", "place_event", "sos", "chat", "member_sharing", "membership"}
+)
+
+Handler = Callable[["ClientSession", Any], Awaitable[dict[str, Any] | None]]
+
+
+class ClientSession:
+    def __init__(self, state: AppState, websocket: WebSocket, identity: Identity) -> None:
+        assert state.rooms is not None
+        self.state = state
+        self.rooms: RoomRegistry = state.rooms
+        self.websocket = websocket
+        self.identity = identity
+        self.subject = identity.subject
+        self.display_name = identity.display_name
+        self.participants: dict[str, Participant] = {}
+        self.subscription: Subscription = state.bus.subscription()
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_MAX_MESSAGES)
+        self.closed = False
+        self.values: dict[str, Any] = {}  # per-feature per-connection state
+
+    # -- outbound -----------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        try:
+            self.outbox.put_nowait(message)
+        except asyncio.QueueFull:
+            log.warning("closing %s: client does not read its messages", self.subject)
+            self.closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self.outbox.get_nowait()
+                self.outbox.put_nowait(None)
+
+    def error(self, code: str, message: str, request_id: wire.RequestId | None) -> None:
+        self.send(wire.server_message("error", request_id, code=code, message=message))
+
+    async def _writer(self) -> None:
+        while (message := await self.outbox.get()) is not None:
+            await self.websocket.send_text(json.dumps(message, separators=(",", ":")))
+        await self.websocket.close(1008, "too slow")
+
+    async def _bus_reader(self) -> None:
+        async for _topic, event in self.subscription:
+            if event.get("type") == "membership" and event.get("user_id") == self.identity.user_id:
+                await self._membership_changed(event)
+            if event.get("type") in FORWARDED_EVENTS and event.get("origin") != self.subject:
+                self.send(event)
+
+    async def _membership_changed(self, event: dict[str, Any]) -> None:
+        group_id = int(event["group_id"])
+        if event.get("change") == "joined":
+            await self.subscription.add(f"group:{group_id}")
+            return
+        await self.subscription.remove(f"group:{group_id}")
+        participant = self.participants.pop(f"group:{group_id}", None)
+        if participant is not None:
+            await self.rooms.leave(participant)
+            self.send({"type": "left", "room": participant.room_id, "reason": "membership"})
+
+    # -- lifecycle ----------------------------------------------------------
+    async def run(self) -> None:
+        settings = self.state.settings
+        now = self.state.clock()
+        if self.identity.user_id is not None:
+            await self.subscription.add(f"user:{self.identity.user_id}")
+            async with self.state.sessions() as db:
+                for group, _role in await service.my_groups(db, self.identity.user_id):
+                    await self.subscription.add(f"group:{group.id}")
+        self.send({
+            "type": "welcome",
+            "protocol": wire.PROTOCOL_VERSION,
+            "user": {"id": self.identity.user_id or self.subject, "kind": self.identity.kind,
+                     "display_name": self.display_name},
+            "ice_servers": ice_servers(
+                settings.stun_urls, settings.turn_urls, settings.turn_secret, self.subject, now,
+                settings.turn_ttl_s,
+            ),
+            "max_message_bytes": settings.max_message_bytes,
+        })
+        tasks = [
+            asyncio.create_task(self._writer(), name=f"ws-writer-{self.subject}"),
+            asyncio.create_task(self._bus_reader(), name=f"ws-bus-{self.subject}"),
+        ]
+        try:
+            await self._read_loop()
+        finally:
+            self.closed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self.outbox.put_nowait(None)
+            await self.subscription.close()
+            for participant in list(self.participants.values()):
+                await self.rooms.leave(participant)
+            self.participants.clear()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read_loop(self) -> None:
+        max_bytes = self.state.settings.max_message_bytes
+        while not self.closed:
+            try:
+                frame = await self.websocket.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if frame["type"] == "websocket.disconnect":
+                return
+            if self.identity.expires_at <= self.state.clock():
+                self.closed = True
+                await self.websocket.close(WS_CLOSE_UNAUTHORIZED, "token expired")
+                return
+            raw = frame.get("text") if frame.get("text") is not None else frame.get("bytes")
+            request_id: wire.RequestId | None = None
+            try:
+                message = wire.parse_client_message(raw or "", max_bytes)
+                request_id = message.id
+                reply = await HANDLERS[message.type](self, message)
+                if reply is not None:
+                    self.send(wire.server_message(reply.pop("type"), request_id, **reply))
+            except wire.WireError as exc:
+                self.error(exc.code, exc.message, exc.request_id)
+            except DiscoError as exc:
+                self.error(exc.code, exc.message, request_id)
+            except Exception:
+                log.exception("error handling a message from %s", self.subject)
+                self.error("internal", "the server failed to handle this message", request_id)
+
+    # -- helpers ------------------------------------------------------------
+    def participant(self, room: str | None) -> Participant:
+        """The participant for ``room``, or for the only room joined if None."""
+        if room is None:
+            if len(self.participants) != 1:
+                raise BadRequest("say which room: you are in %d rooms" % len(self.participants))
+            return next(iter(self.participants.values()))
+        participant = self.participants.get(room)
+        if participant is None:
+            raise NotFound(f"you are not in room {room}")
+        return participant
+
+
+# -- handlers: one per client message type -----------------------------------
+
+
+async def on_ping(session: ClientSession, msg: wire.Ping) -> dict[str, Any]:
+    return {"type": "pong", "server_time": session.state.clock()}
+
+
+async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
+    room_id = msg.room
+    if room_id in session.participants:
+        raise BadRequest(f"already in room {room_id}")
+    music_allowed = False
+    if room_id == NEARBY_ROOM:
+        radius = msg.radius_m or DEFAULT_RADIUS_M
+    elif room_id.startswith("group:") and room_id[6:].isdigit():
+        if session.identity.user_id is None:
+            raise Forbidden("guest sessions can only join the nearby room")
+        group_id = int(room_id[6:])
+        async with session.state.sessions() as db:
+            await service.require_member(db, group_id, session.identity.user_id)
+            music_allowed = await _music_allowed(session.state, db, group_id)
+        radius = None
+    else:
+        raise BadRequest("room must be 'group:<id>' or 'nearby'")
+    participant = await session.rooms.join(room_id, session, radius_m=radius)
+    session.participants[room_id] = participant
+    room = session.rooms.get(room_id)
+    assert room is not None
+    room.music_allowed = music_allowed
+    if room.media is not None:
+        room.media.set_music_allowed(music_allowed)
+    others = [p.public() for pid, p in room.participants.items()
+              if pid != participant.participant_id]
+    hook = session.state.extras.get("on_join")
+    if hook is not None:
+        await hook(session, participant)
+    return {"type": "joined", "room": room_id, "participant_id": participant.participant_id,
+            "participants": others, "music_allowed": music_allowed}
+
+
+async def _music_allowed(state: AppState, db: Any, group_id: int) -> bool:
+    try:
+        from billing.service import entitlements_for_group
+    except ImportError:  # billing not wired: music stays open
+        return True
+    return bool((await entitlements_for_group(db, group_id, state.clock())).music)
+
+
+async def on_leave(session: ClientSession, msg: wire.Leave) -> dict[str, Any]:
+    participant = session.participant(msg.room)
+    del session.participants[msg.room]
+    await session.rooms.leave(participant)
+    hook = session.state.extras.get("on_leave")
+    if hook is not None:
+        await hook(session, participant)
+    return {"type": "left", "room": msg.room}
+
+
+async def on_offer(session: ClientSession, msg: wire.Offer) -> dict[str, Any]:
+    participant = session.participant(msg.room)
+    media = await session.rooms.media(msg.room)
+    answer = await media.connect(participant.participant_id, msg.sdp, msg.music_mids)
+    if participant.muted:
+        media.set_muted(participant.participant_id, True)
+    hook = session.state.extras.get("on_media")
+    if hook is not None:
+        await hook(session, participant)
+    return {"type": "answer", "room": msg.room, "sdp": answer}
+
+
+async def on_candidate(session: ClientSession, msg: wire.Candidate) -> None:
+    participant = session.participant(msg.room)
+    room = session.rooms.get(msg.room)
+    if room is None or room.media is None:
+        raise BadRequest("send an offer before candidates")
+    candidate = msg.candidate.model_dump() if msg.candidate is not None else None
+    await room.media.add_candidate(participant.participant_id, candidate)
+
+
+async def on_mute(session: ClientSession, msg: wire.Mute) -> dict[str, Any]:
+    participant = session.participant(msg.room)
+    participant.muted = msg.muted
+    room = session.rooms.get(participant.room_id)
+    if room is not None and room.media is not None:
+        room.media.set_muted(participant.participant_id, msg.muted)
+    session.rooms.broadcast(
+        participant.room_id,
+        {"type": "participant_muted", "room": participant.room_id,
+         "participant_id": participant.participant_id, "muted": msg.muted},
+        exclude=participant.participant_id,
+    )
+    return {"type": "muted", "room": participant.room_id, "muted": msg.muted}
+
+
+async def on_volume(session: ClientSession, msg: wire.Volume) -> dict[str, Any]:
+    for room_id, me in session.participants.items():
+        room = session.rooms.get(room_id)
+        if room is not None and msg.participant_id in room.participants:
+            if msg.participant_id == me.participant_id:
+                raise BadRequest("you do not hear yourself; set another participant's volume")
+            if room.media is not None:
+                room.media.set_volume(me.participant_id, msg.participant_id, msg.gain)
+            return {"type": "volume", "room": room_id, "participant_id": msg.participant_id,
+                    "gain": msg.gain}
+    raise NotFound(f"no participant {msg.participant_id} in your rooms")
+
+
+async def on_music(session: ClientSession, msg: wire.Music) -> dict[str, Any]:
+    participant = session.participant(msg.room)
+    room = session.rooms.get(participant.room_id)
+    assert room is not None
+    if not room.music_allowed:
+        raise LimitExceeded(
+            "music needs a plan with the music entitlement", detail={"limit": "music"}
+        )
+    media = await session.rooms.media(participant.room_id)
+    state = await media.music(msg.action, participant.participant_id, msg.source)
+    return {"type": "music_state", "room": participant.room_id, **state}
+
+
+async def on_not_wired(session: ClientSession, msg: Any) -> None:
+    handler = session.state.extras.get("ws_handlers", {}).get(msg.type)
+    if handler is None:
+        raise DiscoError(f"{msg.type} is not available on this server")
+    reply: dict[str, Any] | None = await handler(session, msg)
+    return reply  # type: ignore[return-value]
+
+
+HANDLERS: dict[str, Handler] = {
+    "ping": on_ping,
+    "join": on_join,
+    "leave": on_leave,
+    "offer": on_offer,
+    "candidate": on_candidate,
+    "mute": on_mute,
+    "volume": on_volume,
+    "music": on_music,
+    "location": on_not_wired,
+    "radius": on_not_wired,
+    "chat": on_not_wired,
+    "sos": on_not_wired,
+    "display_name": on_not_wired,
+}
+
+
+async def serve_websocket(state: AppState, websocket: WebSocket) -> None:
+    """The ``/ws`` endpoint: check the token, then run a session."""
+    await websocket.accept()
+    token = websocket.query_params.get("token", "")
+    try:
+        identity = state.signer.verify(token, state.clock())
+    except Unauthorized as exc:
+        await websocket.send_text(json.dumps(
+            {"type": "error", "code": "unauthorized", "message": exc.message}
+        ))
+        await websocket.close(WS_CLOSE_UNAUTHORIZED, exc.message[:120])
+        return
+    await ClientSession(state, websocket, identity).run()

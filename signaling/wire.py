@@ -1,0 +1,180 @@
+"""The WebSocket wire protocol: client -> server messages, validated with pydantic.
+
+Every frame is one JSON object with a ``type``. A request may carry an ``id``
+(string or number, echoed in the reply or error). Server -> client messages
+are plain dicts built by ``server_message``; docs/protocol.md lists them all.
+This module is the schema the desktop client imports too, so it depends on
+nothing but pydantic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+PROTOCOL_VERSION = 1
+RADIUS_MIN_M = 100
+RADIUS_MAX_M = 2000
+ROOM_ID_MAX_CHARS = 64
+SDP_MAX_CHARS = 32_000
+GAIN_MAX = 2.0
+
+RequestId = Annotated[str, Field(max_length=64)] | int
+
+
+class WireError(Exception):
+    """A message that cannot be understood; ``code`` goes on the wire."""
+
+    def __init__(self, code: str, message: str, request_id: RequestId | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: RequestId | None = None
+
+
+class Join(_Msg):
+    type: Literal["join"]
+    room: str = Field(max_length=ROOM_ID_MAX_CHARS)
+    radius_m: float | None = Field(None, ge=RADIUS_MIN_M, le=RADIUS_MAX_M)
+
+
+class Leave(_Msg):
+    type: Literal["leave"]
+    room: str = Field(max_length=ROOM_ID_MAX_CHARS)
+
+
+class Ping(_Msg):
+    type: Literal["ping"]
+
+
+class Offer(_Msg):
+    type: Literal["offer"]
+    room: str = Field(max_length=ROOM_ID_MAX_CHARS)
+    sdp: str = Field(min_length=1, max_length=SDP_MAX_CHARS)
+    music_mids: list[Annotated[str, Field(max_length=16)]] = Field(default_factory=list, max_length=4)
+
+
+class IceCandidate(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    candidate: str = Field(max_length=1024)
+    sdpMid: str | None = Field(None, max_length=16)  # noqa: N815 - WebRTC's own name
+    sdpMLineIndex: int | None = Field(None, ge=0, le=16)  # noqa: N815
+
+
+class Candidate(_Msg):
+    type: Literal["candidate"]
+    room: str = Field(max_length=ROOM_ID_MAX_CHARS)
+    candidate: IceCandidate | None = None  # None: end of candidates
+
+
+class Mute(_Msg):
+    type: Literal["mute"]
+    muted: bool
+    room: str | None = Field(None, max_length=ROOM_ID_MAX_CHARS)
+
+
+class Volume(_Msg):
+    type: Literal["volume"]
+    participant_id: str = Field(max_length=64)
+    gain: float = Field(ge=0.0, le=GAIN_MAX)
+
+
+class Music(_Msg):
+    type: Literal["music"]
+    action: Literal["play", "queue", "pause", "resume", "skip", "stop"]
+    source: str | None = Field(None, max_length=255)
+    room: str | None = Field(None, max_length=ROOM_ID_MAX_CHARS)
+
+
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+class Location(_Msg):
+    type: Literal["location"]
+    lat: float = Field(ge=-90.0, le=90.0)
+    lon: float = Field(ge=-180.0, le=180.0)
+    accuracy_m: float = Field(gt=0.0, le=100_000.0)
+    ts: float | None = None
+    speed_mps: float | None = Field(None, ge=0.0, le=1000.0)
+    heading_deg: float | None = Field(None, ge=0.0, lt=360.0)
+    battery_pct: float | None = Field(None, ge=0.0, le=100.0)
+
+    _check_finite = field_validator(
+        "lat", "lon", "accuracy_m", "ts", "speed_mps", "heading_deg", "battery_pct"
+    )(_finite)
+
+
+class Radius(_Msg):
+    type: Literal["radius"]
+    radius_m: float = Field(ge=RADIUS_MIN_M, le=RADIUS_MAX_M)
+
+
+class Chat(_Msg):
+    type: Literal["chat"]
+    room: str = Field(max_length=ROOM_ID_MAX_CHARS)
+    text: str = Field(min_length=1, max_length=500)
+
+
+class Sos(_Msg):
+    type: Literal["sos"]
+    message: str | None = Field(None, max_length=200)
+
+
+class DisplayName(_Msg):
+    type: Literal["display_name"]
+    display_name: str = Field(min_length=1, max_length=64)
+
+
+ClientMessage = Annotated[
+    Join | Leave | Ping | Offer | Candidate | Mute | Volume | Music | Location | Radius | Chat
+    | Sos | DisplayName,
+    Field(discriminator="type"),
+]
+CLIENT_TYPES = frozenset(
+    m.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    for m in (Join, Leave, Ping, Offer, Candidate, Mute, Volume, Music, Location, Radius, Chat,
+              Sos, DisplayName)
+)
+_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+def parse_client_message(text: str | bytes, max_bytes: int) -> ClientMessage:
+    """Parse one frame, or raise ``WireError`` with a code for the client."""
+    if isinstance(text, bytes):
+        raise WireError("bad_frame", "send text frames holding JSON, not binary frames")
+    if len(text.encode()) > max_bytes:
+        raise WireError("message_too_large", f"messages are limited to {max_bytes} bytes")
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise WireError("bad_json", f"not valid JSON: {exc.msg}") from None
+    if not isinstance(raw, dict):
+        raise WireError("bad_json", "a message must be a JSON object")
+    request_id = raw.get("id") if isinstance(raw.get("id"), str | int) else None
+    kind = raw.get("type")
+    if kind not in CLIENT_TYPES:
+        raise WireError("unknown_type", f"unknown message type: {str(kind)[:40]!r}", request_id)
+    try:
+        return _adapter.validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "message"
+        raise WireError("bad_request", f"{where}: {first['msg']}", request_id) from None
+
+
+def server_message(kind: str, request_id: RequestId | None = None, **fields: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": kind, **fields}
+    if request_id is not None:
+        message["id"] = request_id
+    return message

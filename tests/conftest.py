@@ -1,0 +1,95 @@
+"""Shared fixtures: databases (SQLite and real PostgreSQL), Redis, settings."""
+
+from __future__ import annotations
+
+import secrets
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from common.settings import Settings
+from tests.services import POSTGRES_URL, REDIS_URL, missing, port_open
+
+
+def _pg_available() -> bool:
+    parsed = urllib.parse.urlparse(POSTGRES_URL)
+    return port_open(parsed.hostname or "127.0.0.1", parsed.port or 5432)
+
+
+async def _create_pg_database() -> str:
+    if not _pg_available():
+        missing(f"PostgreSQL at {POSTGRES_URL}")
+    import asyncpg
+
+    name = "disco_t_" + secrets.token_hex(6)
+    admin = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    parsed = urllib.parse.urlparse(POSTGRES_URL)
+    return urllib.parse.urlunparse(parsed._replace(path="/" + name))
+
+
+async def _drop_pg_database(url: str) -> None:
+    import asyncpg
+
+    name = urllib.parse.urlparse(url).path.lstrip("/")
+    admin = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    url = await _create_pg_database()
+    yield url
+    await _drop_pg_database(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'disco.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Each test using this runs twice: on SQLite and on a fresh real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'disco.db'}"
+        return
+    url = await _create_pg_database()
+    yield url
+    await _drop_pg_database(url)
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    """Redis database 15, flushed before and after the test."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception:
+        await client.aclose()
+        missing(f"Redis at {REDIS_URL}")
+    await client.flushdb()
+    yield REDIS_URL
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    yield Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'disco.db'}",
+        jwt_secret="test-secret-" + secrets.token_hex(16),
+        upload_dir=tmp_path / "uploads",
+    )
