@@ -143,7 +143,9 @@ class PlanCatalog:
 
 def _int_field(name: str, key: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise PlansFileError(f"plan {name!r}: {key} must be an integer {low}..{high}, got {value!r}")
+        raise PlansFileError(
+            f"plan {name!r}: {key} must be an integer {low}..{high}, got {value!r}"
+        )
     return value
 
 
