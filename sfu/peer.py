@@ -1,0 +1,264 @@
+"""One participant's aiortc peer connection (aiortc's camelCase stays in here).
+
+Inbound: aiortc decodes each audio track in its own thread; a reader task per
+track turns frames into mono 48 kHz int16 and pushes them into a small
+``JitterSlot`` that the room's clock pops once per tick. Voice goes to the
+voice slot; tracks whose mid the client marked as music go to music slots.
+
+aiortc's audio ``JitterBuffer`` waits for four later packets before releasing a
+frame (80 ms) and stalls on a lost packet until 16 more arrive. An Opus RTP
+packet is a whole frame, so ``_PassThroughBuffer`` hands each packet to the
+decoder as it arrives (dropping late duplicates); the jitter allowance is the
+slot's instead: up to ``SLOT_MAX_FRAMES`` frames, older ones dropped.
+
+Outbound: a ``MixTrack`` on the first non-music audio transceiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Collection
+from typing import Any
+
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RtpPacket
+from aiortc.sdp import candidate_from_sdp
+from av import AudioFrame
+
+from sfu import metrics
+from sfu.errors import BadCandidate, BadOffer
+from sfu.ice import announce_public_ip, rtc_configuration
+from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ, Pcm
+from sfu.tracks import MixTrack
+
+logger = logging.getLogger(__name__)
+
+SLOT_MAX_FRAMES = 3
+"""Jitter allowance per inbound track: 60 ms; beyond it the oldest frame goes."""
+MAX_SDP_CHARS = 64 * 1024
+SEQ_HALF = 1 << 15
+
+
+class JitterSlot:
+    """Decoded samples waiting for the next tick; re-chunks any packet size to 20 ms."""
+
+    def __init__(self, max_frames: int = SLOT_MAX_FRAMES) -> None:
+        self._max_samples = max_frames * FRAME_SAMPLES
+        self._buffer = np.zeros(0, dtype=np.int16)
+        self.dropped_frames = 0
+
+    def push(self, samples: Pcm) -> None:
+        buf = np.concatenate((self._buffer, samples)) if self._buffer.size else samples
+        excess = buf.shape[0] - self._max_samples
+        if excess > 0:
+            self.dropped_frames += -(-excess // FRAME_SAMPLES)
+            buf = buf[excess:]
+        self._buffer = buf
+
+    def pop(self) -> Pcm | None:
+        """One 20 ms frame, or None if none is complete (the tick uses silence)."""
+        if self._buffer.shape[0] < FRAME_SAMPLES:
+            return None
+        frame, self._buffer = self._buffer[:FRAME_SAMPLES], self._buffer[FRAME_SAMPLES:]
+        return frame
+
+    def __len__(self) -> int:
+        return self._buffer.shape[0] // FRAME_SAMPLES
+
+
+class _PassThroughBuffer(JitterBuffer):
+    """Releases every newer audio packet at once; the room's slot absorbs jitter."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=16)
+        self._last_seq: int | None = None
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._last_seq is not None and (seq - self._last_seq) % 65536 >= SEQ_HALF:
+            return False, None  # late or duplicate: its time has passed
+        if self._last_seq is not None and seq == self._last_seq:
+            return False, None
+        self._last_seq = seq
+        data: bytes = getattr(packet, "_data", packet.payload)
+        return False, JitterFrame(data=data, timestamp=packet.timestamp)
+
+
+def _install_pass_through(receiver: RTCRtpReceiver) -> None:
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    if isinstance(getattr(receiver, attr, None), JitterBuffer):
+        setattr(receiver, attr, _PassThroughBuffer())
+    else:  # pragma: no cover - a future aiortc renamed it; keep its buffer
+        logger.warning("aiortc receiver has no %s; keeping its 80 ms jitter buffer", attr)
+
+
+def to_mono(frame: AudioFrame) -> Pcm:
+    """A decoded frame as mono int16 at 48 kHz (aiortc decodes Opus to s16 stereo)."""
+    arr = frame.to_ndarray()
+    if frame.format.name != "s16" or frame.sample_rate != SAMPLE_RATE_HZ:
+        raise ValueError(f"unexpected decoded audio {frame.format.name}@{frame.sample_rate}")
+    channels = len(frame.layout.channels)
+    if channels == 1:
+        return arr.reshape(-1).astype(np.int16, copy=False)
+    inter = arr.reshape(-1, channels).astype(np.int32)
+    return (inter.sum(axis=1) // channels).astype(np.int16)
+
+
+def check_offer_text(sdp: Any) -> None:
+    """Cheap checks before aiortc parses anything: is this an SDP offer with audio?"""
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise BadOffer("offer must be SDP text")
+    if len(sdp) > MAX_SDP_CHARS:
+        raise BadOffer("offer SDP is too long")
+    lines = [line.strip() for line in sdp.strip().splitlines()]
+    if not lines or lines[0] != "v=0" or not any(line.startswith("m=") for line in lines):
+        raise BadOffer("offer is not SDP (expected 'v=0' and media lines)")
+    if not any(line.startswith("m=audio ") for line in lines):
+        raise BadOffer("offer has no audio")
+
+
+class Peer:
+    """A participant's peer connection: mix out, voice (and music) in."""
+
+    def __init__(
+        self,
+        participant_id: str,
+        *,
+        stun_urls: Collection[str] = (),
+        public_ip: str | None = None,
+        music_mids: Collection[str] = (),
+        on_state: Callable[[Peer, str], None],
+    ) -> None:
+        self.participant_id = participant_id
+        self.out = MixTrack()
+        self.voice = JitterSlot()
+        self.music: dict[str, JitterSlot] = {}
+        self.has_voice_in = False
+        self.state = "new"
+        self.last_frame_at: float | None = None
+        self.frames_in = 0
+        self._public_ip = public_ip
+        self._music_mids = frozenset(music_mids)
+        self._on_state: Callable[[Peer, str], None] | None = on_state
+        self._readers: list[asyncio.Task[None]] = []
+        self._pc = RTCPeerConnection(rtc_configuration(tuple(stun_urls)))
+        self._pc.on("connectionstatechange", self._state_changed)
+
+    def detach(self) -> None:
+        """Stop reporting state (the peer is being replaced or removed on purpose)."""
+        self._on_state = None
+
+    def _state_changed(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected" and self.last_frame_at is None:
+            self.last_frame_at = asyncio.get_running_loop().time()
+        self.state = state
+        if self._on_state is not None:
+            self._on_state(self, state)
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Apply the client's offer; returns the answer SDP with all our candidates."""
+        check_offer_text(offer_sdp)
+        pc = self._pc
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:  # aiortc raises a zoo of types on bad SDP
+            logger.debug("rejected offer from %s: %r", self.participant_id, exc)
+            raise BadOffer(f"offer rejected: {exc or type(exc).__name__}") from None
+        audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
+        voice = [t for t in audio if t.mid not in self._music_mids]
+        if not voice:
+            raise BadOffer("offer has no voice audio (every audio m-line is marked music)")
+        for t in pc.getTransceivers():
+            if t.kind != "audio":
+                t.direction = "inactive"
+                continue
+            _install_pass_through(t.receiver)
+            if t is voice[0]:
+                t.sender.replaceTrack(self.out)
+                t.direction = "sendrecv"
+            else:
+                t.direction = "recvonly"
+            track = t.receiver.track
+            if track is None or t._offerDirection not in ("recvonly", "sendrecv"):
+                continue  # the client sends nothing on this m-line
+            if t.mid in self._music_mids:
+                slot = self.music.setdefault(str(t.mid), JitterSlot())
+            else:
+                if t is not voice[0]:
+                    continue  # a second voice track: only the first is mixed
+                slot = self.voice
+                self.has_voice_in = True
+            self._readers.append(asyncio.create_task(self._read(track, slot)))
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            logger.debug("cannot answer %s: %r", self.participant_id, exc)
+            raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from None
+        return announce_public_ip(pc.localDescription.sdp, self._public_ip)
+
+    async def _read(self, track: MediaStreamTrack, slot: JitterSlot) -> None:
+        loop = asyncio.get_running_loop()
+        debug = logger.isEnabledFor(logging.DEBUG)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if not isinstance(frame, AudioFrame):
+                continue
+            try:
+                pcm = to_mono(frame)
+            except ValueError as exc:
+                if debug:
+                    logger.debug("%s: %s", self.participant_id, exc)
+                continue
+            slot.push(pcm)
+            self.frames_in += 1
+            self.last_frame_at = loop.time()
+
+    async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
+        """Add a trickled remote candidate; None (or an empty one) ends them."""
+        pc = self._pc
+        if candidate is None or not candidate.get("candidate"):
+            # aiortc ends remote gathering with a None candidate per transport.
+            await pc.addIceCandidate(None)
+            return
+        text = candidate.get("candidate")
+        if not isinstance(text, str) or len(text) > 1024:
+            raise BadCandidate("candidate must be a string")
+        try:
+            parsed = candidate_from_sdp(text.removeprefix("a=").removeprefix("candidate:"))
+        except (AssertionError, ValueError, IndexError) as exc:
+            raise BadCandidate(f"malformed candidate: {text[:80]!r}") from exc
+        parsed.sdpMid = candidate.get("sdpMid")
+        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+            raise BadCandidate("candidate needs sdpMid or sdpMLineIndex")
+        try:
+            await pc.addIceCandidate(parsed)
+        except Exception as exc:
+            raise BadCandidate(f"candidate rejected: {exc or type(exc).__name__}") from None
+
+    def take_voice(self) -> Pcm | None:
+        return self.voice.pop()
+
+    async def close(self) -> None:
+        self.detach()
+        self.out.stop()
+        for task in self._readers:
+            task.cancel()
+        for task in self._readers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._readers.clear()
+        dropped = self.voice.dropped_frames + sum(s.dropped_frames for s in self.music.values())
+        if dropped:
+            metrics.FRAMES_DROPPED.inc(dropped)
+        await self._pc.close()
