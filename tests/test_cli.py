@@ -1,0 +1,98 @@
+"""`disco serve` as a user starts it: a real process, real port, dev defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from common.settings import DEV_JWT_SECRET
+
+DISCO = str(Path(sys.executable).with_name("disco"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("DISCO_")}
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [DISCO, "serve", "--port", str(port)], cwd=tmp_path, env=clean_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            pytest.fail(f"disco serve exited: {proc.stdout.read() if proc.stdout else ''}")
+    else:
+        proc.kill()
+        pytest.fail("disco serve did not answer /healthz within 30 s")
+    yield base, proc
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_serve_on_embedded_defaults(served: tuple[str, subprocess.Popen[str]],
+                                    tmp_path: Path) -> None:
+    base, proc = served
+    assert (tmp_path / "disco.db").exists()  # SQLite file in the working directory
+    r = httpx.post(base + "/api/auth/register",
+                   json={"username": "newuser", "password": "a decent passphrase"})
+    assert r.status_code == 201
+    token = r.json()["access_token"]
+    g = httpx.post(base + "/api/groups", json={"name": "first"},
+                   headers={"Authorization": f"Bearer {token}"})
+    assert g.status_code == 201
+    assert httpx.get(base + "/", follow_redirects=False).headers["location"] == "/app/"
+
+    async def talk() -> dict[str, object]:
+        async with websockets.connect(base.replace("http", "ws") + f"/ws?token={token}") as ws:
+            assert json.loads(await ws.recv())["type"] == "welcome"
+            await ws.send(json.dumps({"type": "join", "room": f"group:{g.json()['id']}"}))
+            return dict(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+
+    assert asyncio.run(talk())["type"] == "joined"
+    proc.terminate()
+    output, _ = proc.communicate(timeout=10)
+    assert "DEV MODE" in output and DEV_JWT_SECRET in output  # dev keys printed plainly
+
+
+def test_prod_mode_refuses_placeholder_secrets(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [DISCO, "serve", "--prod", "--port", str(free_port())], cwd=tmp_path, env=clean_env(),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "refusing to start" in result.stderr and "DISCO_JWT_SECRET" in result.stderr
+
+
+def test_help_and_bad_arguments() -> None:
+    helped = subprocess.run([DISCO, "serve", "--help"], capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "--port" in helped.stdout and "--config" in helped.stdout
+    bad = subprocess.run([DISCO, "serve", "--port", "http"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "invalid int value" in bad.stderr
