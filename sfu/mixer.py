@@ -92,8 +92,10 @@ class MixPlan:
         if not self.volumes:
             return
         self.volumes.pop(participant, None)
-        for per_listener in self.volumes.values():
-            per_listener.pop(participant, None)
+        for listener in list(self.volumes):
+            self.volumes[listener].pop(participant, None)
+            if not self.volumes[listener]:
+                del self.volumes[listener]
 
     def gain(self, listener: str, speaker: str) -> float:
         """The gain at which ``listener`` hears ``speaker`` (0 = not at all)."""

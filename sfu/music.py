@@ -302,6 +302,7 @@ class MusicPlayer:
     _decoder: FileDecoder | None = None
     _decoder_track: Track | None = None
     _fade_in: bool = False
+    _gapless: bool = False
     _tail: Pcm | None = None
 
     def _close_decoder(self, fade_out: bool) -> None:
@@ -374,7 +375,10 @@ class MusicPlayer:
                 try:
                     self._decoder = self.open_decoder(q.current.path)
                     self._decoder_track = q.current
-                    self._fade_in = True
+                    # a song that follows another plays as recorded (gapless);
+                    # one started by play/skip/resume fades in
+                    self._fade_in = not self._gapless
+                    self._gapless = False
                 except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
                     logger.warning("cannot open %s: %s", q.current.source, exc)
                     q.advance()
@@ -388,6 +392,7 @@ class MusicPlayer:
                 return frame
             self._close_decoder(fade_out=False)  # end of track
             q.advance()
+            self._gapless = True
             self.changed = True
         return None
 
