@@ -1,0 +1,90 @@
+"""``disco admin``: subscriptions, webhook deliveries, and manual plan grants.
+
+Run against the same database as the server (same settings / ``--config``);
+migrations are applied first so the commands work on a fresh database too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from billing import admin
+from billing.plans import load_catalog
+from common.db import make_engine, make_session_factory, migrate, session_scope
+from common.errors import DiscoError
+from common.settings import Settings
+
+
+def add_admin_commands(subparsers: Any) -> None:
+    """Add ``admin`` and its actions to the ``disco`` command's subparsers."""
+    parser = subparsers.add_parser("admin", help="operator tools: subscriptions, webhooks, grants")
+    parser.add_argument("--config", type=Path, help="env-style settings file (DISCO_*=...)")
+    actions = parser.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    actions.add_parser("subscriptions", help="list users' plans and subscription status")
+    hooks = actions.add_parser("webhooks", help="recent Stripe webhook deliveries, with outcome")
+    hooks.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    grant = actions.add_parser("grant", help="put a user on a plan by hand (support cases)")
+    grant.add_argument("user", help="user name or id")
+    grant.add_argument("plan", help="plan name from the plans file; the default plan revokes")
+    grant.add_argument("--days", type=int, help="grant for this many days (default: no end)")
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                     for row in cells)
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> str:
+    catalog = load_catalog(settings.plans_file)
+    engine = make_engine(settings.database_url)
+    try:
+        await migrate(engine)
+        sessions = make_session_factory(engine)
+        async with session_scope(sessions) as session:
+            if args.admin_command == "subscriptions":
+                subs = await admin.list_subscriptions(session)
+                return _table(
+                    ("user", "id", "plan", "status", "source", "period end", "grace until",
+                     "customer"),
+                    [(s.username, s.user_id, s.plan, s.status, s.source,
+                      _when(s.current_period_end), _when(s.grace_until),
+                      s.stripe_customer_id or "-") for s in subs],
+                ) if subs else "no subscriptions yet"
+            if args.admin_command == "webhooks":
+                events = await admin.recent_webhooks(session, args.limit)
+                return _table(
+                    ("received", "event", "type", "outcome", "user", "detail"),
+                    [(_when(e.received_at), e.id, e.type, e.outcome,
+                      e.user_id if e.user_id is not None else "-", e.detail) for e in events],
+                ) if events else "no webhook deliveries yet"
+            sub = await admin.grant_plan(session, args.user, args.plan, catalog,
+                                         datetime.datetime.now(datetime.UTC).timestamp(),
+                                         args.days)
+            until = _when(sub.current_period_end) if sub.current_period_end else "no end date"
+            return f"user {sub.user_id} is now on {sub.plan} ({until})"
+    finally:
+        await engine.dispose()
+
+
+def run_admin(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one ``disco admin`` action; returns the process exit code."""
+    try:
+        print(asyncio.run(_run(args, settings)))
+    except DiscoError as exc:
+        print(f"disco admin: {exc.message}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,121 @@
+"""REST: plans, checkout, customer portal, Stripe webhooks, the caller's subscription.
+
+The webhook route reads the raw body (the signature covers the exact bytes)
+and answers 400 for anything that fails verification, with nothing changed;
+every verified event gets 200, including types we ignore, so Stripe stops
+retrying them. When an event changes a user's plan, a message on the bus
+topic ``billing:entitlements`` names the user and the groups they own, so
+every node can re-check live rooms (music) at once; an upgrade simply takes
+effect on the next request.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from billing.plans import Plan, load_catalog
+from billing.service import (
+    ENTITLEMENTS_TOPIC,
+    BillingService,
+    entitlements_for_user,
+    owned_group_ids,
+    use_catalog,
+)
+from billing.store import get_subscription
+from billing.stripe_api import StripeGateway
+from signaling.deps import AppState, Db, State, UserId
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/billing", tags=["billing"])
+
+SERVICE_KEY = "billing"
+
+
+class CheckoutBody(BaseModel):
+    plan: str = Field(max_length=64)
+
+
+async def startup(state: AppState) -> None:
+    """Load the plans (a broken plans file stops start-up) and build the service."""
+    settings = state.settings
+    catalog = load_catalog(settings.plans_file)
+    use_catalog(catalog)
+    gateway = None
+    if settings.stripe_api_key:
+        gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
+        if not settings.stripe_webhook_secret:
+            logger.warning("DISCO_STRIPE_API_KEY is set but DISCO_STRIPE_WEBHOOK_SECRET is not: "
+                           "payments will never reach Disco; see docs/billing.md")
+    else:
+        logger.info("billing: no Stripe key; everyone is on the %s plan unless granted",
+                    catalog.default.name)
+    state.extras[SERVICE_KEY] = BillingService(
+        state.sessions, catalog, gateway=gateway,
+        webhook_secret=settings.stripe_webhook_secret, public_url=settings.public_url,
+        clock=lambda: state.clock(),
+    )
+
+
+def billing_service(state: AppState) -> BillingService:
+    service = state.extras.get(SERVICE_KEY)
+    assert isinstance(service, BillingService), "routes_billing.startup did not run"
+    return service
+
+
+def plan_json(plan: Plan) -> dict[str, object]:
+    return {"name": plan.name, "display_name": plan.display_name, "paid": plan.paid,
+            "max_group_members": plan.max_group_members, "voice": plan.voice,
+            "music": plan.music, "history_days": plan.history_days,
+            "max_places": plan.max_places}
+
+
+@router.get("/plans")
+async def plans(state: State) -> dict[str, object]:
+    catalog = billing_service(state).catalog
+    return {"default": catalog.default.name, "plans": [plan_json(p) for p in catalog]}
+
+
+@router.post("/checkout")
+async def checkout(body: CheckoutBody, user_id: UserId, state: State) -> dict[str, str]:
+    return {"url": await billing_service(state).checkout(user_id, body.plan)}
+
+
+@router.post("/portal")
+async def portal(user_id: UserId, state: State) -> dict[str, str]:
+    return {"url": await billing_service(state).portal(user_id)}
+
+
+@router.post("/webhook")
+async def webhook(request: Request, state: State) -> dict[str, object]:
+    service = billing_service(state)
+    raw = await request.body()
+    result = await service.handle_webhook(raw, request.headers.get("stripe-signature"))
+    if result.changed and result.user_id is not None:
+        async with state.sessions() as db:
+            ent = await entitlements_for_user(db, result.user_id, state.clock(), service.catalog)
+            groups = await owned_group_ids(db, result.user_id)
+        await state.bus.publish(ENTITLEMENTS_TOPIC, {
+            "type": "entitlements", "user_id": result.user_id, "group_ids": groups,
+            **ent.to_json(),
+        })
+    return {"received": True, "event": result.event_id, "outcome": result.outcome.value}
+
+
+@router.get("/subscription")
+async def subscription(user_id: UserId, state: State, db: Db) -> dict[str, object]:
+    catalog = billing_service(state).catalog
+    now = state.clock()
+    sub = await get_subscription(db, user_id)
+    ent = await entitlements_for_user(db, user_id, now, catalog)
+    detail = None
+    if sub is not None:
+        detail = {"plan": sub.plan, "status": sub.status, "source": sub.source,
+                  "current_period_end": sub.current_period_end,
+                  "cancel_at_period_end": sub.cancel_at_period_end,
+                  "grace_until": sub.grace_until,
+                  "has_billing_account": sub.stripe_customer_id is not None}
+    return {"plan": ent.plan, "entitlements": ent.to_json(), "subscription": detail}

@@ -1,0 +1,80 @@
+"""REST: push device tokens and push settings; owns the app's push dispatcher.
+
+Other parts of the server push through ``push_dispatcher(state)`` and the
+builders in ``groups.push.messages``, e.g.
+``push_dispatcher(state).notify(member_ids, messages.sos(...))``; ``notify``
+never waits on Apple or Google.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from groups.push import store
+from groups.push.dispatcher import PushDispatcher
+from groups.push.messages import Category
+from groups.push.senders import make_senders
+from signaling.deps import AppState, Db, State, UserId
+
+router = APIRouter(prefix="/api", tags=["push"])
+
+DISPATCHER_KEY = "push"
+
+
+class DeviceBody(BaseModel):
+    platform: str = Field(max_length=16)
+    token: str = Field(max_length=4096)
+
+
+class PushSettingsBody(BaseModel):
+    muted: list[str] = Field(max_length=16)
+
+
+async def startup(state: AppState) -> None:
+    state.extras[DISPATCHER_KEY] = PushDispatcher(state.sessions, make_senders(state.settings))
+
+
+async def shutdown(state: AppState) -> None:
+    dispatcher = state.extras.pop(DISPATCHER_KEY, None)
+    if isinstance(dispatcher, PushDispatcher):
+        await dispatcher.close()
+
+
+def push_dispatcher(state: AppState) -> PushDispatcher | None:
+    """The app's dispatcher (None before start-up)."""
+    dispatcher = state.extras.get(DISPATCHER_KEY)
+    return dispatcher if isinstance(dispatcher, PushDispatcher) else None
+
+
+@router.post("/devices", status_code=201)
+async def register_device(body: DeviceBody, user_id: UserId, state: State, db: Db
+                          ) -> dict[str, object]:
+    device = await store.register_device(db, user_id, body.platform, body.token, state.clock())
+    return {"platform": device.platform, "token": device.token}
+
+
+@router.get("/devices")
+async def list_devices(user_id: UserId, db: Db) -> dict[str, object]:
+    devices = await store.user_devices(db, user_id)
+    return {"devices": [{"platform": d.platform, "token": d.token, "created_at": d.created_at}
+                        for d in devices]}
+
+
+@router.delete("/devices/{token}", status_code=204)
+async def remove_device(token: str, user_id: UserId, db: Db) -> Response:
+    await store.remove_device(db, user_id, token)
+    return Response(status_code=204)
+
+
+@router.get("/push/settings")
+async def get_settings(user_id: UserId, db: Db) -> dict[str, object]:
+    muted = await store.muted_categories(db, user_id)
+    return {"muted": sorted(c.value for c in muted), "categories": [c.value for c in Category]}
+
+
+@router.put("/push/settings")
+async def put_settings(body: PushSettingsBody, user_id: UserId, state: State, db: Db
+                       ) -> dict[str, object]:
+    muted = await store.set_muted(db, user_id, body.muted, state.clock())
+    return {"muted": sorted(c.value for c in muted), "categories": [c.value for c in Category]}
