@@ -143,12 +143,15 @@ class BillingService:
     async def checkout(self, user_id: int, plan_name: str) -> str:
         """A Stripe Checkout URL for ``plan_name``. Nothing is stored but the customer id."""
         plan = self.catalog.get(plan_name)
-        if not plan.paid:
+        if plan is self.catalog.default:
             raise BadRequest(
                 f"the {plan.name} plan needs no checkout; to leave a paid plan, "
                 "cancel it in the billing portal"
             )
-        assert plan.stripe_price_id is not None
+        if plan.stripe_price_id is None:
+            raise BillingNotConfigured(
+                f"the {plan.name} plan has no stripe_price_id in the plans file"
+            )
         gateway = self._stripe()
         now = self.clock()
         async with session_scope(self.sessions) as session:
@@ -158,7 +161,7 @@ class BillingService:
             sub = await store.get_subscription(session, user_id)
             if sub is not None and sub.status in ACTIVE_STATUSES | GRACE_STATUSES:
                 held = self.catalog.find(sub.plan)
-                if held is not None and held.paid:
+                if held is not None and held is not self.catalog.default:
                     if held.name == plan.name:
                         raise AlreadySubscribed(f"you already have the {plan.name} plan")
                     raise AlreadySubscribed(

@@ -22,7 +22,7 @@ from billing.errors import (
     UnknownPlan,
 )
 from billing.models import Subscription
-from billing.plans import parse_catalog
+from billing.plans import BUILTIN_PLANS, parse_catalog
 from billing.service import BillingService
 from billing.stripe_api import StripeGateway
 from common.db import SessionFactory, make_engine, make_session_factory, migrate, session_scope
@@ -157,6 +157,13 @@ async def test_portal(env: Env) -> None:
     assert portal.path == "/v1/billing_portal/sessions"
     assert portal.form == {"customer": "cus_test1",
                            "return_url": "https://disco.example/app/#billing"}
+
+
+async def test_plan_without_a_price(env: Env) -> None:
+    env.billing.catalog = parse_catalog(BUILTIN_PLANS)  # built-in plus names no price
+    with pytest.raises(BillingNotConfigured, match="no stripe_price_id"):
+        await env.billing.checkout(env.user_id, "plus")
+    assert env.stripe.requests == []
 
 
 async def test_without_stripe_configured(env: Env) -> None:
