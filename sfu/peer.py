@@ -46,12 +46,22 @@ SEQ_HALF = 1 << 15
 
 
 class JitterSlot:
-    """Decoded samples waiting for the next tick; re-chunks any packet size to 20 ms."""
+    """Decoded samples waiting for the next tick; re-chunks any packet size to 20 ms.
+
+    Depth adapts down: a burst (a stalled loop, a network hiccup) can leave
+    two or three frames queued, and since frames then arrive and leave at the
+    same rate that extra latency would stay forever. If the slot never ran dry
+    during the last ``ADAPT_TICKS`` pops, one frame is dropped.
+    """
+
+    ADAPT_TICKS = 50
 
     def __init__(self, max_frames: int = SLOT_MAX_FRAMES) -> None:
         self._max_samples = max_frames * FRAME_SAMPLES
         self._buffer = np.zeros(0, dtype=np.int16)
         self.dropped_frames = 0
+        self._pops = 0
+        self._min_left = max_frames
 
     def push(self, samples: Pcm) -> None:
         buf = np.concatenate((self._buffer, samples)) if self._buffer.size else samples
@@ -64,8 +74,18 @@ class JitterSlot:
     def pop(self) -> Pcm | None:
         """One 20 ms frame, or None if none is complete (the tick uses silence)."""
         if self._buffer.shape[0] < FRAME_SAMPLES:
+            self._min_left = 0
+            self._pops += 1
             return None
         frame, self._buffer = self._buffer[:FRAME_SAMPLES], self._buffer[FRAME_SAMPLES:]
+        self._pops += 1
+        self._min_left = min(self._min_left, self._buffer.shape[0] // FRAME_SAMPLES)
+        if self._pops >= self.ADAPT_TICKS:
+            if self._min_left >= 1:  # a whole frame of latency never used: shed it
+                self._buffer = self._buffer[FRAME_SAMPLES:]
+                self.dropped_frames += 1
+            self._pops = 0
+            self._min_left = len(self)
         return frame
 
     def __len__(self) -> int:

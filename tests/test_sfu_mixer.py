@@ -339,3 +339,19 @@ def test_offer_text_rejected(sdp: object) -> None:
 
     with pytest.raises(BadRequest):
         check_offer_text(sdp)
+
+
+def test_jitter_slot_sheds_standing_latency() -> None:
+    slot = JitterSlot(max_frames=3)
+    slot.push(const(0))
+    slot.push(const(1))  # a burst left two extra frames queued
+    for i in range(2, 2 + 2 * JitterSlot.ADAPT_TICKS):
+        slot.push(const(i))  # steady state: one in, one out per tick
+        assert slot.pop() is not None
+    # one standing frame shed per second of never running dry
+    assert len(slot) == 0 and slot.dropped_frames == 2
+    for i in range(JitterSlot.ADAPT_TICKS * 2):  # a slot that runs dry keeps everything
+        if i % 2:
+            slot.push(const(i))
+        slot.pop()
+    assert slot.dropped_frames == 2
