@@ -25,7 +25,13 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from billing import store
-from billing.entitlements import ACTIVE_STATUSES, GRACE_STATUSES, Entitlements, resolve
+from billing.entitlements import (
+    ACTIVE_STATUSES,
+    GRACE_STATUSES,
+    Entitlements,
+    history_cutoff,
+    resolve,
+)
 from billing.errors import (
     AlreadySubscribed,
     BillingNotConfigured,
@@ -90,6 +96,22 @@ async def entitlements_for_group(session: AsyncSession, group_id: int, now: floa
     if group is None:
         raise NotFound("no such group")
     return await entitlements_for_user(session, group.owner_id, now, catalog)
+
+
+async def history_cutoffs(session: AsyncSession, now: float,
+                          catalog: PlanCatalog | None = None) -> dict[int, float]:
+    """Group id -> the oldest timestamp its owner's plan still keeps history for.
+
+    For the retention run: one query for every group, not one per group.
+    """
+    from billing.models import Subscription
+
+    rows = await session.exec(
+        select(Group.id, Subscription)
+        .join(Subscription, col(Subscription.user_id) == col(Group.owner_id), isouter=True)
+    )
+    return {gid: history_cutoff(entitlements_of(sub, now, catalog), now)
+            for gid, sub in rows.all() if gid is not None}
 
 
 async def owned_group_ids(session: AsyncSession, user_id: int) -> list[int]:

@@ -73,6 +73,17 @@ def plan_json(plan: Plan) -> dict[str, object]:
             "max_places": plan.max_places}
 
 
+async def announce_entitlements(state: AppState, user_id: int) -> None:
+    """Tell every node that ``user_id``'s limits (and so their groups') changed."""
+    catalog = billing_service(state).catalog
+    async with state.sessions() as db:
+        ent = await entitlements_for_user(db, user_id, state.clock(), catalog)
+        groups = await owned_group_ids(db, user_id)
+    await state.bus.publish(ENTITLEMENTS_TOPIC, {
+        "type": "entitlements", "user_id": user_id, "group_ids": groups, **ent.to_json(),
+    })
+
+
 @router.get("/plans")
 async def plans(state: State) -> dict[str, object]:
     catalog = billing_service(state).catalog
@@ -95,13 +106,10 @@ async def webhook(request: Request, state: State) -> dict[str, object]:
     raw = await request.body()
     result = await service.handle_webhook(raw, request.headers.get("stripe-signature"))
     if result.changed and result.user_id is not None:
-        async with state.sessions() as db:
-            ent = await entitlements_for_user(db, result.user_id, state.clock(), service.catalog)
-            groups = await owned_group_ids(db, result.user_id)
-        await state.bus.publish(ENTITLEMENTS_TOPIC, {
-            "type": "entitlements", "user_id": result.user_id, "group_ids": groups,
-            **ent.to_json(),
-        })
+        try:
+            await announce_entitlements(state, result.user_id)
+        except Exception:  # the change is committed; a lost notice must not fail the delivery
+            logger.exception("could not announce new entitlements of user %s", result.user_id)
     return {"received": True, "event": result.event_id, "outcome": result.outcome.value}
 
 

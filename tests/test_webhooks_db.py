@@ -18,11 +18,16 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from billing.entitlements import GRACE_PERIOD_S
+from billing.entitlements import DAY_S, GRACE_PERIOD_S
 from billing.errors import BillingNotConfigured, InvalidWebhook
 from billing.models import Subscription, WebhookEvent
 from billing.plans import PlanCatalog, parse_catalog
-from billing.service import BillingService, entitlements_for_group, entitlements_for_user
+from billing.service import (
+    BillingService,
+    entitlements_for_group,
+    entitlements_for_user,
+    history_cutoffs,
+)
 from billing.webhooks import WEBHOOK_TOLERANCE_S, Outcome
 from common.db import SessionFactory, make_engine, make_session_factory, migrate, session_scope
 from groups.models import User
@@ -106,9 +111,18 @@ async def test_valid_lifecycle_upgrades_the_owner_and_their_groups(env: Env) -> 
     assert (sub.plan, sub.status, sub.stripe_subscription_id) == ("plus", "active", "sub_1")
     assert sub.current_period_end == T + 86400 * 30
     assert [o for _, o in await env.events()] == ["applied"] * 3
+    async with session_scope(env.sessions) as session:
+        other = User(username="bo", display_name="Bo", password_hash="x", created_at=0.0)
+        session.add(other)
+        await session.flush()
+        assert other.id is not None
+        other_group = await create_group(session, other.id, "other", 0.0)
+    now = time.time()
     async with env.sessions() as session:
-        ent = await entitlements_for_group(session, group_id, time.time(), CATALOG)
+        ent = await entitlements_for_group(session, group_id, now, CATALOG)
+        cutoffs = await history_cutoffs(session, now, CATALOG)
     assert (ent.plan, ent.max_group_members, ent.music) == ("plus", 25, True)
+    assert cutoffs == {group_id: now - 30 * DAY_S, other_group.id: now - DAY_S}
 
 
 async def test_forged_signature_is_refused_and_changes_nothing(env: Env) -> None:
