@@ -63,8 +63,8 @@ from clients.desktop.rtc import (
     MediaLink,
     MicTrack,
     MusicTrack,
-    use_loopback_candidates,
     ice_servers,
+    use_loopback_candidates,
 )
 
 log = logging.getLogger(__name__)
@@ -217,8 +217,10 @@ class Client:
         self._music_track: MusicTrack | None = None
         self._servers: list[Any] = []
         self._media_restart = asyncio.Event()
+        self._media_lock = asyncio.Lock()
         self._heard_on_link = False
         self._location_off = False
+        self._last_music_line = ""
         self._started_at: float | None = None
         self._duration_task: asyncio.Task[None] | None = None
 
@@ -572,28 +574,50 @@ class Client:
         self.console.say(f"server error: {message.get('code')}: {message.get('message')}")
 
     def _show_music_state(self, message: dict[str, Any]) -> None:
+        """One line per change: the server's player and which participants share music."""
+        status = message.get("status") or message.get("state") or "stopped"
         current = message.get("current")
-        state = message.get("state")
-        if state:
-            name = current.get("source") if isinstance(current, dict) else None
-            self.console.say(f"room music: {state}" + (f" ({name})" if name else ""))
+        name = current.get("source") if isinstance(current, dict) else None
+        sharing = [self.state.name(str(p)) for p in message.get("client_music") or []]
+        line = f"room music: {status}" + (f" ({name})" if name else "")
+        if sharing:
+            line += "; shared by " + ", ".join(sharing)
+        if line != self._last_music_line:
+            self._last_music_line = line
+            self.console.say(line)
 
     # --- media -----------------------------------------------------------------
 
     async def _start_media(self) -> None:
-        await self._close_link()
-        self._media_restart.clear()
-        music = None
-        if self.media.music is not None:
-            music = MusicTrack(on_finished=self._music_finished)
-            music.play(self.media.music)
-        mic = MicTrack(self.media.mic, self.control, self.echo)
-        link = MediaLink(self._servers, mic, music, self._on_audio, self._on_media_state)
-        self._link, self._music_track = link, music
-        self._heard_on_link = False
-        sdp, music_mids = await link.offer()
-        reply = await self._request(protocol.offer(self.room, sdp, music_mids))
-        await link.accept(str(reply["sdp"]))
+        """A new peer connection and offer; the old one is closed only after the answer.
+
+        Make-before-break: the server replaces our old connection when the new
+        offer arrives, so closing ours first would only make the server see a
+        "closed" peer and tear down what we are about to set up. Serialised by
+        a lock, since commands (music) and the media watchdog both restart.
+        """
+        async with self._media_lock:
+            self._media_restart.clear()
+            music = None
+            if self.media.music is not None:
+                music = MusicTrack(on_finished=self._music_finished)
+                music.play(self.media.music)
+            mic = MicTrack(self.media.mic, self.control, self.echo)
+            link = MediaLink(self._servers, mic, music, self._on_audio, self._on_media_state)
+            old = self._link
+            try:
+                sdp, music_mids = await link.offer()
+                reply = await self._request(protocol.offer(self.room, sdp, music_mids))
+                await link.accept(str(reply["sdp"]))
+            except BaseException:
+                await link.close()
+                raise
+            self._link, self._music_track = link, music
+            self._heard_on_link = False
+            if old is not None:
+                old.detach()
+                await old.close()
+            self._media_restart.clear()
         if isinstance(self.media.speaker, FileSpeaker):
             self.media.speaker.start()
         if self._started_at is None:

@@ -119,9 +119,10 @@ class WavWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self._wav = wave.open(str(path), "wb")
+            self._file = path.open("wb")
         except OSError as exc:
             raise BadInputFile(f"cannot write {path}: {exc.strerror or exc}") from None
+        self._wav = wave.open(self._file, "wb")
         self._wav.setnchannels(1)
         self._wav.setsampwidth(SAMPLE_WIDTH_BYTES)
         self._wav.setframerate(SAMPLE_RATE_HZ)
@@ -129,7 +130,9 @@ class WavWriter:
 
     def write(self, pcm: Pcm) -> None:
         self._wav.writeframes(pcm.astype("<i2", copy=False).tobytes())
+        self._file.flush()  # wave patches the header each write: the file is valid as it grows
         self.samples_written += int(pcm.size)
 
     def close(self) -> None:
         self._wav.close()
+        self._file.close()

@@ -199,6 +199,10 @@ def ice_servers(welcome_servers: Any) -> list[RTCIceServer]:
     return out
 
 
+def _ignore(_: Any) -> None:
+    return None
+
+
 class MediaLink:
     """One peer connection to the room's media server: voice (+ music) up, the mix down."""
 
@@ -228,6 +232,11 @@ class MediaLink:
     @property
     def state(self) -> str:
         return str(self._pc.connectionState)
+
+    def detach(self) -> None:
+        """Stop reporting state and audio (this link is being replaced)."""
+        self._on_state = _ignore
+        self._on_audio = _ignore
 
     def _state_changed(self) -> None:
         self._on_state(self.state)
