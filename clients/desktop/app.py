@@ -218,6 +218,7 @@ class Client:
         self._servers: list[Any] = []
         self._media_restart = asyncio.Event()
         self._media_lock = asyncio.Lock()
+        self._joined = False
         self._heard_on_link = False
         self._location_off = False
         self._last_music_line = ""
@@ -367,21 +368,21 @@ class Client:
                     continue
                 raise
             self._ws = ws
-            joined = False
+            self._joined = False
             try:
-                joined = await self._session(ws)
+                await self._session(ws)
             except ConnectionLost as exc:
                 if self.stop.is_set():
                     break
                 self.console.say(f"connection lost ({exc}); reconnecting")
             finally:
-                joined_once = joined_once or joined
+                joined_once = joined_once or self._joined
                 await self._close_link()
                 self._ws = None
                 self._fail_pending(ConnectionLost("connection closed"))
                 with contextlib.suppress(Exception):
                     await ws.close()
-            if joined:
+            if self._joined:
                 attempt, relogged = 0, False
             if not self.stop.is_set():
                 delay = backoff_s(attempt, self.o.max_backoff_s)
@@ -430,11 +431,10 @@ class Client:
         self.state.my_name = str(user.get("display_name") or "")
         self._servers = ice_servers(welcome.get("ice_servers"))
 
-    async def _session(self, ws: ClientConnection) -> bool:
-        """One connection: join and talk until stopped (False if we never got in)."""
+    async def _session(self, ws: ClientConnection) -> None:
+        """One connection: join and talk until stopped (``self._joined`` once in the room)."""
         reader = asyncio.create_task(self._read_loop(ws), name="ws-reader")
         helpers: list[asyncio.Task[None]] = []
-        joined = False
         try:
             await self._send_location(time.time())
             try:
@@ -443,7 +443,7 @@ class Client:
                 ))
             except RequestFailed as exc:
                 raise protocol.join_error(self.room, exc.error) from None
-            joined = True
+            self._joined = True
             self.state.joined(reply)
             self.console.say(f"joined {self.room} as {self.state.my_name} "
                              f"({self.state.me}); {len(self.state.participants)} other(s) here")
@@ -459,7 +459,7 @@ class Client:
             stop.cancel()
             if self.stop.is_set():
                 await self._leave()
-                return joined
+                return
             reader.result()  # raises what ended the reader
             raise ConnectionLost("the server closed the connection")
         finally:
