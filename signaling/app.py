@@ -45,19 +45,10 @@ ROOMS = Gauge("disco_rooms", "Rooms open on this node")
 PARTICIPANTS = Gauge("disco_participants", "Participants in rooms on this node")
 
 
-def media_config(settings: Settings) -> MediaConfig:
-    from sfu.room import MediaConfig
+def _media_config(settings: Settings) -> MediaConfig:
+    from sfu.room import MediaConfig  # imported on first use: aiortc is heavy to load
 
-    return MediaConfig(
-        host_addresses=tuple(settings.rtc_host_addresses),
-        public_ip=settings.rtc_public_ip,
-        stun_urls=tuple(settings.stun_urls),
-        duck_db=settings.music_duck_db,
-        bitrate_bps=settings.opus_bitrate_bps,
-        music_dir=settings.music_dir,
-        upload_dir=settings.upload_dir,
-        max_upload_bytes=settings.max_upload_bytes,
-    )
+    return MediaConfig.from_settings(settings)
 
 
 def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
@@ -76,7 +67,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             bus=bus,
             signer=TokenSigner(settings.jwt_secret, settings.jwt_audience, settings.jwt_issuer),
             clock=clock,
-            rooms=RoomRegistry(lambda: media_config(settings)),
+            rooms=RoomRegistry(lambda: _media_config(settings)),
         )
         app.state.disco = state
         for start in app.state.startup_hooks:
@@ -144,10 +135,18 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     async def websocket(ws: WebSocket) -> None:
         await serve_websocket(ws.app.state.disco, ws)
 
-    from signaling import routes_auth, routes_groups
+    from signaling import routes_auth, routes_groups, routes_music
 
     app.include_router(routes_auth.router)
     app.include_router(routes_groups.router)
+    app.include_router(routes_music.router)
+
+    from signaling import routes_billing, routes_devices
+
+    app.include_router(routes_billing.router)
+    app.include_router(routes_devices.router)
+    app.state.startup_hooks += [routes_billing.startup, routes_devices.startup]
+    app.state.shutdown_hooks += [routes_billing.shutdown, routes_devices.shutdown]
 
     if WEB_DIR.is_dir():
         app.mount("/app", StaticFiles(directory=WEB_DIR, html=True), name="web")

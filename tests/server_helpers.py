@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,33 +77,49 @@ class WsClient:
 
     async def expect(self, kind: str, timeout_s: float = 5.0, **match: Any) -> dict[str, Any]:
         """The next message of type ``kind`` (matching ``match``); others are kept."""
+        return await self.expect_any({kind}, timeout_s, **match)
+
+    async def expect_any(self, kinds: set[str], timeout_s: float = 5.0,
+                         **match: Any) -> dict[str, Any]:
+        """The first message (queued or new) whose type is in ``kinds``; others are kept."""
+        for n, message in enumerate(self.backlog):
+            if message.get("type") in kinds and all(message.get(k) == v for k, v in match.items()):
+                return self.backlog.pop(n)
         kept: list[dict[str, Any]] = []
         deadline = asyncio.get_running_loop().time() + timeout_s
         try:
             while True:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
-                    raise TimeoutError(f"no {kind} {match} within {timeout_s}s; saw {kept}")
-                message = await self.recv(remaining)
-                if message.get("type") == kind and all(message.get(k) == v for k, v in match.items()):
+                    raise TimeoutError(f"no {kinds} {match} within {timeout_s}s; saw {kept}")
+                message = dict(json.loads(await asyncio.wait_for(self.ws.recv(), remaining)))
+                if message.get("type") in kinds and all(
+                    message.get(k) == v for k, v in match.items()
+                ):
                     return message
                 kept.append(message)
         finally:
-            self.backlog[:0] = kept
+            self.backlog.extend(kept)
 
-    async def request(self, message: dict[str, Any], reply: str) -> dict[str, Any]:
-        """Send and wait for the reply type (or raise on an error message)."""
+    async def request(self, message: dict[str, Any], reply: str,
+                      timeout_s: float = 10.0) -> dict[str, Any]:
+        """Send and wait for the reply type; an error message raises."""
         await self.send(message)
-        while True:
-            got = await self.recv()
-            if got.get("type") == reply:
-                return got
-            if got.get("type") == "error":
-                raise AssertionError(f"error reply: {got}")
-            self.backlog.append(got)
+        got = await self.expect_any({reply, "error"}, timeout_s)
+        if got["type"] == "error":
+            raise AssertionError(f"error reply to {message.get('type')}: {got}")
+        return got
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+class _InProcessServer(uvicorn.Server):
+    """uvicorn without its signal handlers: Ctrl-C and `timeout` must still stop pytest."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @contextlib.asynccontextmanager
@@ -114,7 +130,7 @@ async def live_server(settings: Settings) -> AsyncIterator[LiveServer]:
         app, host="127.0.0.1", port=0, log_level="warning", ws="websockets-sansio",
         ws_max_size=1024 * 1024, lifespan="on",
     )
-    server = uvicorn.Server(config)
+    server = _InProcessServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
