@@ -346,6 +346,7 @@ function addParticipant(info, isMe) {
   }
   li.dataset.participantId = info.participant_id;
   li.classList.toggle("is-muted", Boolean(info.muted));
+  li.classList.toggle("speaking", Boolean(info.speaking)); // if the server says so on join
   disco.participants.set(info.participant_id, { info, li });
   $("participants").append(li);
 }

@@ -1,0 +1,300 @@
+"""The web client in a real browser: headless Chromium against a live server.
+
+Chromium loads /app/ from an in-process server (uvicorn on 127.0.0.1), and the
+test drives the page as a user would (typing, clicking), through the Chrome
+DevTools Protocol (tests/browser_helpers.py). A Python participant on the
+other side of the room checks what the server saw: a WebSocket client for
+signaling and an aiortc peer that sends a tone and measures what it hears.
+
+Chromium's fake microphone (``--use-fake-device-for-media-stream``) beeps, so
+audio flows both ways: browser -> server mixer -> Python peer, and Python
+tone -> mixer -> browser. Everything stays on the loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import logging
+import math
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from av import AudioFrame
+
+from common.settings import Settings
+from tests.browser_helpers import Browser, Page, launch_chromium
+from tests.server_helpers import LiveServer, WsClient, auth, live_server
+from tests.services import require_binary
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+TONE_HZ = 440
+TONE_AMPLITUDE = 8_000  # int16 peak, about -12 dBFS
+SAMPLE_RATE_HZ = 48_000
+FRAME_SAMPLES = 960  # 20 ms
+HEARD_PEAK_MIN = 1_000  # int16 peak that is clearly not silence
+MEDIA_TIMEOUT_S = 20.0
+
+# Total audio energy the browser has played out from the server's track.
+INBOUND_ENERGY_JS = """(async () => {
+  if (!window.disco.pc) return 0;
+  let energy = 0;
+  (await window.disco.pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") energy += r.totalAudioEnergy || 0;
+  });
+  return energy;
+})()"""
+
+
+class ToneTrack(MediaStreamTrack):
+    """A 440 Hz sine, 20 ms frames paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pts = 0
+        self._start: float | None = None
+
+    async def recv(self) -> AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        await asyncio.sleep(max(0.0, self._start + self._pts / SAMPLE_RATE_HZ - loop.time()))
+        t = (np.arange(FRAME_SAMPLES) + self._pts) / SAMPLE_RATE_HZ
+        pcm = (TONE_AMPLITUDE * np.sin(2 * math.pi * TONE_HZ * t)).astype(np.int16)
+        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE_HZ
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, SAMPLE_RATE_HZ)
+        self._pts += FRAME_SAMPLES
+        return frame
+
+
+class ToneParticipant:
+    """A Python participant's media: sends a tone, records the loudest frame it hears."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no public STUN
+        self.pc.addTrack(ToneTrack())
+        self.heard_peak = 0
+        self.heard = asyncio.Event()  # set once the peer hears more than silence
+        self._readers: list[asyncio.Task[None]] = []
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._readers.append(asyncio.create_task(self._listen(track)))
+
+    async def _listen(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                frame = await track.recv()
+                assert isinstance(frame, AudioFrame)
+                self.heard_peak = max(self.heard_peak, int(np.abs(frame.to_ndarray()).max()))
+                if self.heard_peak >= HEARD_PEAK_MIN:
+                    self.heard.set()
+
+    async def connect(self, client: WsClient, room: str) -> None:
+        """Offer (aiortc gathers all candidates first), apply the server's answer."""
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        answer = await ask(
+            client, {"type": "offer", "room": room, "sdp": self.pc.localDescription.sdp}, "answer"
+        )
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+
+    async def close(self) -> None:
+        for task in self._readers:
+            task.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        await self.pc.close()
+
+
+async def ask(client: WsClient, message: dict[str, Any], reply: str) -> dict[str, Any]:
+    """Send, then wait for the reply (other messages stay in the backlog).
+
+    Not ``WsClient.request``: it loops forever once its backlog holds a message.
+    """
+    await client.send(message)
+    return await client.expect(reply, timeout_s=10)
+
+
+@pytest.fixture
+async def server(settings: Settings) -> AsyncIterator[LiveServer]:
+    """A live server whose media offers only 127.0.0.1 as its ICE candidate."""
+    from sfu.ice import use_host_addresses
+
+    # aioice's host addresses are process-wide: the Python peer uses them too.
+    use_host_addresses([LOOPBACK])
+    try:
+        async with live_server(settings.model_copy(update={"rtc_host_addresses": [LOOPBACK]})) as s:
+            yield s
+    finally:
+        use_host_addresses([])
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    chromium = require_binary("chromium", "chromium")
+    async with launch_chromium(chromium, tmp_path) as b:
+        yield b
+
+
+def sent_frames(page: Page, kind: str) -> list[dict[str, Any]]:
+    """WebSocket messages of type ``kind`` the page has sent so far (needs Network.enable)."""
+    frames = []
+    for event in page.cdp.events:
+        if event["method"] == "Network.webSocketFrameSent":
+            message = json.loads(event["params"]["response"]["payloadData"])
+            if message.get("type") == kind:
+                frames.append(message)
+    return frames
+
+
+async def wait_sent(page: Page, kind: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """Wait until the page has sent a ``kind`` message; all of them so far."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not (frames := sent_frames(page, kind)):
+        assert asyncio.get_running_loop().time() < deadline, f"the page sent no {kind}"
+        await asyncio.sleep(0.05)
+    return frames
+
+
+def screenshot_path(tmp_path: Path, name: str) -> Path:
+    """Where to keep a picture of the page (DISCO_WEB_SCREENSHOTS=<dir> to choose)."""
+    folder = Path(os.environ.get("DISCO_WEB_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("screenshot: %s", folder / name)
+    return folder / name
+
+
+async def test_register_create_group_invite_and_talk(
+    server: LiveServer, browser: Browser, tmp_path: Path
+) -> None:
+    page = await browser.new_page()
+    await page.send("Network.enable")  # to read the page's WebSocket frames
+    await page.goto(f"{server.base_url}/")
+    assert (await page.evaluate("location.pathname")) == "/app/"  # "/" redirects here
+
+    # Register through the form.
+    await page.fill("#username", "alice")
+    await page.fill("#password", "correct horse battery")
+    await page.fill("#display-name", "Alice")
+    await page.click("#register")
+    me = await page.wait_for("window.disco.me")
+    assert me["kind"] == "user" and me["display_name"] == "Alice"
+    token = await page.evaluate("localStorage.getItem('disco.token')")
+    assert token and (await server.http.get("/api/auth/me", headers=auth(token))).status_code == 200
+
+    # Create a group, then an invite code that a second user accepts.
+    await page.fill("#group-name", "Ridge riders")
+    await page.click("#create-group")
+    await page.wait_for("document.querySelector('#groups .talk')")
+    group = await page.evaluate("window.disco.groups[0]")
+    assert group["name"] == "Ridge riders" and group["role"] == "owner"
+    room = group["room"]
+    await page.click("#groups .invite-btn")
+    code = await page.wait_for("document.getElementById('invite-code-out')?.textContent")
+    bob_token, _ = await server.register("bob")
+    accepted = await server.http.post(f"/api/invites/{code}/accept", headers=auth(bob_token))
+    assert accepted.status_code == 200, accepted.text
+
+    # Bob is in the room first; Alice clicks Talk: the server tells Bob, the page lists Bob.
+    bob = await server.connect(bob_token)
+    bob_joined = await ask(bob, {"type": "join", "room": room}, "joined")
+    bob_pid = bob_joined["participant_id"]
+    bob_row = f'[data-participant-id="{bob_pid}"]'  # Bob's row in the page's participant list
+    tone = ToneParticipant()
+    try:
+        await page.click("#groups .talk")
+        arrival = await bob.expect("participant_joined", timeout_s=10)
+        assert arrival["user_id"] == me["id"] and arrival["display_name"] == "Alice"
+        await page.wait_for(f"document.querySelector('{bob_row}')")
+
+        # Bob starts sending a tone only now: `speaking` events announce changes,
+        # so one sent before Alice was in the room would never reach her.
+        await tone.connect(bob, room)
+
+        # Voice: the browser's peer connection to the mixer connects on loopback,
+        # the browser plays Bob's tone, Bob hears the browser's fake microphone.
+        await page.wait_for("window.disco.pc?.connectionState === 'connected'", MEDIA_TIMEOUT_S)
+        await page.wait_for(f"({INBOUND_ENERGY_JS}).then((e) => e > 0.001)", MEDIA_TIMEOUT_S)
+        try:
+            await asyncio.wait_for(tone.heard.wait(), MEDIA_TIMEOUT_S)
+        except TimeoutError:
+            pytest.fail(f"Bob never heard the browser's microphone (peak {tone.heard_peak})")
+        candidates = [c["candidate"] for c in sent_frames(page, "candidate") if c["candidate"]]
+        assert candidates and all(f" {LOOPBACK} " in c["candidate"] for c in candidates)
+
+        # The speaking indicator lights up for Bob, who sends a steady tone.
+        await page.wait_for(
+            f"document.querySelector('{bob_row}').classList.contains('speaking')", MEDIA_TIMEOUT_S)
+
+        # Mute reaches the others; a volume change is accepted by the server.
+        await page.click("#mute")
+        muted = await bob.expect("participant_muted", timeout_s=10)
+        assert muted["muted"] is True and muted["participant_id"] == arrival["participant_id"]
+        await page.evaluate(
+            f"(() => {{ const s = document.querySelector('{bob_row} .volume');"
+            " s.value = '0.5'; s.dispatchEvent(new Event('change')); })()")
+        volume = await wait_sent(page, "volume")
+        assert volume == [{"type": "volume", "participant_id": bob_pid, "gain": 0.5}]
+        assert not await page.evaluate("!document.getElementById('error').hidden")
+
+        await page.screenshot(screenshot_path(tmp_path, "web-client-room.png"))
+
+        # Leave: Bob sees Alice go.
+        await page.click("#leave")
+        gone = await bob.expect("participant_left", timeout_s=10)
+        assert gone["participant_id"] == arrival["participant_id"]
+        assert await page.evaluate("window.disco.pc === null")
+    finally:
+        await tone.close()
+        await bob.close()
+
+
+async def test_guest_joins_nearby_with_a_radius(
+    server: LiveServer, browser: Browser, tmp_path: Path
+) -> None:
+    # Someone already nearby, as a guest over the plain protocol.
+    r = await server.http.post("/api/auth/guest", json={"display_name": "Hiker"})
+    assert r.status_code == 201, r.text
+    hiker = await server.connect(r.json()["access_token"])
+    await ask(hiker, {"type": "join", "room": "nearby"}, "joined")
+
+    page = await browser.new_page(width=420, height=900)  # a phone-sized screen
+    await page.goto(f"{server.base_url}/app/")
+    await page.fill("#guest-name", "Walker")
+    await page.click("#guest")
+    me = await page.wait_for("window.disco.me")
+    assert me["kind"] == "guest"
+    assert await page.evaluate("document.getElementById('groups-card').hidden")
+
+    await page.evaluate(
+        "(() => { const r = document.getElementById('radius'); r.value = '800';"
+        " r.dispatchEvent(new Event('input')); })()")
+    assert await page.evaluate("document.getElementById('radius-out').textContent") == "800 m"
+    await page.click("#join-nearby")
+    arrival = await hiker.expect("participant_joined", timeout_s=10)
+    assert arrival["display_name"] == "Walker" and arrival["user_id"] is None
+    nearby = server.app_state.rooms.get("nearby") if server.app_state.rooms else None
+    assert nearby is not None
+    assert nearby.participants[arrival["participant_id"]].radius_m == 800
+
+    await page.wait_for("window.disco.pc?.connectionState === 'connected'", MEDIA_TIMEOUT_S)
+
+    # Errors from the server are shown plainly: a guest cannot join a group room.
+    await page.evaluate("window.disco.ws.send(JSON.stringify({type: 'join', room: 'group:1'}))")
+    text = await page.wait_for("!document.getElementById('error').hidden"
+                               " && document.getElementById('error-text').textContent")
+    assert "guest" in text and "(forbidden)" in text
+    await page.screenshot(screenshot_path(tmp_path, "web-client-nearby.png"))
+    await hiker.close()
