@@ -50,7 +50,6 @@ FRAME_S = FRAME_MS / 1000
 MAX_CATCHUP_TICKS = 5
 LIVENESS_EVERY_TICKS = 25
 """Check for silent peers twice a second."""
-SPARE_ENCODERS = 4
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,6 @@ class MediaRoom:
         self._ducker = Ducker(duck_db=config.duck_db)
         self._player = MusicPlayer()
         self._encoders: dict[int, OpusEncoder] = {}
-        self._spare: list[OpusEncoder] = []
         self._listener_encoder: dict[str, int] = {}
         self._fresh_ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
@@ -352,7 +350,13 @@ class MediaRoom:
         else:
             levels = {}
         events = self._detector.update(now, levels)
-        active = [pid for pid in voice if self._detector.is_active(pid)]
+        # Who is in the mixes follows the speaking gate, not this tick's frame:
+        # a talker whose frame is a few ms late contributes silence for one
+        # tick but keeps their place, so recipes (and the encoder each listener
+        # is fed by) do not churn with network jitter.
+        active = [
+            pid for pid in self._detector.active() if pid in peers and pid not in self._muted
+        ]
 
         server_music = self._player.next_frame()
         if server_music is not None:
@@ -392,15 +396,15 @@ class MediaRoom:
     def _encoder(self, enc_id: int) -> OpusEncoder:
         enc = self._encoders.get(enc_id)
         if enc is None:
-            enc = self._spare.pop() if self._spare else OpusEncoder(self.config.bitrate_bps)
-            self._encoders[enc_id] = enc
+            # Always a new encoder (~45 us): a recycled one would still hold
+            # 6.5 ms of lookahead from another mix, which can contain the new
+            # listener's own voice.
+            enc = self._encoders[enc_id] = OpusEncoder(self.config.bitrate_bps)
         return enc
 
     def _retire_encoders(self, in_use: set[int]) -> None:
         for enc_id in [e for e in self._encoders if e not in in_use]:
-            enc = self._encoders.pop(enc_id)
-            if len(self._spare) < SPARE_ENCODERS:
-                self._spare.append(enc)
+            del self._encoders[enc_id]
 
     def _emit(self, event: dict[str, Any]) -> None:
         try:

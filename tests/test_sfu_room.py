@@ -28,7 +28,7 @@ from tests.rtc_helpers import (
 )
 
 TONES = {"a": 440.0, "b": 660.0, "c": 990.0, "d": 1320.0}
-SETTLE_S = 0.6
+SETTLE_S = 0.8
 """Time for a change to reach the ears: speaking gate, jitter, one tick."""
 WINDOW_S = 1.0
 
