@@ -354,9 +354,7 @@ class MediaRoom:
         # a talker whose frame is a few ms late contributes silence for one
         # tick but keeps their place, so recipes (and the encoder each listener
         # is fed by) do not churn with network jitter.
-        active = [
-            pid for pid in self._detector.active() if pid in peers and pid not in self._muted
-        ]
+        active = [pid for pid in self._detector.active() if pid in peers and pid not in self._muted]
 
         server_music = self._player.next_frame()
         if server_music is not None:
