@@ -11,7 +11,10 @@ effect on the next request.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/billing", tags=["billing"])
 
 SERVICE_KEY = "billing"
+FOLLOWER_KEY = "billing_follower"
 
 
 class CheckoutBody(BaseModel):
@@ -58,6 +62,50 @@ async def startup(state: AppState) -> None:
         webhook_secret=settings.stripe_webhook_secret, public_url=settings.public_url,
         clock=lambda: state.clock(),
     )
+    subscription = state.bus.subscription()
+    await subscription.add(ENTITLEMENTS_TOPIC)
+    task = asyncio.create_task(_follow_entitlements(state, subscription),
+                               name="billing-entitlements")
+    state.extras[FOLLOWER_KEY] = (subscription, task)
+
+
+async def shutdown(state: AppState) -> None:
+    follower = state.extras.pop(FOLLOWER_KEY, None)
+    if follower is not None:
+        subscription, task = follower
+        await subscription.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def apply_to_rooms(state: AppState, message: dict[str, Any]) -> int:
+    """Switch music on/off in this node's live rooms of the groups in ``message``."""
+    if state.rooms is None:
+        return 0
+    allowed = bool(message.get("music"))
+    changed = 0
+    for group_id in message.get("group_ids", []):
+        room = state.rooms.get(f"group:{group_id}")
+        if room is None or room.music_allowed == allowed:
+            continue
+        room.music_allowed = allowed
+        if room.media is not None:
+            room.media.set_music_allowed(allowed)
+        changed += 1
+    return changed
+
+
+async def _follow_entitlements(state: AppState, subscription: Any) -> None:
+    """Every node applies every plan change to its own rooms (a downgrade stops music)."""
+    async for _topic, message in subscription:
+        try:
+            if apply_to_rooms(state, message):
+                logger.info("music %s in the rooms of user %s's groups",
+                            "allowed" if message.get("music") else "stopped",
+                            message.get("user_id"))
+        except Exception:
+            logger.exception("could not apply new entitlements to live rooms")
 
 
 def billing_service(state: AppState) -> BillingService:
