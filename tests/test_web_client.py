@@ -14,11 +14,8 @@ tone -> mixer -> browser. Everything stays on the loopback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fractions
 import json
 import logging
-import math
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,21 +23,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from av import AudioFrame
 
 from common.settings import Settings
 from tests.browser_helpers import Browser, Page, launch_chromium
-from tests.server_helpers import LiveServer, WsClient, auth, live_server
+from tests.rtc_helpers import Recorder, RtcClient, loopback_ice
+from tests.server_helpers import LiveServer, auth, live_server
 from tests.services import require_binary
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-TONE_HZ = 440
-TONE_AMPLITUDE = 8_000  # int16 peak, about -12 dBFS
-SAMPLE_RATE_HZ = 48_000
-FRAME_SAMPLES = 960  # 20 ms
 HEARD_PEAK_MIN = 1_000  # int16 peak that is clearly not silence
 MEDIA_TIMEOUT_S = 20.0
 
@@ -55,90 +47,23 @@ INBOUND_ENERGY_JS = """(async () => {
 })()"""
 
 
-class ToneTrack(MediaStreamTrack):
-    """A 440 Hz sine, 20 ms frames paced in real time."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pts = 0
-        self._start: float | None = None
-
-    async def recv(self) -> AudioFrame:
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        await asyncio.sleep(max(0.0, self._start + self._pts / SAMPLE_RATE_HZ - loop.time()))
-        t = (np.arange(FRAME_SAMPLES) + self._pts) / SAMPLE_RATE_HZ
-        pcm = (TONE_AMPLITUDE * np.sin(2 * math.pi * TONE_HZ * t)).astype(np.int16)
-        frame = AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE_HZ
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE_HZ)
-        self._pts += FRAME_SAMPLES
-        return frame
-
-
-class ToneParticipant:
-    """A Python participant's media: sends a tone, records the loudest frame it hears."""
-
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no public STUN
-        self.pc.addTrack(ToneTrack())
-        self.heard_peak = 0
-        self.heard = asyncio.Event()  # set once the peer hears more than silence
-        self._readers: list[asyncio.Task[None]] = []
-        self.pc.on("track", self._on_track)
-
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        self._readers.append(asyncio.create_task(self._listen(track)))
-
-    async def _listen(self, track: MediaStreamTrack) -> None:
-        with contextlib.suppress(Exception):
-            while True:
-                frame = await track.recv()
-                assert isinstance(frame, AudioFrame)
-                self.heard_peak = max(self.heard_peak, int(np.abs(frame.to_ndarray()).max()))
-                if self.heard_peak >= HEARD_PEAK_MIN:
-                    self.heard.set()
-
-    async def connect(self, client: WsClient, room: str) -> None:
-        """Offer (aiortc gathers all candidates first), apply the server's answer."""
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        answer = await ask(
-            client, {"type": "offer", "room": room, "sdp": self.pc.localDescription.sdp}, "answer"
-        )
-        await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-
-    async def close(self) -> None:
-        for task in self._readers:
-            task.cancel()
-        await asyncio.gather(*self._readers, return_exceptions=True)
-        await self.pc.close()
-
-
-async def ask(client: WsClient, message: dict[str, Any], reply: str) -> dict[str, Any]:
-    """Send, then wait for the reply (other messages stay in the backlog).
-
-    Not ``WsClient.request``: it loops forever once its backlog holds a message.
-    """
-    await client.send(message)
-    return await client.expect(reply, timeout_s=10)
+async def loudest_heard(recorder: Recorder, timeout_s: float) -> int:
+    """The peak a recorder hears, waiting up to ``timeout_s`` for more than silence."""
+    peak = 0
+    for _ in range(max(1, round(timeout_s / 0.5))):
+        await recorder.wait_frames(25)  # 0.5 s of audio
+        peak = max(peak, int(np.abs(recorder.last(0.5)).max()))
+        if peak >= HEARD_PEAK_MIN:
+            break
+    return peak
 
 
 @pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[LiveServer]:
+async def server(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
     """A live server whose media offers only 127.0.0.1 as its ICE candidate."""
-    from sfu.ice import use_host_addresses
-
-    # aioice's host addresses are process-wide: the Python peer uses them too.
-    use_host_addresses([LOOPBACK])
-    try:
-        async with live_server(settings.model_copy(update={"rtc_host_addresses": [LOOPBACK]})) as s:
-            yield s
-    finally:
-        use_host_addresses([])
+    loopback_ice(monkeypatch)  # for the Python peer in this process (and undone after)
+    async with live_server(settings.model_copy(update={"rtc_host_addresses": [LOOPBACK]})) as s:
+        yield s
 
 
 @pytest.fixture
@@ -209,10 +134,10 @@ async def test_register_create_group_invite_and_talk(
 
     # Bob is in the room first; Alice clicks Talk: the server tells Bob, the page lists Bob.
     bob = await server.connect(bob_token)
-    bob_joined = await ask(bob, {"type": "join", "room": room}, "joined")
+    bob_joined = await bob.request({"type": "join", "room": room}, "joined")
     bob_pid = bob_joined["participant_id"]
     bob_row = f'[data-participant-id="{bob_pid}"]'  # Bob's row in the page's participant list
-    tone = ToneParticipant()
+    tone = RtcClient("bob", tone_hz=440)
     try:
         await page.click("#groups .talk")
         arrival = await bob.expect("participant_joined", timeout_s=10)
@@ -221,16 +146,16 @@ async def test_register_create_group_invite_and_talk(
 
         # Bob starts sending a tone only now: `speaking` events announce changes,
         # so one sent before Alice was in the room would never reach her.
-        await tone.connect(bob, room)
+        answer = await bob.request({"type": "offer", "room": room, "sdp": await tone.offer()},
+                                   "answer")
+        await tone.accept(answer["sdp"])
 
         # Voice: the browser's peer connection to the mixer connects on loopback,
         # the browser plays Bob's tone, Bob hears the browser's fake microphone.
         await page.wait_for("window.disco.pc?.connectionState === 'connected'", MEDIA_TIMEOUT_S)
         await page.wait_for(f"({INBOUND_ENERGY_JS}).then((e) => e > 0.001)", MEDIA_TIMEOUT_S)
-        try:
-            await asyncio.wait_for(tone.heard.wait(), MEDIA_TIMEOUT_S)
-        except TimeoutError:
-            pytest.fail(f"Bob never heard the browser's microphone (peak {tone.heard_peak})")
+        peak = await loudest_heard(tone.recorder, MEDIA_TIMEOUT_S)
+        assert peak >= HEARD_PEAK_MIN, f"Bob never heard the browser's microphone (peak {peak})"
         candidates = [c["candidate"] for c in sent_frames(page, "candidate") if c["candidate"]]
         assert candidates and all(f" {LOOPBACK} " in c["candidate"] for c in candidates)
 
@@ -268,7 +193,7 @@ async def test_guest_joins_nearby_with_a_radius(
     r = await server.http.post("/api/auth/guest", json={"display_name": "Hiker"})
     assert r.status_code == 201, r.text
     hiker = await server.connect(r.json()["access_token"])
-    await ask(hiker, {"type": "join", "room": "nearby"}, "joined")
+    await hiker.request({"type": "join", "room": "nearby"}, "joined")
 
     page = await browser.new_page(width=420, height=900)  # a phone-sized screen
     await page.goto(f"{server.base_url}/app/")
