@@ -7,6 +7,7 @@ is created by migration 0003, never ``create_all``.
 
 from __future__ import annotations
 
+from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
 
@@ -28,7 +29,8 @@ class Subscription(SQLModel, table=True):
     current_period_end: float | None = None
     grace_until: float | None = None
     cancel_at_period_end: bool = False
-    last_event_created: int = Field(default=0)  # Stripe ``created`` of the last applied event
+    # Stripe ``created`` of the last applied event (64-bit: unix seconds outlive 2038)
+    last_event_created: int = Field(default=0, sa_type=BigInteger)
     updated_at: float
 
 
@@ -42,7 +44,7 @@ class WebhookEvent(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=255)
     type: str = Field(max_length=128)
-    created: int
+    created: int = Field(sa_type=BigInteger)
     received_at: float = Field(index=True)
     outcome: str = Field(max_length=32)
     user_id: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")

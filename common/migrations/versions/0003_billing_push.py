@@ -35,7 +35,7 @@ def upgrade() -> None:
         sa.Column("grace_until", sa.Float(), nullable=True),
         sa.Column("cancel_at_period_end", sa.Boolean(), nullable=False,
                   server_default=sa.false()),
-        sa.Column("last_event_created", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("last_event_created", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("updated_at", sa.Float(), nullable=False),
     )
     op.create_index(
@@ -49,7 +49,7 @@ def upgrade() -> None:
         "webhook_events",
         sa.Column("id", sa.String(255), primary_key=True),
         sa.Column("type", sa.String(128), nullable=False),
-        sa.Column("created", sa.Integer(), nullable=False),
+        sa.Column("created", sa.BigInteger(), nullable=False),
         sa.Column("received_at", sa.Float(), nullable=False),
         sa.Column("outcome", sa.String(32), nullable=False),
         sa.Column(
