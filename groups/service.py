@@ -83,7 +83,8 @@ async def members(session: AsyncSession, group_id: int) -> list[MemberView]:
         .order_by(col(Membership.joined_at), col(User.id))
     )
     return [
-        MemberView(u.id or 0, u.username, u.display_name, m.role, m.joined_at) for m, u in rows.all()
+        MemberView(u.id or 0, u.username, u.display_name, m.role, m.joined_at)
+        for m, u in rows.all()
     ]
 
 
@@ -157,7 +158,9 @@ async def leave_group(session: AsyncSession, group_id: int, user_id: int) -> Non
     )
 
 
-async def remove_member(session: AsyncSession, group_id: int, actor_id: int, target_id: int) -> None:
+async def remove_member(
+    session: AsyncSession, group_id: int, actor_id: int, target_id: int
+) -> None:
     _, actor_role = await require_member(session, group_id, actor_id, at_least=Role.admin)
     target_role = await role_of(session, group_id, target_id)
     if target_role is None:

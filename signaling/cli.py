@@ -60,7 +60,8 @@ def announce_dev_mode(settings: Settings) -> None:
     if not settings.dev:
         return
     print("=" * 72, file=sys.stderr)
-    print("Disco is running in DEV MODE with placeholder secrets. Do not expose it.", file=sys.stderr)
+    print("Disco is running in DEV MODE with placeholder secrets. Do not expose it.",
+          file=sys.stderr)
     if settings.jwt_secret == DEV_JWT_SECRET:
         print(f"  DISCO_JWT_SECRET={settings.jwt_secret}", file=sys.stderr)
     if settings.turn_secret:

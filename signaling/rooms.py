@@ -110,7 +110,9 @@ class RoomRegistry:
             {"type": "participant_left", "room": room.room_id,
              "participant_id": participant.participant_id},
         )
-        if not room.participants:
+        # Another leave may have run while we awaited: only the first to see
+        # the room empty (and still registered) removes it and closes its media.
+        if not room.participants and self._rooms.get(room.room_id) is room:
             del self._rooms[room.room_id]
             media, room.media = room.media, None
             if media is not None:

@@ -44,7 +44,9 @@ async def announce_membership(state: AppState, group_id: int, user_id: int, chan
 
 
 @router.post("/groups", status_code=201)
-async def create_group(body: GroupCreate, user_id: UserId, state: State, db: Db) -> dict[str, object]:
+async def create_group(
+    body: GroupCreate, user_id: UserId, state: State, db: Db
+) -> dict[str, object]:
     group = await service.create_group(db, user_id, body.name, state.clock())
     await db.commit()
     assert group.id is not None

@@ -167,7 +167,7 @@ class ClientSession:
         """The participant for ``room``, or for the only room joined if None."""
         if room is None:
             if len(self.participants) != 1:
-                raise BadRequest("say which room: you are in %d rooms" % len(self.participants))
+                raise BadRequest(f"say which room: you are in {len(self.participants)} rooms")
             return next(iter(self.participants.values()))
         participant = self.participants.get(room)
         if participant is None:

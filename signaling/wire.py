@@ -59,14 +59,16 @@ class Offer(_Msg):
     type: Literal["offer"]
     room: str = Field(max_length=ROOM_ID_MAX_CHARS)
     sdp: str = Field(min_length=1, max_length=SDP_MAX_CHARS)
-    music_mids: list[Annotated[str, Field(max_length=16)]] = Field(default_factory=list, max_length=4)
+    music_mids: list[Annotated[str, Field(max_length=16)]] = Field(
+        default_factory=list, max_length=4
+    )
 
 
 class IceCandidate(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     candidate: str = Field(max_length=1024)
-    sdpMid: str | None = Field(None, max_length=16)  # noqa: N815 - WebRTC's own name
-    sdpMLineIndex: int | None = Field(None, ge=0, le=16)  # noqa: N815
+    sdpMid: str | None = Field(None, max_length=16)  # WebRTC's own name
+    sdpMLineIndex: int | None = Field(None, ge=0, le=16)
 
 
 class Candidate(_Msg):
@@ -157,7 +159,7 @@ def parse_client_message(text: str | bytes, max_bytes: int) -> ClientMessage:
         raise WireError("message_too_large", f"messages are limited to {max_bytes} bytes")
     try:
         raw = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise WireError("bad_json", f"not valid JSON: {exc.msg}") from None
     if not isinstance(raw, dict):
         raise WireError("bad_json", "a message must be a JSON object")

@@ -24,7 +24,7 @@ async def test_health_and_openapi(server: LiveServer) -> None:
 
 
 async def test_register_login_me(server: LiveServer) -> None:
-    token, user = await server.register("alice")
+    _token, user = await server.register("alice")
     assert user["username"] == "alice"
     login = await server.http.post("/api/auth/login", json={"username": "ALICE",
                                                             "password": PASSWORD})
@@ -51,8 +51,9 @@ async def test_bad_registrations(server: LiveServer, body: dict[str, str], statu
     await server.register("alice")
     r = await server.http.post("/api/auth/register", json=body)
     assert r.status_code == status and error in r.json()["message"], r.text
-    assert (await server.http.post("/api/auth/login", json={"username": "alice",
-                                                            "password": PASSWORD})).status_code == 200
+    login = await server.http.post("/api/auth/login",
+                                   json={"username": "alice", "password": PASSWORD})
+    assert login.status_code == 200
 
 
 async def test_malformed_and_oversized_bodies(server: LiveServer) -> None:
@@ -67,7 +68,8 @@ async def test_malformed_and_oversized_bodies(server: LiveServer) -> None:
 
 async def test_wrong_login_and_bad_tokens(server: LiveServer) -> None:
     await server.register("alice")
-    r = await server.http.post("/api/auth/login", json={"username": "alice", "password": "nope-nope"})
+    r = await server.http.post("/api/auth/login",
+                               json={"username": "alice", "password": "nope-nope"})
     assert r.status_code == 401
     r = await server.http.post("/api/auth/login", json={"username": "nobody", "password": PASSWORD})
     assert r.status_code == 401 and r.json()["message"] == "wrong username or password"
@@ -93,7 +95,8 @@ async def test_group_lifecycle_with_roles_and_invites(server: LiveServer) -> Non
     invite = await server.http.post(f"/api/groups/{group['id']}/invites", headers=auth(owner))
     assert invite.status_code == 201
     code = invite.json()["code"]
-    assert (await server.http.post(f"/api/invites/{code}/accept", headers=auth(member))).status_code == 200
+    accepted = await server.http.post(f"/api/invites/{code}/accept", headers=auth(member))
+    assert accepted.status_code == 200
     # Reused invite, unknown invite.
     r = await server.http.post(f"/api/invites/{code}/accept", headers=auth(outsider))
     assert r.status_code == 409 and "already used" in r.json()["message"]

@@ -468,6 +468,9 @@ async function loadLocations(groupId) {
   }
 }
 
+const EARTH_RADIUS_M = 6_371_000;
+const M_PER_DEG = (EARTH_RADIUS_M * Math.PI) / 180; // ~111 km per degree of latitude
+
 /** Great-circle distance in metres (haversine). */
 function distanceM(a, b) {
   const rad = Math.PI / 180;
@@ -475,7 +478,7 @@ function distanceM(a, b) {
   const dLon = (b.lon - a.lon) * rad;
   const h = Math.sin(dLat / 2) ** 2 +
     Math.cos(a.lat * rad) * Math.cos(b.lat * rad) * Math.sin(dLon / 2) ** 2;
-  return 2 * 6_371_000 * Math.asin(Math.min(1, Math.sqrt(h)));
+  return 2 * EARTH_RADIUS_M * Math.asin(Math.min(1, Math.sqrt(h)));
 }
 
 function formatDistance(m) {
@@ -505,7 +508,7 @@ function drawMap() {
     return;
   }
   const cosLat = Math.cos((center.lat * Math.PI) / 180);
-  const toXY = (p) => [(p.lon - center.lon) * 111_320 * cosLat, -(p.lat - center.lat) * 110_540];
+  const toXY = (p) => [(p.lon - center.lon) * M_PER_DEG * cosLat, -(p.lat - center.lat) * M_PER_DEG];
   const farthest = Math.max(100, ...others.map((p) => distanceM(center, p)));
   const ring = niceRadius(farthest);
   const scale = 130 / ring; // SVG units per metre; the view is -150..150
