@@ -355,3 +355,32 @@ def test_jitter_slot_sheds_standing_latency() -> None:
             slot.push(const(i))
         slot.pop()
     assert slot.dropped_frames == 2
+
+
+def test_announce_public_ip_adds_srflx_per_host_candidate() -> None:
+    from sfu.ice import announce_public_ip
+
+    sdp = (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        "a=candidate:abc 1 udp 2130706431 10.0.0.5 40000 typ host\r\n"
+        "a=candidate:def 1 udp 1694498815 198.51.100.7 40000 typ srflx"
+        " raddr 10.0.0.5 rport 40000\r\n"
+    )
+    out = announce_public_ip(sdp, "203.0.113.9")
+    added = [line for line in out.splitlines() if "203.0.113.9" in line]
+    assert added == [
+        "a=candidate:abcn 1 udp 1694498815 203.0.113.9 40000 typ srflx raddr 10.0.0.5 rport 40000"
+    ]
+    assert announce_public_ip(sdp, None) == sdp
+
+
+def test_use_host_addresses_patches_and_restores_aioice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aioice.ice
+
+    from sfu.ice import rtc_configuration, use_host_addresses
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
+    use_host_addresses(["127.0.0.1", "::1"])
+    assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+    assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1", "::1"]
+    assert rtc_configuration().iceServers == []  # never aiortc's default public STUN
