@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 HEARD_PEAK_MIN = 1_000  # int16 peak that is clearly not silence
 MEDIA_TIMEOUT_S = 20.0
+HOME = (46.5580, 7.8350)  # where the browser says it is (lat, lon)
+M_PER_DEG = 6_371_000 * math.pi / 180  # metres per degree of latitude
 
 # Total audio energy the browser has played out from the server's track.
 INBOUND_ENERGY_JS = """(async () => {
@@ -128,7 +131,7 @@ async def test_register_create_group_invite_and_talk(
     room = group["room"]
     await page.click("#groups .invite-btn")
     code = await page.wait_for("document.getElementById('invite-code-out')?.textContent")
-    bob_token, _ = await server.register("bob")
+    bob_token, bob_user = await server.register("bob")
     accepted = await server.http.post(f"/api/invites/{code}/accept", headers=auth(bob_token))
     assert accepted.status_code == 200, accepted.text
 
@@ -173,6 +176,38 @@ async def test_register_create_group_invite_and_talk(
         volume = await wait_sent(page, "volume")
         assert volume == [{"type": "volume", "participant_id": bob_pid, "gain": 0.5}]
         assert not await page.evaluate("!document.getElementById('error').hidden")
+
+        # Location: the browser's position goes out as a `location` message, and a
+        # member's position (a `member_location` event on the group's bus topic,
+        # as the location service publishes it) is drawn on the map with its distance.
+        await browser.cdp.send("Browser.grantPermissions",
+                               {"origin": server.base_url, "permissions": ["geolocation"]})
+        await page.send("Emulation.setGeolocationOverride",
+                        {"latitude": HOME[0], "longitude": HOME[1], "accuracy": 12})
+        await page.click("#share-location")
+        (fix,) = await wait_sent(page, "location")
+        assert (fix["lat"], fix["lon"], fix["accuracy_m"]) == (*HOME, 12)
+        await server.app_state.bus.publish(f"group:{group['id']}", {
+            "type": "member_location", "group_id": group["id"], "user_id": bob_user["id"],
+            "display_name": "bob", "lat": HOME[0] + 300 / M_PER_DEG, "lon": HOME[1],
+            "accuracy_m": 8, "ts": server.app_state.clock(),
+        })
+        row = await page.wait_for("document.querySelector('#positions li')?.textContent")
+        assert row.startswith("bob") and "300 m" in row
+        assert await page.evaluate("document.querySelectorAll('#map circle.member').length") == 1
+
+        # Chat: what Alice types goes out as `chat`; a `chat` event from the group's
+        # topic is shown with the sender's name.
+        await page.fill("#chat-text", "on my way")
+        await page.click("#chat-send")
+        said = await wait_sent(page, "chat")
+        assert said == [{"type": "chat", "room": room, "text": "on my way"}]
+        await server.app_state.bus.publish(f"group:{group['id']}", {
+            "type": "chat", "id": 1, "room": room, "from": str(bob_user["id"]),
+            "text": "see you at the top", "ts": server.app_state.clock(),
+        })
+        await page.wait_for("document.getElementById('chat-log').textContent"
+                            ".includes('bob: see you at the top')")
 
         await page.screenshot(screenshot_path(tmp_path, "web-client-room.png"))
 

@@ -514,7 +514,9 @@ function drawMap() {
   const scale = 130 / ring; // SVG units per metre; the view is -150..150
   for (const r of [ring / 2, ring]) {
     map.append(svg("circle", { cx: 0, cy: 0, r: r * scale, class: "ring" }),
-      svg("text", { x: 3, y: -r * scale - 2, class: "ring-label" }, formatDistance(r)));
+      // Labels sit on the north-east diagonal, clear of the "N" and of me.
+      svg("text", { x: r * scale * 0.71 + 2, y: -r * scale * 0.71 - 2, class: "ring-label" },
+        formatDistance(r)));
   }
   map.append(svg("text", { x: 0, y: -140, "text-anchor": "middle", class: "north" }, "N"));
   if (disco.myPos) {
