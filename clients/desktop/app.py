@@ -106,6 +106,7 @@ class Options:
     gpx_speed: float = 1.0
     input_device: DeviceSpec = None
     output_device: DeviceSpec = None
+    device_rate_hz: int | None = None
     input_file: Path | None = None
     output_file: Path | None = None
     no_input: bool = False
@@ -271,14 +272,14 @@ class Client:
             m.mic = source
             m.closers.append(source)
         elif not o.no_input:
-            mic = Microphone(o.input_device)
+            mic = Microphone(o.input_device, o.device_rate_hz)
             self.console.say(f"microphone: {mic.name} ({mic.rate} Hz)")
             m.mic = mic
             m.closers.append(mic)
         if o.output_file is not None:
             m.speaker = FileSpeaker(o.output_file)
         elif not o.no_output:
-            speaker = Speaker(o.output_device)
+            speaker = Speaker(o.output_device, o.device_rate_hz)
             self.console.say(f"speaker: {speaker.name} ({speaker.rate} Hz)")
             m.speaker = speaker
             m.closers.append(speaker)
@@ -438,13 +439,12 @@ class Client:
         try:
             await self._send_location(time.time())
             try:
-                reply = await self._request(protocol.join(
+                await self._request(protocol.join(
                     self.room, self.o.radius_m if self.room == protocol.NEARBY_ROOM else None
                 ))
             except RequestFailed as exc:
                 raise protocol.join_error(self.room, exc.error) from None
             self._joined = True
-            self.state.joined(reply)
             self.console.say(f"joined {self.room} as {self.state.my_name} "
                              f"({self.state.me}); {len(self.state.participants)} other(s) here")
             self.console.say(self.state.render(self.control.muted, self.control.on_air))
@@ -528,6 +528,9 @@ class Client:
     async def _dispatch(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")
         future = self._pending.get(str(request_id)) if request_id is not None else None
+        if message.get("type") == "joined" and message.get("room") == self.room:
+            # Applied here, in order: events that follow the reply build on it.
+            self.state.joined(message)
         if future is not None and not future.done():
             future.set_result(message)
             return

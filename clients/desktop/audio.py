@@ -32,6 +32,8 @@ SILENCE_DBFS = -120.0
 
 CAPTURE_MAX_MS = 120
 """Mic audio waiting to be sent; older samples are dropped beyond this."""
+CAPTURE_PREFILL_MS = 40
+"""After the mic buffer runs dry, wait for this much before sending mic audio again."""
 PLAYOUT_MAX_MS = 200
 """Received audio waiting for the speaker; older samples are dropped beyond this."""
 PLAYOUT_PREFILL_MS = 40

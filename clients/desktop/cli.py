@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     audio.add_argument("--list-devices", action="store_true", help="list sound devices and exit")
     audio.add_argument("--input", metavar="DEV", help="microphone: number or name part")
     audio.add_argument("--output", metavar="DEV", help="speaker: number or name part")
+    audio.add_argument("--device-rate", type=int, metavar="HZ",
+                       help="open the sound devices at this rate (default: 48000 if accepted)")
     audio.add_argument("--input-file", type=Path, metavar="WAV",
                        help="send this audio file instead of the microphone (any rate/channels)")
     audio.add_argument("--output-file", type=Path, metavar="WAV",
@@ -130,6 +132,8 @@ def options_from_args(args: argparse.Namespace) -> app.Options:
         raise UsageError("--output-file replaces the speaker: drop --output/--no-output")
     if args.duration is not None and args.duration <= 0:
         raise UsageError("--duration must be positive")
+    if args.device_rate is not None and not 8_000 <= args.device_rate <= 192_000:
+        raise UsageError("--device-rate must be within 8000..192000 Hz")
     if args.max_backoff <= 0:
         raise UsageError("--max-backoff must be positive")
     password = _password() if args.username else None
@@ -138,6 +142,7 @@ def options_from_args(args: argparse.Namespace) -> app.Options:
         guest=args.guest, group=args.group, nearby=args.nearby, lat=args.lat, lon=args.lon,
         radius_m=args.radius, accuracy_m=args.accuracy, gpx=args.gpx, gpx_speed=args.gpx_speed,
         input_device=devices.parse_spec(args.input), output_device=devices.parse_spec(args.output),
+        device_rate_hz=args.device_rate,
         input_file=args.input_file, output_file=args.output_file, no_input=args.no_input,
         no_output=args.no_output, loop_input=args.loop_input, duration_s=args.duration,
         music=args.music, echo_guard=args.echo_guard, push_to_talk=args.push_to_talk,

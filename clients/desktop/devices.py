@@ -7,7 +7,8 @@ rate. Rate conversion to and from 48 kHz happens on the asyncio side, in
 miss a deadline.
 
 Devices are opened at 48 kHz when they accept it, else at their default rate
-(PulseAudio's null sink defaults to 44.1 kHz) with conversion.
+with conversion; ``--device-rate`` forces a rate (for devices that claim
+48 kHz and then misbehave, and for tests of the conversion path).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from clients.desktop.audio import (
     CAPTURE_MAX_MS,
+    CAPTURE_PREFILL_MS,
     FRAME_SAMPLES,
     PLAYOUT_MAX_MS,
     PLAYOUT_PREFILL_MS,
@@ -78,8 +80,12 @@ def _resolve(spec: DeviceSpec, kind: str) -> tuple[int, dict[str, Any]]:
     return int(info["index"]), dict(info)
 
 
-def _pick_rate(index: int, info: dict[str, Any], kind: str, channels: int) -> int:
+def _pick_rate(
+    index: int, info: dict[str, Any], kind: str, channels: int, forced: int | None = None
+) -> int:
     sd = _sd()
+    if forced is not None:
+        return forced
     check = sd.check_input_settings if kind == "input" else sd.check_output_settings
     try:
         check(device=index, samplerate=SAMPLE_RATE_HZ, channels=channels, dtype="int16")
@@ -94,13 +100,17 @@ def _pick_rate(index: int, info: dict[str, Any], kind: str, channels: int) -> in
 class Microphone:
     """Captures from an input device; ``read_frame`` gives 20 ms at 48 kHz or None."""
 
-    def __init__(self, spec: DeviceSpec = None) -> None:
+    def __init__(self, spec: DeviceSpec = None, rate_hz: int | None = None) -> None:
         sd = _sd()
         self.index, info = _resolve(spec, "input")
         self.name = str(info["name"])
-        self.rate = _pick_rate(self.index, info, "input", 1)
+        self.rate = _pick_rate(self.index, info, "input", 1, rate_hz)
         self._raw = SampleBuffer(ms_to_samples(CAPTURE_MAX_MS, self.rate))
-        self._ready = SampleBuffer(ms_to_samples(CAPTURE_MAX_MS))
+        # A prefill after running dry: PortAudio delivers in bursts under load, and
+        # a steady 40 ms cushion beats a click of silence every other frame.
+        self._ready = PlayoutBuffer(
+            ms_to_samples(CAPTURE_MAX_MS), ms_to_samples(CAPTURE_PREFILL_MS)
+        )
         self._resampler = Resampler(self.rate, SAMPLE_RATE_HZ)
         self.overflows = 0
         try:
@@ -127,7 +137,7 @@ class Microphone:
         raw = self._raw.pop_all()
         if raw.size:
             self._ready.push(self._resampler.convert(raw))
-        return self._ready.pop(FRAME_SAMPLES)
+        return self._ready.read(FRAME_SAMPLES)
 
     def close(self) -> None:
         try:
@@ -140,11 +150,11 @@ class Microphone:
 class Speaker:
     """Plays to an output device; ``write`` takes mono 48 kHz samples."""
 
-    def __init__(self, spec: DeviceSpec = None) -> None:
+    def __init__(self, spec: DeviceSpec = None, rate_hz: int | None = None) -> None:
         sd = _sd()
         self.index, info = _resolve(spec, "output")
         self.name = str(info["name"])
-        self.rate = _pick_rate(self.index, info, "output", 1)
+        self.rate = _pick_rate(self.index, info, "output", 1, rate_hz)
         self.buffer = PlayoutBuffer(
             ms_to_samples(PLAYOUT_MAX_MS, self.rate), ms_to_samples(PLAYOUT_PREFILL_MS, self.rate)
         )
