@@ -62,7 +62,9 @@ async def db_session(state: State) -> AsyncIterator[AsyncSession]:
         await session.commit()
 
 
-Db = Annotated[AsyncSession, Depends(db_session)]
+# scope="function": commit before the response is sent, so a client that acts
+# on a reply (say, accepts the invite it was just given) sees the change.
+Db = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
 def current_identity(

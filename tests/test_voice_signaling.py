@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from common.settings import Settings
 from tests.rtc_helpers import (
@@ -47,6 +48,13 @@ async def talk(server: LiveServer, ws: WsClient, room: str, name: str) -> tuple[
     return client, joined["participant_id"]
 
 
+async def scrape(server: LiveServer) -> dict[str, float]:
+    """GET /metrics, parsed by prometheus-client's own parser: sample name -> value."""
+    text = (await server.http.get("/metrics")).text
+    return {s.name: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples}
+
+
 async def heard(client: RtcClient) -> object:
     await asyncio.sleep(LISTEN_S)
     return client.recorder.last(LISTEN_S)
@@ -75,6 +83,15 @@ async def test_group_room_mix_minus_mute_volume_and_drop(server: LiveServer) -> 
                     assert lacks_tone(samples, hz), f"{name} hears itself: {report}"
                 else:
                     assert has_tone(samples, hz), f"{name} misses {other}: {report}"
+
+        # Prometheus sees the room working.
+        metrics = await scrape(server)
+        assert metrics["disco_sfu_participants"] >= 3
+        assert metrics["disco_participants"] >= 3
+        assert metrics["disco_sfu_encodes_total"] > 0
+        assert metrics["disco_sfu_packets_in_total"] > 0
+        assert metrics["disco_sfu_packets_out_total"] > 0
+        assert metrics["disco_sfu_tick_seconds_count"] > 50
 
         # The server saw speech and said so over the WebSocket.
         speaking = await sockets["alice"].expect("speaking", participant_id=pids["bob"])
