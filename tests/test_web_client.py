@@ -105,7 +105,7 @@ def screenshot_path(tmp_path: Path, name: str) -> Path:
 
 
 async def test_register_create_group_invite_and_talk(
-    server: LiveServer, browser: Browser, tmp_path: Path
+    browser: Browser, server: LiveServer, tmp_path: Path
 ) -> None:
     page = await browser.new_page()
     await page.send("Network.enable")  # to read the page's WebSocket frames
@@ -222,7 +222,7 @@ async def test_register_create_group_invite_and_talk(
 
 
 async def test_guest_joins_nearby_with_a_radius(
-    server: LiveServer, browser: Browser, tmp_path: Path
+    browser: Browser, server: LiveServer, tmp_path: Path
 ) -> None:
     # Someone already nearby, as a guest over the plain protocol.
     r = await server.http.post("/api/auth/guest", json={"display_name": "Hiker"})
@@ -232,6 +232,15 @@ async def test_guest_joins_nearby_with_a_radius(
 
     page = await browser.new_page(width=420, height=900)  # a phone-sized screen
     await page.goto(f"{server.base_url}/app/")
+
+    # A failed log-in says why, in the page.
+    await page.fill("#username", "nobody")
+    await page.fill("#password", "wrong password")
+    await page.click("#login")
+    refused = await page.wait_for("!document.getElementById('error').hidden"
+                                  " && document.getElementById('error-text').textContent")
+    assert "password" in refused.lower() or "username" in refused.lower(), refused
+
     await page.fill("#guest-name", "Walker")
     await page.click("#guest")
     me = await page.wait_for("window.disco.me")

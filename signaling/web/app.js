@@ -203,6 +203,7 @@ const handlers = {
       muted: disco.muted, user_id: disco.me.id }, true);
     for (const p of msg.participants || []) addParticipant(p, false);
     renderRoom();
+    if (disco.muted) send({ type: "mute", muted: true, room: msg.room }); // stay muted
     startMedia(msg.room).catch((err) => showError(`Voice failed: ${err.message}`));
     if (msg.room.startsWith("group:")) loadLocations(msg.room.slice(6));
   },
@@ -385,7 +386,10 @@ async function startMedia(room) {
     audio.srcObject = event.streams[0] || new MediaStream([event.track]);
     audio.play().catch(() => showError("Tap anywhere to start the sound."));
   };
-  pc.onconnectionstatechange = () => renderPcState();
+  pc.onconnectionstatechange = () => {
+    renderPcState();
+    if (pc.connectionState === "failed") showError("Voice connection lost: leave and talk again.");
+  };
   // Trickle my candidates, but only after the offer: the server needs it first.
   let offerSent = false;
   const early = [];
