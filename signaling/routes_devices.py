@@ -51,6 +51,7 @@ def push_dispatcher(state: AppState) -> PushDispatcher | None:
 async def register_device(body: DeviceBody, user_id: UserId, state: State, db: Db
                           ) -> dict[str, object]:
     device = await store.register_device(db, user_id, body.platform, body.token, state.clock())
+    await db.commit()  # before the response: the Db dependency's own commit runs after it
     return {"platform": device.platform, "token": device.token}
 
 
@@ -64,6 +65,7 @@ async def list_devices(user_id: UserId, db: Db) -> dict[str, object]:
 @router.delete("/devices/{token}", status_code=204)
 async def remove_device(token: str, user_id: UserId, db: Db) -> Response:
     await store.remove_device(db, user_id, token)
+    await db.commit()
     return Response(status_code=204)
 
 
@@ -77,4 +79,5 @@ async def get_settings(user_id: UserId, db: Db) -> dict[str, object]:
 async def put_settings(body: PushSettingsBody, user_id: UserId, state: State, db: Db
                        ) -> dict[str, object]:
     muted = await store.set_muted(db, user_id, body.muted, state.clock())
+    await db.commit()
     return {"muted": sorted(c.value for c in muted), "categories": [c.value for c in Category]}
