@@ -277,3 +277,14 @@ def test_backoff_grows_to_a_cap_with_jitter() -> None:
     assert delays[0] < 1.0 < delays[2] < delays[3]
     assert all(d <= BACKOFF_MAX_S * 1.2 for d in delays)
     assert backoff_s(50, max_s=2.0, rng=rng) <= 2.4
+
+
+def test_nearby_event_replaces_the_people_we_hear() -> None:
+    state = protocol.RoomState(room="nearby", my_name="me")
+    state.joined({"room": "nearby", "participant_id": "p_me", "participants": []})
+    notes = state.apply({"type": "nearby", "room": "nearby", "radius_m": 300, "people": [
+        {"participant_id": "p_r", "display_name": "Rider", "distance": 50, "gain": 0.8}]})
+    assert notes == ["nearby: Rider (50)"] and list(state.participants) == ["p_r"]
+    assert state.apply({"type": "nearby", "room": "nearby", "people": []}) == [
+        "nearby: nobody within earshot"]
+    assert state.participants == {}

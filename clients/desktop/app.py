@@ -445,6 +445,8 @@ class Client:
             except RequestFailed as exc:
                 raise protocol.join_error(self.room, exc.error) from None
             self._joined = True
+            # Again now that we are in the room: the nearby room places only its members.
+            await self._send_location(time.time())
             self.console.say(f"joined {self.room} as {self.state.my_name} "
                              f"({self.state.me}); {len(self.state.participants)} other(s) here")
             self.console.say(self.state.render(self.control.muted, self.control.on_air))
@@ -559,7 +561,7 @@ class Client:
             return
         for notice in self.state.apply(message):
             self.console.say(notice)
-        if kind in ("participant_joined", "participant_left"):
+        if kind in ("participant_joined", "participant_left", "nearby"):
             self.console.say(self.state.render(self.control.muted, self.control.on_air))
         elif kind in ("speaking", "stopped_speaking"):
             pid = str(message.get("participant_id"))

@@ -190,6 +190,8 @@ class Participant:
     muted: bool = False
     speaking: bool = False
     gain: float = 1.0
+    distance: str = ""
+    """Nearby room only: the server's rounded distance to this stranger."""
 
 
 @dataclass
@@ -248,10 +250,29 @@ class RoomState:
             elif pid in self.participants:
                 self.participants[pid].speaking = talking
             return []
+        if kind == "nearby":
+            return self._nearby(msg.get("people") or [])
         if kind == "participant_muted" and pid in self.participants:
             self.participants[pid].muted = bool(msg.get("muted"))
             return [f"{self.name(pid)} {'muted' if msg.get('muted') else 'unmuted'}"]
         return []
+
+    def _nearby(self, people: list[Message]) -> list[str]:
+        """The nearby room: whom we hear is whoever is close enough, at what distance."""
+        before = {pid: p for pid, p in self.participants.items()}
+        self.participants = {}
+        for person in people:
+            p = self._add(person)
+            old = before.get(p.participant_id)
+            if old is not None:
+                p.speaking, p.gain, p.muted = old.speaking, old.gain, old.muted
+            p.distance = str(person.get("distance", ""))
+        if not people:
+            return ["nearby: nobody within earshot"]
+        return ["nearby: " + ", ".join(
+            f"{p.display_name} ({p.distance})" if p.distance else p.display_name
+            for p in self.participants.values()
+        )]
 
     def find(self, query: str) -> Participant:
         """A participant by list number (1-based), exact name, name prefix or id."""
