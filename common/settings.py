@@ -75,6 +75,11 @@ class Settings(BaseSettings):
 
     # --- location ----------------------------------------------------------
     location_retention_days: int = Field(30, ge=1)
+    # Nearby voice gain over a pair's range: full volume up to this fraction of
+    # the range, then fading (linear for exponent 1) to the floor at the edge.
+    nearby_full_fraction: float = Field(0.25, ge=0.0, lt=1.0)
+    nearby_gain_floor: float = Field(0.15, gt=0.0, le=1.0)
+    nearby_gain_exponent: float = Field(1.0, gt=0.0, le=4.0)
 
     # --- billing -----------------------------------------------------------
     stripe_api_key: str | None = None

@@ -25,10 +25,14 @@ from common.bus import make_bus
 from common.db import make_engine, make_session_factory, migrate
 from common.errors import DiscoError
 from common.settings import Settings
+from groups.chat import ChatLog
+from groups.location import FixLimiter
+from groups.proximity import GainCurve
 from signaling import __version__
 from signaling.auth import TokenSigner
 from signaling.deps import AppState, Clock
 from signaling.edge_errors import error_body, http_status
+from signaling.nearby import NEARBY_ROOM, NearbyRoom
 from signaling.rooms import RoomRegistry
 from signaling.session import serve_websocket
 
@@ -60,6 +64,13 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
         await migrate(engine)
         bus = make_bus(settings.redis_url)
         await bus.start()
+        rooms = RoomRegistry(lambda: _media_config(settings))
+        nearby = NearbyRoom(rooms, GainCurve(
+            settings.nearby_full_fraction, settings.nearby_gain_floor, settings.nearby_gain_exponent
+        ))
+        rooms.on_leave.append(nearby.leave)
+        rooms.audiences[NEARBY_ROOM] = nearby.hearers
+        rooms.media_started[NEARBY_ROOM] = nearby.media_started
         state = AppState(
             settings=settings,
             engine=engine,
@@ -67,7 +78,10 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             bus=bus,
             signer=TokenSigner(settings.jwt_secret, settings.jwt_audience, settings.jwt_issuer),
             clock=clock,
-            rooms=RoomRegistry(lambda: _media_config(settings)),
+            rooms=rooms,
+            nearby=nearby,
+            chat=ChatLog(),
+            fix_limiter=FixLimiter(),
         )
         app.state.disco = state
         for start in app.state.startup_hooks:

@@ -23,6 +23,9 @@ from common.settings import Settings
 from signaling.auth import Identity, TokenSigner, bearer_token
 
 if TYPE_CHECKING:
+    from groups.chat import ChatLog
+    from groups.location import FixLimiter
+    from signaling.nearby import NearbyRoom
     from signaling.rooms import RoomRegistry
 
 Clock = Callable[[], float]
@@ -37,6 +40,9 @@ class AppState:
     signer: TokenSigner
     clock: Clock = time.time
     rooms: RoomRegistry | None = None
+    nearby: NearbyRoom | None = None
+    chat: ChatLog | None = None
+    fix_limiter: FixLimiter | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # per-feature services
 
 

@@ -71,6 +71,12 @@ class RoomRegistry:
         self._media_config = media_config
         self._lock = asyncio.Lock()
         self.on_media_event: Callable[[str, Message], None] | None = None
+        self.on_leave: list[Callable[[Participant], None]] = []
+        # room id -> who may hear about a participant (default: the whole room).
+        # The nearby room uses it so strangers learn only of people in range.
+        self.audiences: dict[str, Callable[[str], set[str]]] = {}
+        # room id -> called when that room's media starts (the nearby room sets its plan).
+        self.media_started: dict[str, Callable[[], None]] = {}
 
     def get(self, room_id: str) -> Room | None:
         return self._rooms.get(room_id)
@@ -95,7 +101,7 @@ class RoomRegistry:
         room.participants[participant.participant_id] = participant
         self.broadcast(
             room_id, {"type": "participant_joined", "room": room_id, **participant.public()},
-            exclude=participant.participant_id,
+            exclude=participant.participant_id, about=participant.participant_id,
         )
         return participant
 
@@ -103,12 +109,15 @@ class RoomRegistry:
         room = self._rooms.get(participant.room_id)
         if room is None or room.participants.pop(participant.participant_id, None) is None:
             return
+        for listener in self.on_leave:
+            listener(participant)
         if room.media is not None:
             await room.media.disconnect(participant.participant_id)
         self.broadcast(
             room.room_id,
             {"type": "participant_left", "room": room.room_id,
              "participant_id": participant.participant_id},
+            about=participant.participant_id,
         )
         # Another leave may have run while we awaited: only the first to see
         # the room empty (and still registered) removes it and closes its media.
@@ -125,12 +134,18 @@ class RoomRegistry:
             raise NotFound(f"no participant {participant_id} in {room_id}")
         return participant
 
-    def broadcast(self, room_id: str, message: Message, exclude: str | None = None) -> None:
+    def broadcast(
+        self, room_id: str, message: Message, exclude: str | None = None,
+        about: str | None = None,
+    ) -> None:
+        """Send to the room; a message ``about`` a participant goes to its audience only."""
         room = self._rooms.get(room_id)
         if room is None:
             return
+        audience_of = self.audiences.get(room_id)
+        audience = audience_of(about) if audience_of is not None and about else None
         for pid, participant in room.participants.items():
-            if pid != exclude:
+            if pid != exclude and (audience is None or pid in audience):
                 participant.peer.send(message)
 
     async def media(self, room_id: str) -> MediaRoom:
@@ -147,6 +162,9 @@ class RoomRegistry:
                 media.set_music_allowed(room.music_allowed)
                 await media.start()
                 room.media = media
+                started = self.media_started.get(room_id)
+                if started is not None:
+                    started()
         return room.media
 
     def _media_event(self, room_id: str, event: Message) -> None:
@@ -162,7 +180,9 @@ class RoomRegistry:
                     room.media.disconnect(str(event.get("participant_id")))
                 )
         else:
-            self.broadcast(room_id, {**event, "room": room_id})
+            about = event.get("participant_id")
+            self.broadcast(room_id, {**event, "room": room_id},
+                           about=str(about) if about else None)
         if self.on_media_event is not None:
             self.on_media_event(room_id, event)
 

@@ -21,17 +21,17 @@ from fastapi import WebSocket, WebSocketDisconnect
 from common.bus import Subscription
 from common.errors import BadRequest, DiscoError, Forbidden, LimitExceeded, NotFound, Unauthorized
 from groups import service
-from signaling import wire
+from signaling import handlers_chat, handlers_location, wire
 from signaling.auth import Identity
 from signaling.deps import AppState
 from signaling.edge_errors import WS_CLOSE_UNAUTHORIZED
+from signaling.nearby import NEARBY_ROOM
 from signaling.rooms import Participant, RoomRegistry
 from signaling.turn import ice_servers
 
 log = logging.getLogger(__name__)
 
 OUTBOX_MAX_MESSAGES = 512
-NEARBY_ROOM = "nearby"
 DEFAULT_RADIUS_M = 500.0
 # Bus messages a session passes on to its client as they are.
 FORWARDED_EVENTS = frozenset(
@@ -208,6 +208,8 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
         room.media.set_music_allowed(music_allowed)
     others = [p.public() for pid, p in room.participants.items()
               if pid != participant.participant_id]
+    if room_id == NEARBY_ROOM:
+        others = []  # strangers learn of each other only by proximity (``nearby`` events)
     hook = session.state.extras.get("on_join")
     if hook is not None:
         await hook(session, participant)
@@ -264,7 +266,7 @@ async def on_mute(session: ClientSession, msg: wire.Mute) -> dict[str, Any]:
         participant.room_id,
         {"type": "participant_muted", "room": participant.room_id,
          "participant_id": participant.participant_id, "muted": msg.muted},
-        exclude=participant.participant_id,
+        exclude=participant.participant_id, about=participant.participant_id,
     )
     return {"type": "muted", "room": participant.room_id, "muted": msg.muted}
 
@@ -312,11 +314,11 @@ HANDLERS: dict[str, Handler] = {
     "mute": on_mute,
     "volume": on_volume,
     "music": on_music,
-    "location": on_not_wired,
-    "radius": on_not_wired,
-    "chat": on_not_wired,
+    "location": handlers_location.on_location,
+    "radius": handlers_location.on_radius,
+    "chat": handlers_chat.on_chat,
     "sos": on_not_wired,
-    "display_name": on_not_wired,
+    "display_name": handlers_chat.on_display_name,
 }
 
 

@@ -66,6 +66,7 @@ class WsClient:
     ws: ClientConnection
     welcome: dict[str, Any] = field(default_factory=dict)
     backlog: list[dict[str, Any]] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list)  # every frame received, as sent on the wire
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(message))
@@ -92,7 +93,9 @@ class WsClient:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     raise TimeoutError(f"no {kinds} {match} within {timeout_s}s; saw {kept}")
-                message = dict(json.loads(await asyncio.wait_for(self.ws.recv(), remaining)))
+                frame = await asyncio.wait_for(self.ws.recv(), remaining)
+                self.raw.append(str(frame))
+                message = dict(json.loads(frame))
                 if message.get("type") in kinds and all(
                     message.get(k) == v for k, v in match.items()
                 ):

@@ -1,0 +1,61 @@
+"""WebSocket handlers for ephemeral chat and display names.
+
+Chat lives in memory on the room's node for 30 minutes (``groups.chat``).
+In a group room every participant reads it; in the nearby room a message
+reaches exactly the people who can hear the sender.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from common.errors import RateLimited
+from groups.accounts import clean_display_name
+from signaling import wire
+from signaling.nearby import NEARBY_ROOM
+
+if TYPE_CHECKING:
+    from signaling.session import ClientSession
+
+DISPLAY_NAME_CHANGES_PER_SESSION = 3
+
+
+async def on_chat(session: ClientSession, msg: wire.Chat) -> dict[str, Any]:
+    state = session.state
+    assert state.chat is not None and state.nearby is not None
+    participant = session.participant(msg.room)
+    recipients: set[str] | None = None
+    if msg.room == NEARBY_ROOM:
+        recipients = state.nearby.hearers_of(participant)
+    message = state.chat.post(msg.room, participant.participant_id, msg.text, state.clock(),
+                              recipients)
+    wire_message = {**message.to_json(), "display_name": session.display_name}
+    room = session.rooms.get(msg.room)
+    if room is not None:
+        for pid, other in room.participants.items():
+            if pid != participant.participant_id and message.visible_to(pid):
+                other.peer.send(wire_message)
+    return {**wire_message, "type": "chat_sent", "recipients": len(recipients)
+            if recipients is not None else len(room.participants) - 1 if room else 0}
+
+
+async def on_display_name(session: ClientSession, msg: wire.DisplayName) -> dict[str, Any]:
+    """Rename yourself in your rooms (at most three times per connection)."""
+    changes = int(session.values.get("renames", 0))
+    if changes >= DISPLAY_NAME_CHANGES_PER_SESSION:
+        raise RateLimited(
+            f"display names can change at most {DISPLAY_NAME_CHANGES_PER_SESSION} times "
+            "per session"
+        )
+    name = clean_display_name(msg.display_name)
+    session.values["renames"] = changes + 1
+    session.display_name = name
+    for room_id, participant in session.participants.items():
+        session.rooms.broadcast(
+            room_id,
+            {"type": "participant_renamed", "room": room_id,
+             "participant_id": participant.participant_id, "display_name": name},
+            exclude=participant.participant_id, about=participant.participant_id,
+        )
+    return {"type": "display_name", "display_name": name,
+            "changes_left": DISPLAY_NAME_CHANGES_PER_SESSION - changes - 1}

@@ -1,0 +1,46 @@
+"""WebSocket handlers for positions: ``location`` and ``radius``.
+
+A fix is validated once (``groups.location.parse_fix``), rate-limited per
+sender, then goes where it matters: into the nearby room's proximity index
+if the sender is there, and to the sender's groups (live and history) if the
+sender has an account.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from common.errors import BadRequest
+from groups.location import parse_fix
+from signaling import wire
+from signaling.nearby import NEARBY_ROOM
+
+if TYPE_CHECKING:
+    from signaling.session import ClientSession
+
+
+async def on_location(session: ClientSession, msg: wire.Location) -> dict[str, Any] | None:
+    state = session.state
+    assert state.fix_limiter is not None and state.nearby is not None
+    now = state.clock()
+    fix = parse_fix(msg.model_dump(exclude={"type", "id"}, exclude_none=True), now)
+    state.fix_limiter.check(session.subject, now)
+    participant = session.participants.get(NEARBY_ROOM)
+    if participant is not None:
+        state.nearby.move(participant, fix.lat, fix.lon)
+    events: list[dict[str, Any]] = []
+    publish = state.extras.get("publish_fix")
+    if session.identity.user_id is not None and publish is not None:
+        events = await publish(state, session.identity.user_id, fix, now)
+    for event in events:  # place enter/leave caused by this very fix
+        session.send(event)
+    return {"type": "location_ok", "ts": fix.ts} if msg.id is not None else None
+
+
+async def on_radius(session: ClientSession, msg: wire.Radius) -> dict[str, Any]:
+    participant = session.participants.get(NEARBY_ROOM)
+    if participant is None:
+        raise BadRequest("join the nearby room before setting a radius")
+    assert session.state.nearby is not None
+    session.state.nearby.set_radius(participant, msg.radius_m)
+    return {"type": "radius", "room": NEARBY_ROOM, "radius_m": msg.radius_m}
