@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from clients.desktop import controls, gpx, protocol
-from clients.desktop.app import BACKOFF_MAX_S, backoff_s
 from clients.desktop.audio import (
     FRAME_SAMPLES,
     EchoGuard,
@@ -24,6 +23,7 @@ from clients.desktop.audio import (
 )
 from clients.desktop.errors import AuthFailed, BadInputFile, RoomNotFound, UsageError
 from clients.desktop.files import FileSource
+from clients.desktop.options import BACKOFF_MAX_S, backoff_s
 from tests.rtc_helpers import has_tone, tone_level_db, write_tone_file
 
 

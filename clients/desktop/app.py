@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import json
 import logging
-import random
 import signal
 import sys
 import threading
@@ -36,16 +35,11 @@ from websockets.asyncio.client import ClientConnection
 
 from clients.desktop import controls, protocol
 from clients.desktop.audio import (
-    FRAME_SAMPLES,
-    PLAYOUT_MAX_MS,
-    PLAYOUT_PREFILL_MS,
     EchoGuard,
     MicControl,
     Pcm,
-    PlayoutBuffer,
-    ms_to_samples,
 )
-from clients.desktop.devices import DeviceSpec, Microphone, Speaker
+from clients.desktop.devices import Microphone, Speaker
 from clients.desktop.errors import (
     AuthFailed,
     BadInputFile,
@@ -54,11 +48,11 @@ from clients.desktop.errors import (
     ServerUnreachable,
     UsageError,
 )
-from clients.desktop.files import FileSource, WavWriter
+from clients.desktop.files import FileSource, FileSpeaker
 from clients.desktop.gpx import Replay
 from clients.desktop.gpx import load as load_gpx
+from clients.desktop.options import Options, backoff_s
 from clients.desktop.rtc import (
-    FrameClock,
     FrameSource,
     MediaLink,
     MicTrack,
@@ -75,9 +69,6 @@ WS_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 WS_PING_INTERVAL_S = 10.0
 """Our own keepalive: a server that vanished without closing is noticed in ~20 s."""
 REQUEST_TIMEOUT_S = 15.0
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 8.0
-BACKOFF_JITTER = 0.2
 LOCATION_FIXED_INTERVAL_S = 30.0
 LOCATION_REPLAY_INTERVAL_S = 2.0
 MEDIA_CHECK_INTERVAL_S = 1.0
@@ -85,50 +76,6 @@ MEDIA_SILENT_RESTART_S = 5.0
 """The server sends the mix every 20 ms (silence too); nothing for this long: new offer."""
 MEDIA_CONNECT_TIMEOUT_S = 15.0
 LEAVE_TIMEOUT_S = 2.0
-
-
-@dataclass
-class Options:
-    """Everything the command line decides (see ``cli.build_parser``)."""
-
-    server: str
-    username: str | None = None
-    password: str | None = None
-    token: str | None = None
-    guest: str | None = None
-    group: str | None = None
-    nearby: bool = False
-    lat: float | None = None
-    lon: float | None = None
-    radius_m: float = 500.0
-    accuracy_m: float = 10.0
-    gpx: Path | None = None
-    gpx_speed: float = 1.0
-    input_device: DeviceSpec = None
-    output_device: DeviceSpec = None
-    device_rate_hz: int | None = None
-    input_file: Path | None = None
-    output_file: Path | None = None
-    no_input: bool = False
-    no_output: bool = False
-    loop_input: bool = False
-    duration_s: float | None = None
-    music: Path | None = None
-    echo_guard: bool = False
-    push_to_talk: bool = False
-    muted: bool = False
-    commands: bool | None = None
-    """Read line commands from stdin; None: only when stdin is a terminal."""
-    max_backoff_s: float = BACKOFF_MAX_S
-
-
-def backoff_s(
-    attempt: int, max_s: float = BACKOFF_MAX_S, rng: random.Random | None = None
-) -> float:
-    """Exponential backoff with jitter: 0.5, 1, 2, 4, 8, 8, ... seconds (+-20%)."""
-    base = min(max_s, BACKOFF_FIRST_S * (2 ** min(attempt, 16)))
-    jitter = (rng or random).uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
-    return max(0.05, base * (1 + jitter))
 
 
 class ConnectionLost(Exception):
@@ -141,41 +88,6 @@ class RequestFailed(Exception):
     def __init__(self, error: dict[str, Any]) -> None:
         super().__init__(f"{error.get('code')}: {error.get('message')}")
         self.error = error
-
-
-class FileSpeaker:
-    """``--output-file``: what a speaker would play, written on a 20 ms clock.
-
-    Clocked (not written as packets arrive) so the file's timeline is real
-    time: gaps, outages and reconnects appear as silence where they happened.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.writer = WavWriter(path)
-        self.buffer = PlayoutBuffer(
-            ms_to_samples(PLAYOUT_MAX_MS), ms_to_samples(PLAYOUT_PREFILL_MS)
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    def write(self, pcm: Pcm) -> None:
-        self.buffer.push(pcm)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="file-speaker")
-
-    async def _run(self) -> None:
-        clock = FrameClock()
-        while True:
-            await clock.wait_next()
-            self.writer.write(self.buffer.read(FRAME_SAMPLES))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.writer.close()
 
 
 class Console:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from clients.desktop import app, devices
+from clients.desktop import app, devices, options
 from clients.desktop.errors import EXIT_CODE_HELP, ClientError, ExitCode, UsageError
 
 log = logging.getLogger("disco_client")
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="read line commands from stdin even when it is not a terminal")
     cmds.add_argument("--no-commands", dest="commands", action="store_false",
                       help="ignore stdin")
-    run.add_argument("--max-backoff", type=float, default=app.BACKOFF_MAX_S, metavar="S",
+    run.add_argument("--max-backoff", type=float, default=options.BACKOFF_MAX_S, metavar="S",
                      help="longest wait between reconnect attempts (default %(default)g)")
     run.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     return p
@@ -105,7 +105,7 @@ def _password() -> str:
     return getpass.getpass("password: ")
 
 
-def options_from_args(args: argparse.Namespace) -> app.Options:
+def options_from_args(args: argparse.Namespace) -> options.Options:
     """Check the combination of arguments; everything wrong here is exit code 2."""
     token = args.token or (None if (args.username or args.guest) else os.environ.get(TOKEN_ENV))
     if not (args.username or token or args.guest):
@@ -137,7 +137,7 @@ def options_from_args(args: argparse.Namespace) -> app.Options:
     if args.max_backoff <= 0:
         raise UsageError("--max-backoff must be positive")
     password = _password() if args.username else None
-    return app.Options(
+    return options.Options(
         server=args.server, username=args.username, password=password, token=token,
         guest=args.guest, group=args.group, nearby=args.nearby, lat=args.lat, lon=args.lon,
         radius_m=args.radius, accuracy_m=args.accuracy, gpx=args.gpx, gpx_speed=args.gpx_speed,

@@ -9,6 +9,8 @@ never loaded whole: a one-hour music file would be 345 MB as samples.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import wave
 from collections.abc import Iterator
@@ -17,8 +19,18 @@ from pathlib import Path
 import av
 import numpy as np
 
-from clients.desktop.audio import FRAME_SAMPLES, SAMPLE_RATE_HZ, FrameConverter, Pcm
+from clients.desktop.audio import (
+    FRAME_SAMPLES,
+    PLAYOUT_MAX_MS,
+    PLAYOUT_PREFILL_MS,
+    SAMPLE_RATE_HZ,
+    FrameConverter,
+    Pcm,
+    PlayoutBuffer,
+    ms_to_samples,
+)
 from clients.desktop.errors import BadInputFile
+from clients.desktop.rtc import FrameClock
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +148,38 @@ class WavWriter:
     def close(self) -> None:
         self._wav.close()
         self._file.close()
+
+
+class FileSpeaker:
+    """``--output-file``: what a speaker would play, written on a 20 ms clock.
+
+    Clocked (not written as packets arrive) so the file's timeline is real
+    time: gaps, outages and reconnects appear as silence where they happened.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.writer = WavWriter(path)
+        self.buffer = PlayoutBuffer(
+            ms_to_samples(PLAYOUT_MAX_MS), ms_to_samples(PLAYOUT_PREFILL_MS)
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def write(self, pcm: Pcm) -> None:
+        self.buffer.push(pcm)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="file-speaker")
+
+    async def _run(self) -> None:
+        clock = FrameClock()
+        while True:
+            await clock.wait_next()
+            self.writer.write(self.buffer.read(FRAME_SAMPLES))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.writer.close()
