@@ -43,7 +43,9 @@ def distance_for_chord2(chord2: float) -> float:
     return 2.0 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(max(chord2, 0.0)) / 2.0))
 
 
-def destination(lat: float, lon: float, bearing_deg: float, distance_m: float) -> tuple[float, float]:
+def destination(
+    lat: float, lon: float, bearing_deg: float, distance_m: float
+) -> tuple[float, float]:
     """The point ``distance_m`` from (lat, lon) along an initial bearing (degrees from north)."""
     phi1, lmb1 = math.radians(lat), math.radians(lon)
     theta = math.radians(bearing_deg)

@@ -84,7 +84,8 @@ def _in_range(name: str, value: float, low: float, high: float, *, high_open: bo
 def validate_lat_lon(lat: float, lon: float) -> None:
     """Raise ``BadRequest`` unless (lat, lon) is a finite point on the globe."""
     for name, value in (("lat", lat), ("lon", lon)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not is_number or not math.isfinite(value):
             raise BadRequest(f"{name} must be a finite number", detail={"field": name})
     _in_range("lat", lat, LAT_MIN_DEG, LAT_MAX_DEG)
     _in_range("lon", lon, LON_MIN_DEG, LON_MAX_DEG)
@@ -112,7 +113,8 @@ def parse_fix(data: Mapping[str, Any], now: float) -> Fix:
         )
     if ts < now - MAX_FIX_AGE_S:
         raise BadRequest(
-            f"ts is more than {MAX_FIX_AGE_S / 86400:g} days old", detail={"field": "ts", "value": ts}
+            f"ts is more than {MAX_FIX_AGE_S / 86400:g} days old",
+            detail={"field": "ts", "value": ts},
         )
     speed = _number(data, "speed_mps", required=False)
     if speed is not None:
