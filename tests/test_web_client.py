@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +87,26 @@ def sent_frames(page: Page, kind: str) -> list[dict[str, Any]]:
     return frames
 
 
-async def wait_sent(page: Page, kind: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-    """Wait until the page has sent a ``kind`` message; all of them so far."""
+async def eventually(check: Callable[[], object], timeout_s: float = 10.0) -> None:
+    """Wait until ``check()`` is true."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while not (frames := sent_frames(page, kind)):
-        assert asyncio.get_running_loop().time() < deadline, f"the page sent no {kind}"
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"not true within {timeout_s}s"
         await asyncio.sleep(0.05)
-    return frames
+
+
+async def wait_sent(page: Page, kind: str) -> list[dict[str, Any]]:
+    """Wait until the page has sent a ``kind`` message; all of them so far."""
+    await eventually(lambda: sent_frames(page, kind))
+    return sent_frames(page, kind)
+
+
+async def set_range(page: Page, selector: str, value: float) -> None:
+    """Drag a slider to ``value``: input events while moving, change on release."""
+    await page.evaluate(
+        f"(() => {{ const r = document.querySelector({json.dumps(selector)});"
+        f" r.value = '{value}'; r.dispatchEvent(new Event('input'));"
+        " r.dispatchEvent(new Event('change')); })()")
 
 
 def screenshot_path(tmp_path: Path, name: str) -> Path:
@@ -196,16 +209,13 @@ async def test_register_create_group_invite_and_talk(
         assert row.startswith("bob") and "300 m" in row
         assert await page.evaluate("document.querySelectorAll('#map circle.member').length") == 1
 
-        # Chat: what Alice types goes out as `chat`; a `chat` event from the group's
-        # topic is shown with the sender's name.
+        # Chat both ways: Bob reads what Alice types, the page shows what Bob says.
         await page.fill("#chat-text", "on my way")
         await page.click("#chat-send")
-        said = await wait_sent(page, "chat")
-        assert said == [{"type": "chat", "room": room, "text": "on my way"}]
-        await server.app_state.bus.publish(f"group:{group['id']}", {
-            "type": "chat", "id": 1, "room": room, "from": str(bob_user["id"]),
-            "text": "see you at the top", "ts": server.app_state.clock(),
-        })
+        said = await bob.expect("chat", timeout_s=10)
+        assert said["text"] == "on my way" and said["display_name"] == "Alice"
+        await bob.request({"type": "chat", "room": room, "text": "see you at the top"},
+                          "chat_sent")
         await page.wait_for("document.getElementById('chat-log').textContent"
                             ".includes('bob: see you at the top')")
 
@@ -228,9 +238,12 @@ async def test_guest_joins_nearby_with_a_radius(
     r = await server.http.post("/api/auth/guest", json={"display_name": "Hiker"})
     assert r.status_code == 201, r.text
     hiker = await server.connect(r.json()["access_token"])
-    await hiker.request({"type": "join", "room": "nearby"}, "joined")
+    hiker_joined = await hiker.request({"type": "join", "room": "nearby"}, "joined")
+    await hiker.send({"type": "location", "lat": HOME[0] + 200 / M_PER_DEG, "lon": HOME[1],
+                      "accuracy_m": 10})
 
     page = await browser.new_page(width=420, height=900)  # a phone-sized screen
+    await page.send("Network.enable")
     await page.goto(f"{server.base_url}/app/")
 
     # A failed log-in says why, in the page.
@@ -247,16 +260,33 @@ async def test_guest_joins_nearby_with_a_radius(
     assert me["kind"] == "guest"
     assert await page.evaluate("document.getElementById('groups-card').hidden")
 
-    await page.evaluate(
-        "(() => { const r = document.getElementById('radius'); r.value = '800';"
-        " r.dispatchEvent(new Event('input')); })()")
+    # Walker stands 200 m south of Hiker and picks a radius of 800 m.
+    await browser.cdp.send("Browser.grantPermissions",
+                           {"origin": server.base_url, "permissions": ["geolocation"]})
+    await page.send("Emulation.setGeolocationOverride",
+                    {"latitude": HOME[0], "longitude": HOME[1], "accuracy": 10})
+    await set_range(page, "#radius", 800)
     assert await page.evaluate("document.getElementById('radius-out').textContent") == "800 m"
+
+    # Joining nearby turns location sharing on; the server then tells each of
+    # them about the other, as strangers: a name and a rounded distance.
     await page.click("#join-nearby")
-    arrival = await hiker.expect("participant_joined", timeout_s=10)
-    assert arrival["display_name"] == "Walker" and arrival["user_id"] is None
-    nearby = server.app_state.rooms.get("nearby") if server.app_state.rooms else None
+    while not (news := await hiker.expect("nearby", timeout_s=10))["people"]:
+        pass  # the first one came when Hiker's own fix arrived: nobody around yet
+    (walker,) = news["people"]
+    assert walker["display_name"] == "Walker" and walker["distance"] == "~200 m"
+    assert await page.evaluate("document.getElementById('share-location').checked")
+    hiker_row = f'[data-participant-id="{hiker_joined["participant_id"]}"]'
+    shown = await page.wait_for(f"document.querySelector('{hiker_row}')?.textContent")
+    assert "Hiker" in shown and "~200 m" in shown
+    assert server.app_state.rooms is not None
+    nearby = server.app_state.rooms.get("nearby")
     assert nearby is not None
-    assert nearby.participants[arrival["participant_id"]].radius_m == 800
+    assert nearby.participants[walker["participant_id"]].radius_m == 800
+
+    # Moving the slider while in the room changes the radius on the server.
+    await set_range(page, "#radius", 1500)
+    await eventually(lambda: nearby.participants[walker["participant_id"]].radius_m == 1500)
 
     await page.wait_for("window.disco.pc?.connectionState === 'connected'", MEDIA_TIMEOUT_S)
 

@@ -30,6 +30,7 @@ const disco = (window.disco = {
   muted: false,
   positions: new Map(),    // user key -> {name, lat, lon, acc, ts}
   myPos: null,
+  lastFix: null,       // my latest `location` message
   watchId: null,
   lastLocationSent: 0,
   reconnectMs: 1000,
@@ -206,6 +207,8 @@ const handlers = {
     if (disco.muted) send({ type: "mute", muted: true, room: msg.room }); // stay muted
     startMedia(msg.room).catch((err) => showError(`Voice failed: ${err.message}`));
     if (msg.room.startsWith("group:")) loadLocations(msg.room.slice(6));
+    // The server places me in the nearby room by my next fix: send the last one now.
+    if (msg.room === "nearby" && disco.lastFix) send(disco.lastFix);
   },
   left(msg) {
     if (msg.room !== disco.room) return;
@@ -246,9 +249,8 @@ const handlers = {
     if (p) p.li.classList.remove("speaking");
   },
   chat(msg) {
-    if (msg.room !== disco.room || String(msg.from) === String(disco.me && disco.me.id)) return;
-    const sender = [...disco.participants.values()]
-      .find((p) => String(p.info.user_id ?? p.info.participant_id) === String(msg.from));
+    if (msg.room !== disco.room || msg.from === disco.participantId) return; // mine: shown already
+    const sender = disco.participants.get(msg.from); // `from` is a participant id
     appendChat(msg.display_name || (sender ? sender.info.display_name : "someone"), msg.text);
   },
   member_location(msg) {
@@ -266,8 +268,23 @@ const handlers = {
   sos(msg) {
     showError(`SOS from ${msg.display_name || "a member"}: ${msg.message || "needs help"}`);
   },
-  place_event(msg) {
-    appendChat("place", `${msg.display_name || "someone"} ${msg.event || msg.transition || ""} ${msg.place || ""}`);
+  // Nearby room: exactly the people I can hear, with rounded distances ("~150 m").
+  nearby(msg) {
+    if (disco.room !== "nearby") return;
+    const ids = new Set(msg.people.map((p) => p.participant_id));
+    for (const [pid, p] of disco.participants) {
+      if (pid !== disco.participantId && !ids.has(pid)) handlers.participant_left({ ...msg, participant_id: pid });
+    }
+    for (const person of msg.people) {
+      addParticipant(person, false);
+      disco.participants.get(person.participant_id).li.querySelector(".distance").textContent = person.distance;
+    }
+  },
+  participant_renamed(msg) {
+    const p = disco.participants.get(msg.participant_id);
+    if (!p) return;
+    p.info.display_name = msg.display_name;
+    p.li.querySelector(".name").textContent = msg.display_name;
   },
   error(msg) {
     showError(`${msg.message} (${msg.code})`);
@@ -304,7 +321,10 @@ function joinRoom(room) {
   leaveRoom();
   disco.wantRoom = room;
   const message = { type: "join", room };
-  if (room === "nearby") message.radius_m = Number($("radius").value);
+  if (room === "nearby") {
+    message.radius_m = Number($("radius").value);
+    if (disco.watchId === null) setSharing(true); // nearby is about where I am
+  }
   send(message);
 }
 
@@ -335,7 +355,9 @@ function addParticipant(info, isMe) {
   if (disco.participants.has(info.participant_id)) return;
   const li = el("li", { className: "participant" },
     el("span", { className: "dot", title: "speaking" }),
-    el("span", { className: "grow" }, info.display_name + (isMe ? " (you)" : "")),
+    el("span", { className: "grow" }, el("span", { className: "name" }, info.display_name),
+      isMe ? " (you)" : ""),
+    el("span", { className: "distance muted small" }),
     el("span", { className: "mute-tag" }, "muted"));
   if (!isMe) {
     // Per-listener gain: how loud this person is in MY mix (0..2, 1 = as is).
@@ -451,14 +473,15 @@ function onPosition(position) {
   const c = position.coords;
   disco.myPos = { lat: c.latitude, lon: c.longitude, acc: c.accuracy };
   drawMap();
+  const fix = { type: "location", lat: c.latitude, lon: c.longitude,
+    accuracy_m: Math.min(Math.max(c.accuracy || 1, 0.1), 100_000), ts: position.timestamp / 1000 };
+  if (Number.isFinite(c.speed) && c.speed >= 0) fix.speed_mps = c.speed;
+  if (Number.isFinite(c.heading) && c.heading >= 0 && c.heading < 360) fix.heading_deg = c.heading;
+  disco.lastFix = fix; // re-sent on joining the nearby room
   const now = Date.now();
   if (now - disco.lastLocationSent < LOCATION_MIN_INTERVAL_MS) return;
   disco.lastLocationSent = now;
-  const message = { type: "location", lat: c.latitude, lon: c.longitude,
-    accuracy_m: Math.min(Math.max(c.accuracy || 1, 0.1), 100_000), ts: position.timestamp / 1000 };
-  if (Number.isFinite(c.speed) && c.speed >= 0) message.speed_mps = c.speed;
-  if (Number.isFinite(c.heading) && c.heading >= 0 && c.heading < 360) message.heading_deg = c.heading;
-  send(message);
+  send(fix);
 }
 
 /** Last known positions of a group's members (if the server offers them). */
