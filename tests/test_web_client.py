@@ -8,7 +8,10 @@ signaling and an aiortc peer that sends a tone and measures what it hears.
 
 Chromium's fake microphone (``--use-fake-device-for-media-stream``) beeps, so
 audio flows both ways: browser -> server mixer -> Python peer, and Python
-tone -> mixer -> browser. Everything stays on the loopback.
+tone -> mixer -> browser. Positions come from CDP's geolocation override.
+Everything stays on the loopback (see tests/browser_helpers.py).
+
+Screenshots land in the test's tmp dir, or in DISCO_WEB_SCREENSHOTS=<dir>.
 """
 
 from __future__ import annotations
