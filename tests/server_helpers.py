@@ -67,6 +67,7 @@ class WsClient:
     welcome: dict[str, Any] = field(default_factory=dict)
     backlog: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)  # every frame received, as sent on the wire
+    requests: int = 0
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(message))
@@ -106,9 +107,12 @@ class WsClient:
 
     async def request(self, message: dict[str, Any], reply: str,
                       timeout_s: float = 10.0) -> dict[str, Any]:
-        """Send and wait for the reply type; an error message raises."""
+        """Send and wait for its reply (matched by ``id``); an error reply raises."""
+        if "id" not in message:
+            self.requests += 1
+            message = {**message, "id": f"req-{self.requests}"}
         await self.send(message)
-        got = await self.expect_any({reply, "error"}, timeout_s)
+        got = await self.expect_any({reply, "error"}, timeout_s, id=message["id"])
         if got["type"] == "error":
             raise AssertionError(f"error reply to {message.get('type')}: {got}")
         return got
