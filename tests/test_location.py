@@ -22,12 +22,18 @@ GOOD = {"lat": 52.52, "lon": 13.405, "accuracy_m": 12.5, "ts": NOW - 3}
 VALID = [
     (GOOD, Fix(52.52, 13.405, 12.5, NOW - 3)),
     ({"lat": -90, "lon": -180, "accuracy_m": 1}, Fix(-90.0, -180.0, 1.0, NOW)),
-    ({"lat": 90, "lon": 180, "accuracy_m": 5, "ts": NOW + FUTURE_SKEW_S}, Fix(90, 180, 5, NOW + 60)),
+    (
+        {"lat": 90, "lon": 180, "accuracy_m": 5, "ts": NOW + FUTURE_SKEW_S},
+        Fix(90, 180, 5, NOW + 60),
+    ),
     (
         {**GOOD, "speed_mps": 3.2, "heading_deg": 359.9, "battery_pct": 87},
         Fix(52.52, 13.405, 12.5, NOW - 3, 3.2, 359.9, 87),
     ),
-    ({**GOOD, "speed_mps": None, "battery_pct": 0}, Fix(52.52, 13.405, 12.5, NOW - 3, None, None, 0)),
+    (
+        {**GOOD, "speed_mps": None, "battery_pct": 0},
+        Fix(52.52, 13.405, 12.5, NOW - 3, None, None, 0),
+    ),
 ]
 
 INVALID = [
