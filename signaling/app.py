@@ -162,6 +162,12 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     app.state.startup_hooks += [routes_billing.startup, routes_devices.startup]
     app.state.shutdown_hooks += [routes_billing.shutdown, routes_devices.shutdown]
 
+    from signaling import routes_location
+
+    app.include_router(routes_location.router)
+    app.state.startup_hooks.append(routes_location.startup)
+    app.state.shutdown_hooks.append(routes_location.shutdown)
+
     if WEB_DIR.is_dir():
         app.mount("/app", StaticFiles(directory=WEB_DIR, html=True), name="web")
 

@@ -1,0 +1,99 @@
+"""Location use cases with their I/O: store in one transaction, then fan out on the bus.
+
+What the WebSocket session and the REST routes call. Each function commits
+before publishing, so a live member never hears of a fix or event that a
+rollback then erases. Bus topics are the ones ``signaling.routes_groups``
+already uses: ``group:<id>`` reaches the group's live members on every node.
+
+Messages published (all JSON-able dicts)::
+
+    member_location  {group_id, user_id, precision, location: {lat, lon, accuracy_m, ts, ...}}
+    member_sharing   {group_id, user_id, paused, precision}
+    place_event      {id, group_id, user_id, kind: enter|leave, place: {id, name}, ts}
+    sos              {id, group_id, user_id, kind: sos, location: {lat, lon} | absent, ts}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from common.bus import Bus
+from common.db import SessionFactory, session_scope
+from groups import location_store as store
+from groups.location import Fix
+
+log = logging.getLogger(__name__)
+
+
+def group_topic(group_id: int) -> str:
+    return f"group:{group_id}"
+
+
+async def publish_fix(
+    sessions: SessionFactory, bus: Bus, user_id: int, fix: Fix, now: float
+) -> list[dict[str, Any]]:
+    """Record a validated fix, run the geofences, tell the user's groups.
+
+    Returns the ``place_event`` messages this fix caused (also published to
+    each group's topic), so the sender's session can show them at once.
+    A fix older than the last known one goes to history only: the live map
+    never jumps back. Paused groups get nothing; approximate ones get the
+    coarsened fix.
+    """
+    async with session_scope(sessions) as db:
+        await store.record_fix(db, user_id, fix, now)
+        last = await store.last_fix(db, user_id)
+        newest = last is not None and last.ts == fix.ts
+        events = [store.event_json(e) for e in await store.evaluate_places(db, user_id, fix, now)]
+        sharing = await store.sharing_by_group(db, user_id) if newest else {}
+    for group_id, share in sorted(sharing.items()):
+        shown = store.shown_fix(fix, share)
+        if shown is None:
+            continue
+        await bus.publish(group_topic(group_id), {
+            "type": "member_location", "group_id": group_id, "user_id": user_id,
+            "precision": share.precision.value, "location": shown.to_json(),
+        })
+    messages = [{"type": "place_event", **event} for event in events]
+    for message in messages:
+        await bus.publish(group_topic(message["group_id"]), message)
+    return messages
+
+
+async def raise_sos(
+    sessions: SessionFactory, bus: Bus, user_id: int, now: float
+) -> list[dict[str, Any]]:
+    """An SOS to every group of the user, with the last known position (precise, even if
+    paused or approximate: an SOS is the member asking to be found). Returns the messages."""
+    async with session_scope(sessions) as db:
+        events = [store.event_json(e) for e in await store.add_sos(db, user_id, now)]
+    messages = [{"type": "sos", **event} for event in events]
+    for message in messages:
+        await bus.publish(group_topic(message["group_id"]), message)
+    log.info("sos from user %d to %d group(s)", user_id, len(messages))
+    return messages
+
+
+async def change_sharing(
+    sessions: SessionFactory, bus: Bus, group_id: int, user_id: int, paused: bool,
+    precision: str, now: float,
+) -> dict[str, Any]:
+    """A member pauses/resumes or changes precision in one group; the group hears it at once."""
+    async with session_scope(sessions) as db:
+        sharing = await store.set_sharing(db, group_id, user_id, paused, precision, now)
+    message = {"type": "member_sharing", "group_id": group_id, "user_id": user_id,
+               "paused": sharing.paused, "precision": sharing.precision.value}
+    await bus.publish(group_topic(group_id), message)
+    return message
+
+
+async def run_retention(
+    session_factory: SessionFactory, days: float, now: float,
+    group_cutoffs: Mapping[int, float] | None = None,
+) -> int:
+    """One retention pass (history and events older than ``days``, per-group overrides);
+    returns the number of location points deleted."""
+    async with session_scope(session_factory) as db:
+        return await store.apply_retention(db, now, days, group_cutoffs)

@@ -1,0 +1,182 @@
+"""REST: location fixes, live group map, history, places, events, sharing, SOS.
+
+Thin: validation and rules live in ``groups.location`` / ``groups.location_store``,
+the store-then-publish sequences in ``groups.location_service``. The same
+``parse_fix`` and per-member ``FixLimiter`` serve this edge and the WebSocket
+one, so a phone waking in the background (REST) and a live session (WS)
+cannot be held to different rules. Guests get 403 on every route here.
+
+Start-up registers ``state.extras["publish_fix"]`` (what the WebSocket
+location handler calls) and starts the retention job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Response
+from pydantic import BaseModel, Field
+
+from common.errors import BadRequest
+from groups import location_service as service
+from groups import location_store as store
+from groups.location import Fix, parse_fix
+from groups.location_models import Precision
+from signaling.deps import AppState, Db, State, UserId
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api", tags=["location"])
+
+RETENTION_INTERVAL_S = 3600.0
+PUBLISH_FIX_KEY = "publish_fix"
+RETENTION_TASK_KEY = "location_retention"
+
+
+class PlaceCreate(BaseModel):
+    name: str = Field(max_length=256)
+    lat: float
+    lon: float
+    radius_m: float
+
+
+class SharingChange(BaseModel):
+    paused: bool = False
+    precision: Precision = Precision.precise
+
+
+@router.post("/locations")
+async def post_location(
+    user_id: UserId, state: State, body: Annotated[dict[str, Any], Body()]
+) -> dict[str, Any]:
+    """One fix, as the WebSocket ``location`` message carries it (lat, lon, accuracy_m, ts...)."""
+    now = state.clock()
+    fix = parse_fix(body, now)
+    if state.fix_limiter is not None:
+        state.fix_limiter.check(str(user_id), now)
+    events = await service.publish_fix(state.sessions, state.bus, user_id, fix, now)
+    return {"ok": True, "ts": fix.ts, "events": events}
+
+
+@router.get("/groups/{group_id}/locations")
+async def group_locations(group_id: int, user_id: UserId, db: Db) -> dict[str, Any]:
+    return {"group_id": group_id, "members": await store.group_locations(db, group_id, user_id)}
+
+
+@router.get("/groups/{group_id}/members/{member_id}/history")
+async def member_history(
+    group_id: int, member_id: int, user_id: UserId, state: State, db: Db,
+    start: Annotated[float | None, Query(alias="from")] = None,
+    end: Annotated[float | None, Query(alias="to")] = None,
+) -> dict[str, Any]:
+    """GeoJSON Feature (LineString + timestamps); default: the last 24 hours."""
+    now = state.clock()
+    end = now if end is None else end
+    start = end - 86_400.0 if start is None else start
+    return await store.history(db, group_id, user_id, member_id, start, end)
+
+
+@router.get("/groups/{group_id}/places")
+async def list_places(group_id: int, user_id: UserId, db: Db) -> dict[str, Any]:
+    return {"places": [store.place_json(p) for p in await store.list_places(db, group_id, user_id)]}
+
+
+@router.post("/groups/{group_id}/places", status_code=201)
+async def create_place(
+    group_id: int, body: PlaceCreate, user_id: UserId, state: State, db: Db
+) -> dict[str, Any]:
+    place = await store.create_place(
+        db, group_id, user_id, body.name, body.lat, body.lon, body.radius_m, state.clock()
+    )
+    await db.commit()
+    return store.place_json(place)
+
+
+@router.delete("/groups/{group_id}/places/{place_id}", status_code=204)
+async def delete_place(group_id: int, place_id: int, user_id: UserId, db: Db) -> Response:
+    await store.delete_place(db, group_id, user_id, place_id)
+    await db.commit()
+    return Response(status_code=204)
+
+
+@router.get("/groups/{group_id}/events")
+async def list_events(
+    group_id: int, user_id: UserId, db: Db,
+    since: float | None = None, limit: Annotated[int, Query(ge=1, le=store.EVENTS_MAX)] = 100,
+) -> dict[str, Any]:
+    events = await store.list_events(db, group_id, user_id, since, limit)
+    return {"events": [store.event_json(e) for e in events]}
+
+
+@router.put("/groups/{group_id}/sharing")
+async def put_sharing(
+    group_id: int, body: SharingChange, user_id: UserId, state: State
+) -> dict[str, Any]:
+    return await service.change_sharing(
+        state.sessions, state.bus, group_id, user_id, body.paused, body.precision.value,
+        state.clock(),
+    )
+
+
+@router.post("/sos")
+async def post_sos(user_id: UserId, state: State) -> dict[str, Any]:
+    messages = await service.raise_sos(state.sessions, state.bus, user_id, state.clock())
+    if not messages:
+        raise BadRequest("you are in no group: nobody to alert")
+    return {"alerted_groups": [m["group_id"] for m in messages], "events": messages}
+
+
+# --- start-up: the WebSocket hook and the retention job ------------------
+
+
+async def _group_cutoffs(state: AppState, now: float) -> dict[int, float] | None:
+    """Per-group history windows from billing, when billing is there."""
+    try:
+        from billing.service import history_cutoffs
+    except ImportError:
+        return None
+    async with state.sessions() as db:
+        return await history_cutoffs(db, now)
+
+
+async def retention_pass(state: AppState) -> int:
+    now = state.clock()
+    cutoffs = await _group_cutoffs(state, now)
+    return await service.run_retention(
+        state.sessions, state.settings.location_retention_days, now, cutoffs
+    )
+
+
+async def _retention_loop(state: AppState) -> None:
+    while True:
+        try:
+            await retention_pass(state)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("location retention pass failed; retrying in an hour")
+        await asyncio.sleep(RETENTION_INTERVAL_S)
+
+
+async def startup(state: AppState) -> None:
+    async def publish_fix(
+        app_state: AppState, user_id: int, fix: Fix, now: float
+    ) -> list[dict[str, Any]]:
+        return await service.publish_fix(app_state.sessions, app_state.bus, user_id, fix, now)
+
+    state.extras[PUBLISH_FIX_KEY] = publish_fix
+    state.extras[RETENTION_TASK_KEY] = asyncio.create_task(
+        _retention_loop(state), name="location-retention"
+    )
+
+
+async def shutdown(state: AppState) -> None:
+    state.extras.pop(PUBLISH_FIX_KEY, None)
+    task = state.extras.pop(RETENTION_TASK_KEY, None)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
