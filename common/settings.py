@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     log_level: str = "info"
+    # Browsers give microphone and location only to https:// pages (or
+    # localhost): serve TLS directly with these, or put a TLS proxy in front.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     node_id: str = Field("node-1", description="Name of this node in a multi-node deployment.")
 
     # --- storage -----------------------------------------------------------

@@ -184,6 +184,10 @@ class MediaRoom:
             if had_music:
                 self._emit(self._music_state())
 
+    def speaking(self) -> set[str]:
+        """Who is speaking now (what the last speaking events said), for late joiners."""
+        return self._detector.active()
+
     def participant_ids(self) -> list[str]:
         return list(self._peers)
 
@@ -196,6 +200,9 @@ class MediaRoom:
             self._emit(
                 {"type": "peer_state", "participant_id": peer.participant_id, "state": state}
             )
+        if state in ("failed", "closed"):
+            # Drop this very peer object: a re-offer may already have replaced it.
+            asyncio.get_running_loop().create_task(self._drop(peer.participant_id, peer))
 
     def _expire_silent_peers(self, now: float) -> None:
         """Report peers whose inbound audio stopped (no goodbye, no ICE failure yet).

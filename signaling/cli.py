@@ -69,7 +69,8 @@ def announce_dev_mode(settings: Settings) -> None:
     print(f"  database: {settings.database_url}", file=sys.stderr)
     print(f"  bus: {'redis ' + settings.redis_url if settings.redis_url else 'in-process'}",
           file=sys.stderr)
-    print(f"  web client: http://{settings.host}:{settings.port}/app/", file=sys.stderr)
+    scheme = "https" if settings.tls_certfile else "http"
+    print(f"  web client: {scheme}://{settings.host}:{settings.port}/app/", file=sys.stderr)
     print("Set DISCO_DEV=false and real secrets for production.", file=sys.stderr)
     print("=" * 72, file=sys.stderr)
 
@@ -91,6 +92,8 @@ def serve(settings: Settings) -> None:
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         proxy_headers=True,
+        ssl_certfile=settings.tls_certfile,
+        ssl_keyfile=settings.tls_keyfile,
     )
 
 

@@ -25,6 +25,7 @@ async def on_location(session: ClientSession, msg: wire.Location) -> dict[str, A
     now = state.clock()
     fix = parse_fix(msg.model_dump(exclude={"type", "id"}, exclude_none=True), now)
     state.fix_limiter.check(session.subject, now)
+    session.values["last_fix"] = (fix.lat, fix.lon)
     participant = session.participants.get(NEARBY_ROOM)
     if participant is not None:
         state.nearby.move(participant, fix.lat, fix.lon)

@@ -172,13 +172,10 @@ class RoomRegistry:
         if room is None:
             return
         if event.get("type") == "peer_state":
+            # The media room drops a failed peer itself; tell its owner to re-offer.
             participant = room.participants.get(str(event.get("participant_id")))
             if participant is not None:
                 participant.peer.send({**event, "room": room_id})
-            if event.get("state") in ("failed", "closed") and room.media is not None:
-                asyncio.get_running_loop().create_task(
-                    room.media.disconnect(str(event.get("participant_id")))
-                )
         else:
             about = event.get("participant_id")
             self.broadcast(room_id, {**event, "room": room_id},

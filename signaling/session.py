@@ -206,10 +206,14 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
     room.music_allowed = music_allowed
     if room.media is not None:
         room.media.set_music_allowed(music_allowed)
-    others = [p.public() for pid, p in room.participants.items()
+    speaking = room.media.speaking() if room.media is not None else set()
+    others = [{**p.public(), "speaking": pid in speaking} for pid, p in room.participants.items()
               if pid != participant.participant_id]
     if room_id == NEARBY_ROOM:
         others = []  # strangers learn of each other only by proximity (``nearby`` events)
+        last_fix = session.values.get("last_fix")
+        if last_fix is not None and session.state.nearby is not None:
+            session.state.nearby.move(participant, *last_fix)  # a fix sent before joining counts
     hook = session.state.extras.get("on_join")
     if hook is not None:
         await hook(session, participant)

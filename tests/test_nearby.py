@@ -223,3 +223,17 @@ async def test_guests_cannot_use_group_rooms_or_set_radius_outside_nearby(
     await ws.send({"type": "join", "room": "group:1"})
     assert (await ws.expect("error"))["code"] == "forbidden"
     await ws.close()
+
+
+async def test_a_fix_sent_before_joining_counts(server: LiveServer) -> None:
+    a, b = await guest(server, "Early"), await guest(server, "Bird")
+    await place(a, 0.0)  # before joining
+    await place(b, 120.0)
+    await a.request({"type": "join", "room": "nearby", "radius_m": 500}, "joined")
+    await b.request({"type": "join", "room": "nearby", "radius_m": 500}, "joined")
+    seen = await a.expect("nearby")
+    while not seen["people"]:
+        seen = await a.expect("nearby")
+    assert [(p["display_name"], p["distance"]) for p in seen["people"]] == [("Bird", "~100 m")]
+    for ws in (a, b):
+        await ws.close()

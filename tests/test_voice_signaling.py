@@ -24,7 +24,7 @@ from tests.rtc_helpers import (
     loopback_ice,
     tone_level_db,
 )
-from tests.server_helpers import LiveServer, WsClient, live_server
+from tests.server_helpers import LiveServer, WsClient, auth, live_server
 
 TONES_HZ = {"alice": 440.0, "bob": 660.0, "carol": 990.0}
 LISTEN_S = 1.0
@@ -96,6 +96,17 @@ async def test_group_room_mix_minus_mute_volume_and_drop(server: LiveServer) -> 
         # The server saw speech and said so over the WebSocket.
         speaking = await sockets["alice"].expect("speaking", participant_id=pids["bob"])
         assert speaking["room"] == room
+        # A late joiner learns who is already talking from `joined`.
+        dave_token, _ = await server.register("dave")
+        code = (await server.http.post(f"/api/groups/{group}/invites",
+                                       headers=auth(tokens["alice"]))).json()["code"]
+        await server.http.post(f"/api/invites/{code}/accept", headers=auth(dave_token))
+        dave = await server.connect(dave_token)
+        late = await dave.request({"type": "join", "room": room}, "joined")
+        assert {p["participant_id"]: p["speaking"] for p in late["participants"]} == {
+            pids[name]: True for name in TONES_HZ
+        }
+        await dave.close()
 
         # Alice turns Bob down to a quarter in her mix only (-12 dB).
         before_alice = tone_level_db(peers["alice"].recorder.last(LISTEN_S), TONES_HZ["bob"])
