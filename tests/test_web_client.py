@@ -147,7 +147,7 @@ async def test_register_create_group_invite_and_talk(
     room = group["room"]
     await page.click("#groups .invite-btn")
     code = await page.wait_for("document.getElementById('invite-code-out')?.textContent")
-    bob_token, bob_user = await server.register("bob")
+    bob_token, _ = await server.register("bob")
     accepted = await server.http.post(f"/api/invites/{code}/accept", headers=auth(bob_token))
     assert accepted.status_code == 200, accepted.text
 
@@ -194,8 +194,7 @@ async def test_register_create_group_invite_and_talk(
         assert not await page.evaluate("!document.getElementById('error').hidden")
 
         # Location: the browser's position goes out as a `location` message, and a
-        # member's position (a `member_location` event on the group's bus topic,
-        # as the location service publishes it) is drawn on the map with its distance.
+        # member's position is drawn on the map with its distance.
         await browser.cdp.send("Browser.grantPermissions",
                                {"origin": server.base_url, "permissions": ["geolocation"]})
         await page.send("Emulation.setGeolocationOverride",
@@ -203,11 +202,10 @@ async def test_register_create_group_invite_and_talk(
         await page.click("#share-location")
         (fix,) = await wait_sent(page, "location")
         assert (fix["lat"], fix["lon"], fix["accuracy_m"]) == (*HOME, 12)
-        await server.app_state.bus.publish(f"group:{group['id']}", {
-            "type": "member_location", "group_id": group["id"], "user_id": bob_user["id"],
-            "display_name": "bob", "lat": HOME[0] + 300 / M_PER_DEG, "lon": HOME[1],
-            "accuracy_m": 8, "ts": server.app_state.clock(),
-        })
+        # Bob, a member, shares his position for real; the server records it and
+        # publishes it to the group, and the page draws it.
+        await bob.request({"type": "location", "lat": HOME[0] + 300 / M_PER_DEG,
+                           "lon": HOME[1], "accuracy_m": 8}, "location_ok")
         row = await page.wait_for("document.querySelector('#positions li')?.textContent")
         assert row.startswith("bob") and "300 m" in row
         assert await page.evaluate("document.querySelectorAll('#map circle.member').length") == 1

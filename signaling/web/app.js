@@ -29,6 +29,7 @@ const disco = (window.disco = {
   localStream: null,
   muted: false,
   positions: new Map(),    // user key -> {name, lat, lon, acc, ts}
+  memberNames: new Map(),  // user id -> display name, from the group's member list
   myPos: null,
   lastFix: null,       // my latest `location` message
   watchId: null,
@@ -256,11 +257,23 @@ const handlers = {
   member_location(msg) {
     const key = String(msg.user_id ?? msg.participant_id ?? msg.from);
     if (disco.me && key === String(disco.me.id)) return;
-    disco.positions.set(key, {
-      name: msg.display_name || `member ${key}`, lat: msg.lat, lon: msg.lon,
-      acc: msg.accuracy_m, ts: msg.ts || Date.now() / 1000,
-    });
+    // The server nests the position: {location: {lat, lon, accuracy_m, ts}}; a
+    // member who paused sharing (or never shared) comes with location null.
+    const loc = msg.location;
+    if (!loc) {
+      disco.positions.delete(key);
+    } else {
+      disco.positions.set(key, {
+        name: msg.display_name || disco.memberNames.get(key) || `member ${key}`,
+        lat: loc.lat, lon: loc.lon, acc: loc.accuracy_m, ts: loc.ts || Date.now() / 1000,
+        approximate: msg.precision === "approximate",
+      });
+    }
     drawMap();
+  },
+  member_sharing(msg) {
+    // Paused: show nothing rather than a stale position.
+    if (msg.paused) handlers.member_location({ user_id: msg.user_id, location: null });
   },
   membership() {
     if (disco.me && disco.me.kind === "user") loadGroups().catch(() => {});
@@ -487,6 +500,8 @@ function onPosition(position) {
 /** Last known positions of a group's members (if the server offers them). */
 async function loadLocations(groupId) {
   try {
+    const group = await api("GET", `/api/groups/${groupId}`);
+    for (const m of group.members || []) disco.memberNames.set(String(m.user_id), m.display_name);
     const data = await api("GET", `/api/groups/${groupId}/locations`);
     const list = Array.isArray(data) ? data : (data && (data.locations || data.members)) || [];
     for (const item of list) handlers.member_location(item);
