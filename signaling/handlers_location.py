@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from common.errors import BadRequest
+from common.errors import BadRequest, Forbidden
+from groups import location_service
 from groups.location import parse_fix
-from signaling import wire
+from signaling import push_hooks, wire
 from signaling.nearby import NEARBY_ROOM
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ async def on_location(session: ClientSession, msg: wire.Location) -> dict[str, A
         events = await publish(state, session.identity.user_id, fix, now)
     for event in events:  # place enter/leave caused by this very fix
         session.send(event)
+    await push_hooks.group_events(state, events)
     return {"type": "location_ok", "ts": fix.ts} if msg.id is not None else None
 
 
@@ -45,3 +47,14 @@ async def on_radius(session: ClientSession, msg: wire.Radius) -> dict[str, Any]:
     assert session.state.nearby is not None
     session.state.nearby.set_radius(participant, msg.radius_m)
     return {"type": "radius", "room": NEARBY_ROOM, "radius_m": msg.radius_m}
+
+
+async def on_sos(session: ClientSession, msg: wire.Sos) -> dict[str, Any]:
+    """An alert to every member of all the sender's groups, with the last position."""
+    user_id = session.identity.user_id
+    if user_id is None:
+        raise Forbidden("SOS goes to your groups; guests have none")
+    state = session.state
+    sent = await location_service.raise_sos(state.sessions, state.bus, user_id, state.clock())
+    await push_hooks.group_events(state, sent)
+    return {"type": "sos_sent", "groups": [m["group_id"] for m in sent]}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from groups import service
 from groups.models import Group, Role
+from signaling import push_hooks
 from signaling.deps import AppState, Db, State, UserId
 from signaling.limits import max_members_for_group
 
@@ -98,6 +99,7 @@ async def accept_invite(code: str, user_id: UserId, state: State, db: Db) -> dic
     await db.commit()
     assert group.id is not None
     await announce_membership(state, group.id, user_id, "joined")
+    await push_hooks.invite_accepted(state, group.id, user_id)
     return {"group": group_json(group, Role(membership.role)), "role": membership.role}
 
 

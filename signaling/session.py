@@ -21,7 +21,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 from common.bus import Subscription
 from common.errors import BadRequest, DiscoError, Forbidden, LimitExceeded, NotFound, Unauthorized
 from groups import service
-from signaling import handlers_chat, handlers_location, wire
+from signaling import handlers_chat, handlers_location, push_hooks, wire
 from signaling.auth import Identity
 from signaling.deps import AppState
 from signaling.edge_errors import WS_CLOSE_UNAUTHORIZED
@@ -214,9 +214,10 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
         last_fix = session.values.get("last_fix")
         if last_fix is not None and session.state.nearby is not None:
             session.state.nearby.move(participant, *last_fix)  # a fix sent before joining counts
-    hook = session.state.extras.get("on_join")
-    if hook is not None:
-        await hook(session, participant)
+    if room_id.startswith("group:") and len(room.participants) == 1:
+        assert session.identity.user_id is not None
+        await push_hooks.call_started(session.state, int(room_id[6:]), session.identity.user_id,
+                                      present=())
     return {"type": "joined", "room": room_id, "participant_id": participant.participant_id,
             "participants": others, "music_allowed": music_allowed}
 
@@ -233,9 +234,6 @@ async def on_leave(session: ClientSession, msg: wire.Leave) -> dict[str, Any]:
     participant = session.participant(msg.room)
     del session.participants[msg.room]
     await session.rooms.leave(participant)
-    hook = session.state.extras.get("on_leave")
-    if hook is not None:
-        await hook(session, participant)
     return {"type": "left", "room": msg.room}
 
 
@@ -245,9 +243,6 @@ async def on_offer(session: ClientSession, msg: wire.Offer) -> dict[str, Any]:
     answer = await media.connect(participant.participant_id, msg.sdp, msg.music_mids)
     if participant.muted:
         media.set_muted(participant.participant_id, True)
-    hook = session.state.extras.get("on_media")
-    if hook is not None:
-        await hook(session, participant)
     return {"type": "answer", "room": msg.room, "sdp": answer}
 
 
@@ -301,14 +296,6 @@ async def on_music(session: ClientSession, msg: wire.Music) -> dict[str, Any]:
     return {"type": "music_state", "room": participant.room_id, **state}
 
 
-async def on_not_wired(session: ClientSession, msg: Any) -> None:
-    handler = session.state.extras.get("ws_handlers", {}).get(msg.type)
-    if handler is None:
-        raise DiscoError(f"{msg.type} is not available on this server")
-    reply: dict[str, Any] | None = await handler(session, msg)
-    return reply  # type: ignore[return-value]
-
-
 HANDLERS: dict[str, Handler] = {
     "ping": on_ping,
     "join": on_join,
@@ -321,7 +308,7 @@ HANDLERS: dict[str, Handler] = {
     "location": handlers_location.on_location,
     "radius": handlers_location.on_radius,
     "chat": handlers_chat.on_chat,
-    "sos": on_not_wired,
+    "sos": handlers_location.on_sos,
     "display_name": handlers_chat.on_display_name,
 }
 

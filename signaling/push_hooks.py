@@ -1,0 +1,80 @@
+"""When to push, and to whom: invites accepted, place alerts, SOS, calls.
+
+Pushes are sent where the event happens (the node that handled the request),
+never from the bus fan-out, which runs on every node and would push once per
+node. The dispatcher (``groups.push``) sends in the background with retries,
+drops dead tokens and honours each user's muted categories.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from groups import service
+from groups.models import Group, User
+from groups.push import messages
+from signaling.deps import AppState
+from signaling.routes_devices import push_dispatcher
+
+log = logging.getLogger(__name__)
+
+
+async def _names(state: AppState, group_id: int, user_id: int) -> tuple[str, str, list[int]] | None:
+    """The group's name, the actor's display name, and the group's member ids."""
+    async with state.sessions() as db:
+        group = await db.get(Group, group_id)
+        user = await db.get(User, user_id)
+        if group is None or user is None:
+            return None
+        return group.name, user.display_name, await service.member_ids(db, group_id)
+
+
+async def invite_accepted(state: AppState, group_id: int, new_member_id: int) -> None:
+    """Tell the group's other members that someone joined."""
+    dispatcher = push_dispatcher(state)
+    found = await _names(state, group_id, new_member_id) if dispatcher else None
+    if dispatcher is None or found is None:
+        return
+    group_name, member_name, members = found
+    dispatcher.notify([m for m in members if m != new_member_id],
+                      messages.invite_accepted(group_id, group_name, member_name))
+
+
+async def group_events(state: AppState, events: Iterable[dict[str, Any]]) -> None:
+    """Push place enter/leave and SOS events to the group's other members."""
+    dispatcher = push_dispatcher(state)
+    if dispatcher is None:
+        return
+    for event in events:
+        group_id, user_id = int(event["group_id"]), int(event["user_id"])
+        found = await _names(state, group_id, user_id)
+        if found is None:
+            continue
+        group_name, member_name, members = found
+        if event["type"] == "sos":
+            where = event.get("location") or {}
+            message = messages.sos(group_id, group_name, member_name,
+                                   where.get("lat"), where.get("lon"))
+        elif event["type"] == "place_event":
+            message = messages.place_transition(
+                group_id, group_name, member_name, event["place"]["name"],
+                event["kind"] == "enter",
+            )
+        else:
+            continue
+        dispatcher.notify([m for m in members if m != user_id], message)
+
+
+async def call_started(state: AppState, group_id: int, started_by: int,
+                       present: Iterable[int]) -> None:
+    """The first person in a group room: push to members who are not in it."""
+    dispatcher = push_dispatcher(state)
+    found = await _names(state, group_id, started_by) if dispatcher else None
+    if dispatcher is None or found is None:
+        return
+    group_name, member_name, members = found
+    here = set(present) | {started_by}
+    dispatcher.notify([m for m in members if m not in here],
+                      messages.call_started(group_id, group_name, member_name))
