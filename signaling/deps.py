@@ -7,8 +7,10 @@ dependencies, never through globals.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from signaling.nearby import NearbyRoom
     from signaling.rooms import RoomRegistry
 
+log = logging.getLogger(__name__)
+
 Clock = Callable[[], float]
 
 
@@ -44,6 +48,18 @@ class AppState:
     chat: ChatLog | None = None
     fix_limiter: FixLimiter | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # per-feature services
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run ``work`` without making the caller wait (kept referenced until done)."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self.background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def app_state(request: Request) -> AppState:

@@ -215,9 +215,14 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
         if last_fix is not None and session.state.nearby is not None:
             session.state.nearby.move(participant, *last_fix)  # a fix sent before joining counts
     if room_id.startswith("group:") and len(room.participants) == 1:
+        # In the background: awaiting here would let another member's
+        # participant_joined overtake this joined reply.
         assert session.identity.user_id is not None
-        await push_hooks.call_started(session.state, int(room_id[6:]), session.identity.user_id,
-                                      present=())
+        session.state.spawn(
+            push_hooks.call_started(session.state, int(room_id[6:]), session.identity.user_id,
+                                    present=()),
+            name=f"push-call-{room_id}",
+        )
     return {"type": "joined", "room": room_id, "participant_id": participant.participant_id,
             "participants": others, "music_allowed": music_allowed}
 

@@ -6,6 +6,7 @@ members (never the actor), and a muted category sends nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ async def device(server: LiveServer, token: str, n: int) -> str:
 
 
 async def drained(server: LiveServer) -> None:
+    """Wait for the server's background work (push look-ups), then for the sends."""
+    await asyncio.gather(*server.app_state.background)
     dispatcher = push_dispatcher(server.app_state)
     assert dispatcher is not None
     await dispatcher.drain()
