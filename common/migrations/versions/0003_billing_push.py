@@ -4,17 +4,11 @@ Revision ID: 0003
 Revises: 0002
 """
 
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-# TRANSITIONAL: 0002 (locations) is being written concurrently. Until its file
-# exists, chain onto 0001 so that billing tables exist for everyone; once 0002
-# is committed this becomes the plain ``down_revision = "0002"``.
-_HAS_0002 = any(Path(__file__).parent.glob("0002_*.py"))
-down_revision = "0002" if _HAS_0002 else "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
