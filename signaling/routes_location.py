@@ -20,11 +20,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, Field
 
+from billing.entitlements import check_places, history_cutoff
+from billing.service import entitlements_for_group
 from common.errors import BadRequest
 from groups import location_service as service
 from groups import location_store as store
 from groups.location import Fix, parse_fix
 from groups.location_models import Precision
+from groups.service import require_member
+from signaling import push_hooks
 from signaling.deps import AppState, Db, State, UserId
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ async def post_location(
     if state.fix_limiter is not None:
         state.fix_limiter.check(str(user_id), now)
     events = await service.publish_fix(state.sessions, state.bus, user_id, fix, now)
+    await push_hooks.group_events(state, events)
     return {"ok": True, "ts": fix.ts, "events": events}
 
 
@@ -76,7 +81,10 @@ async def member_history(
     now = state.clock()
     end = now if end is None else end
     start = end - 86_400.0 if start is None else start
-    return await store.history(db, group_id, user_id, member_id, start, end)
+    await require_member(db, group_id, user_id)
+    # The owner's plan says how far back history goes (retention trims the rest later).
+    not_before = history_cutoff(await entitlements_for_group(db, group_id, now), now)
+    return await store.history(db, group_id, user_id, member_id, start, end, not_before)
 
 
 @router.get("/groups/{group_id}/places")
@@ -88,8 +96,11 @@ async def list_places(group_id: int, user_id: UserId, db: Db) -> dict[str, Any]:
 async def create_place(
     group_id: int, body: PlaceCreate, user_id: UserId, state: State, db: Db
 ) -> dict[str, Any]:
+    now = state.clock()
+    existing = await store.list_places(db, group_id, user_id)  # also: members only
+    check_places(await entitlements_for_group(db, group_id, now), len(existing))
     place = await store.create_place(
-        db, group_id, user_id, body.name, body.lat, body.lon, body.radius_m, state.clock()
+        db, group_id, user_id, body.name, body.lat, body.lon, body.radius_m, now
     )
     await db.commit()
     return store.place_json(place)
@@ -126,6 +137,7 @@ async def post_sos(user_id: UserId, state: State) -> dict[str, Any]:
     messages = await service.raise_sos(state.sessions, state.bus, user_id, state.clock())
     if not messages:
         raise BadRequest("you are in no group: nobody to alert")
+    await push_hooks.group_events(state, messages)
     return {"alerted_groups": [m["group_id"] for m in messages], "events": messages}
 
 
