@@ -56,6 +56,7 @@ RESOLUTIONS = (8, 9)  # H3 resolutions people are filed under (edges ~530 and ~2
 MAX_RING_K = 3  # a query ring holds at most 3k(k+1)+1 = 37 cells
 RADIUS_BUCKET_M = 50.0  # ring sizes are planned per 50 m of radius
 RING_SAFETY = 1.25  # H3's rings reach up to 13 % less far than a flat lattice's (see _ring_k)
+CELL_SIZE_TOLERANCE = 0.05  # a nearby cell's circumradius is within 5 % of the query cell's
 CACHE_MAX_ENTRIES = 200_000  # per cache; cleared wholesale when full (cheap to rebuild)
 
 IntArray = npt.NDArray[np.intp]
@@ -169,7 +170,7 @@ class ProximityIndex:
         self._nbr: list[set[int]] = [set() for _ in range(capacity)]
         self._plan_cache: dict[int, tuple[int, float]] = {}
         self._circumradius: dict[int, float] = {}
-        self._disk_cache: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._disk_cache: dict[tuple[int, int], tuple[npt.NDArray[np.int64], FloatArray]] = {}
         self.latlon: dict[str, tuple[float, float]] = {}
 
     # --- public API ------------------------------------------------------
@@ -197,6 +198,44 @@ class ProximityIndex:
         self._place(slot, lat, lon)
         self.latlon[pid] = (lat, lon)
         return self._refresh(slot)
+
+    def update_many(
+        self, updates: Iterable[tuple[str, float, float, float | None]]
+    ) -> set[str]:
+        """Apply a batch of (pid, lat, lon, radius or None) at once; returns changed listeners.
+
+        Why: numpy's per-call overhead dominates one small query, so a batch
+        (say, every fix that arrived during one 20 ms mixer tick) shares each
+        vectorized step across all its movers. The result is exactly that of
+        applying the updates one by one (the last position and radius per person win):
+        every position is placed first, then every mover's set is computed
+        against the same, final positions, so a pair of movers is judged
+        consistently from both sides. Everything is validated before
+        anything changes.
+        """
+        latest: dict[str, tuple[float, float, float | None]] = {}
+        for pid, lat, lon, radius_m in updates:
+            validate_lat_lon(lat, lon)
+            radius = validate_radius(radius_m) if radius_m is not None else None
+            if radius is None and pid in latest:
+                radius = latest[pid][2]  # an earlier radius change in the batch still counts
+            latest[pid] = (lat, lon, radius)
+        slots = []
+        for pid, (lat, lon, radius) in latest.items():
+            slot = self._slot.get(pid)
+            if slot is None:
+                slot = self._allocate(pid)
+                radius = radius if radius is not None else RADIUS_DEFAULT_M
+            if radius is not None:
+                self._radius[slot] = radius
+                self._cos[slot] = _cos_limit(radius)
+            self._place(slot, lat, lon)
+            self.latlon[pid] = (lat, lon)
+            slots.append(slot)
+        changed: set[str] = set()
+        for slot, found in zip(slots, self._compute_many(slots), strict=True):
+            changed |= self._apply(slot, found)
+        return changed
 
     def move(self, pid: str, lat: float, lon: float) -> set[str]:
         """A known person's new position; returns changed listeners."""
@@ -347,22 +386,34 @@ class ProximityIndex:
             self._plan_cache[bucket] = plan
         return plan
 
-    def _disk(self, cell: int, reach_m: float) -> tuple[int, ...]:
+    def _near_cells(self, index: int, slot: int, reach_m: float) -> list[int]:
+        """The cells of the slot's ring that can hold a point within ``reach_m`` of it.
+
+        The ring (``_ring_k``) covers the disc around any point of the cell;
+        this then keeps only the cells whose centre is within ``reach_m``
+        plus a cell's circumradius of the actual point, which roughly
+        halves the people examined.
+        """
+        cell = self._cell_of[index][slot]
         e = self._circumradius.get(cell)
         if e is None:
             if len(self._circumradius) >= CACHE_MAX_ENTRIES:
                 self._circumradius.clear()
             e = self._circumradius[cell] = _circumradius_m(cell)
         k = _ring_k(reach_m, e)
-        key = (cell, k)
-        disk = self._disk_cache.get(key)
-        if disk is None:
+        entry = self._disk_cache.get((cell, k))
+        if entry is None:
             if len(self._disk_cache) >= CACHE_MAX_ENTRIES:
                 self._disk_cache.clear()
-            disk = self._disk_cache[key] = tuple(h3.grid_disk(cell, k))
-        return disk
+            ring = h3.grid_disk(cell, k)
+            centres = np.array([unit_vector(*h3.cell_to_latlng(c)) for c in ring])
+            entry = self._disk_cache[(cell, k)] = (np.array(ring, dtype=np.int64), centres)
+        ring_cells, centres = entry
+        limit = math.cos((reach_m + e * (1.0 + CELL_SIZE_TOLERANCE)) / EARTH_RADIUS_M)
+        near: list[int] = ring_cells[centres @ self._xyz[slot] >= limit].tolist()
+        return near
 
-    def _candidates(self, index: int, disk: tuple[int, ...]) -> IntArray:
+    def _candidates(self, index: int, disk: list[int]) -> IntArray:
         members = self._members[index]
         parts = [members[cell] for cell in disk if cell in members]
         if not parts:
@@ -374,7 +425,7 @@ class ProximityIndex:
     def _compute(self, slot: int) -> set[int]:
         """slot's audible neighbours, from the index (exact chord test on ring candidates)."""
         index, reach = self._plan(float(self._radius[slot]))
-        cand = self._candidates(index, self._disk(self._cell_of[index][slot], reach))
+        cand = self._candidates(index, self._near_cells(index, slot, reach))
         if cand.size == 0:
             return set()
         dot = self._xyz.take(cand, axis=0) @ self._xyz[slot]
@@ -384,8 +435,42 @@ class ProximityIndex:
         found.discard(slot)
         return found
 
+    def _compute_many(self, slots: list[int]) -> list[set[int]]:
+        """``_compute`` for many slots with one set of vectorized steps."""
+        if not slots:
+            return []
+        parts: list[IntArray] = []
+        parts_per_slot = []
+        radius, all_members = self._radius, self._members
+        for slot in slots:
+            index, reach = self._plan(float(radius[slot]))
+            members = all_members[index]
+            mine = [members[c] for c in self._near_cells(index, slot, reach) if c in members]
+            parts.extend(mine)
+            parts_per_slot.append(len(mine))
+        if not parts:
+            return [set() for _ in slots]
+        cand = np.concatenate(parts)
+        part_sizes = np.fromiter((p.size for p in parts), dtype=np.intp, count=len(parts))
+        segment = np.repeat(np.repeat(np.arange(len(slots)), parts_per_slot), part_sizes)
+        owner = np.asarray(slots, dtype=np.intp).take(segment)
+        dot = np.einsum("ij,ij->i", self._xyz.take(cand, axis=0), self._xyz.take(owner, axis=0))
+        limit = np.maximum(self._cos.take(cand), self._cos.take(owner))
+        mask = (dot >= limit) & (cand != owner)
+        hits = cand[mask].tolist()
+        counts = np.bincount(segment[mask], minlength=len(slots)).tolist()
+        out = []
+        start = 0
+        for count in counts:
+            out.append(set(hits[start:start + count]))
+            start += count
+        return out
+
     def _refresh(self, slot: int) -> set[str]:
-        new = self._compute(slot)
+        return self._apply(slot, self._compute(slot))
+
+    def _apply(self, slot: int, new: set[int]) -> set[str]:
+        """Make ``new`` the slot's set, patching the other side of each changed pair."""
         old = self._nbr[slot]
         if new == old:
             return set()

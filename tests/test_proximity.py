@@ -92,6 +92,21 @@ def test_index_equals_brute_force(seed: int, lat0: float, lon0: float, spread_m:
         assert changed == (before ^ after) | ({pid} if before != after else set())
     _assert_matches(index, people)
 
+    for _ in range(3):  # batches: many movers at once (some twice), plus newcomers
+        before_all = {p: index.neighbours(p) for p in people}
+        batch = []
+        for _ in range(400):
+            pid = rng.choice(list(people)) if rng.random() < 0.95 else f"new{rng.random()}"
+            lat, lon, radius = people.get(pid, (lat0, lon0, 500.0))
+            lat, lon = destination(lat, lon, rng.uniform(0, 360), rng.expovariate(1 / 300))
+            new_radius = rng.uniform(RADIUS_MIN_M, RADIUS_MAX_M) if rng.random() < 0.2 else None
+            people[pid] = (lat, lon, new_radius or radius)
+            batch.append((pid, lat, lon, new_radius))
+        changed = index.update_many(batch)
+        after_all = {p: index.neighbours(p) for p in people}
+        assert changed == {p for p in people if before_all.get(p, set()) != after_all[p]}
+        _assert_matches(index, people)
+
 
 def test_high_latitude_index_equals_brute_force() -> None:
     rng = random.Random(7)
@@ -178,6 +193,14 @@ def test_bad_coordinates_rejected(lat: float, lon: float) -> None:
     with pytest.raises(BadRequest):
         index.upsert("a", lat, lon, 500)
     assert len(index) == 0
+
+
+def test_batch_validates_everything_before_changing_anything() -> None:
+    index = ProximityIndex()
+    index.upsert("a", 1.0, 1.0, 500)
+    with pytest.raises(BadRequest):
+        index.update_many([("a", 1.001, 1.0, None), ("b", 95.0, 1.0, None)])
+    assert index.latlon["a"] == (1.0, 1.0) and "b" not in index
 
 
 def test_unknown_person() -> None:
