@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import math
+import os
 import random
 import statistics
 import time
@@ -97,6 +98,7 @@ def main() -> None:
     emit = args.emit
     batch = max(1, args.batch)
     clock = time.perf_counter_ns
+    cpu_start = time.process_time()
     start = clock()
     for first in range(0, len(moves), batch):
         chunk = moves[first:first + batch]
@@ -114,6 +116,7 @@ def main() -> None:
         batch_ns.append(elapsed)
         changed_total += len(changed)
     wall_s = (clock() - start) / 1e9
+    cpu_s = time.process_time() - cpu_start
     gc.enable()
 
     timings.sort()
@@ -121,7 +124,9 @@ def main() -> None:
     p99 = timings[int(len(timings) * 0.99)] / 1000
     print(f"updates: {len(moves):,} (step <= {args.step_m:g} m), batch {batch}"
           f"{', with --emit' if emit else ''}")
-    print(f"throughput: {len(moves) / wall_s:,.0f} updates/s (one process, one core)")
+    print(f"throughput: {len(moves) / wall_s:,.0f} updates/s wall clock, "
+          f"{len(moves) / cpu_s:,.0f} per CPU-second (one process, one core; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print(f"per update: p50 {p50:.1f} us, p99 {p99:.1f} us, max {timings[-1] / 1000:.0f} us")
     if batch > 1:
         batch_ns.sort()
