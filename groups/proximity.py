@@ -415,7 +415,7 @@ class ProximityIndex:
 
     def _candidates(self, index: int, disk: list[int]) -> IntArray:
         members = self._members[index]
-        parts = [members[cell] for cell in disk if cell in members]
+        parts = [arr for cell in disk if (arr := members.get(cell)) is not None]
         if not parts:
             return _EMPTY
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -445,7 +445,8 @@ class ProximityIndex:
         for slot in slots:
             index, reach = self._plan(float(radius[slot]))
             members = all_members[index]
-            mine = [members[c] for c in self._near_cells(index, slot, reach) if c in members]
+            near = self._near_cells(index, slot, reach)
+            mine = [arr for c in near if (arr := members.get(c)) is not None]
             parts.extend(mine)
             parts_per_slot.append(len(mine))
         if not parts:
