@@ -34,8 +34,7 @@ async def on_location(session: ClientSession, msg: wire.Location) -> dict[str, A
     publish = state.extras.get("publish_fix")
     if session.identity.user_id is not None and publish is not None:
         events = await publish(state, session.identity.user_id, fix, now)
-    for event in events:  # place enter/leave caused by this very fix
-        session.send(event)
+    # Place events reach the sender through the group's bus topic, like everyone.
     await push_hooks.group_events(state, events)
     return {"type": "location_ok", "ts": fix.ts} if msg.id is not None else None
 

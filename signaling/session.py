@@ -81,8 +81,12 @@ class ClientSession:
         async for _topic, event in self.subscription:
             if event.get("type") == "membership" and event.get("user_id") == self.identity.user_id:
                 await self._membership_changed(event)
-            if event.get("type") in FORWARDED_EVENTS and event.get("origin") != self.subject:
-                self.send(event)
+            if event.get("type") not in FORWARDED_EVENTS:
+                continue
+            own = event.get("user_id") == self.identity.user_id
+            if own and event.get("type") == "member_location":
+                continue  # your own position, echoed by the bus
+            self.send(event)
 
     async def _membership_changed(self, event: dict[str, Any]) -> None:
         group_id = int(event["group_id"])
