@@ -126,8 +126,15 @@ def to_mono(frame: AudioFrame) -> Pcm:
     channels = len(frame.layout.channels)
     if channels == 1:
         return arr.reshape(-1).astype(np.int16, copy=False)
-    inter = arr.reshape(-1, channels).astype(np.int32)
-    return (inter.sum(axis=1) // channels).astype(np.int16)
+    inter = arr.reshape(-1, channels)
+    if channels == 2:
+        # (L + R) >> 1, element-wise: half the cost of a numpy reduction over
+        # an axis of length 2, 50 times a second per participant.
+        mono = inter[:, 0].astype(np.int32)
+        mono += inter[:, 1]
+        mono >>= 1
+        return mono.astype(np.int16)
+    return (inter.astype(np.int32).sum(axis=1) // channels).astype(np.int16)
 
 
 def check_offer_text(sdp: Any) -> None:
