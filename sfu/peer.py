@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any
 
+import av
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
@@ -93,11 +94,20 @@ class JitterSlot:
 
 
 class _PassThroughBuffer(JitterBuffer):
-    """Releases every newer audio packet at once; the room's slot absorbs jitter."""
+    """Releases every newer audio packet at once; the room's slot absorbs jitter.
 
-    def __init__(self) -> None:
+    With an ``opus_sink``, Opus payloads are handed to it right here, on the
+    event loop, instead of going through aiortc's decoder thread: that path
+    costs two cross-thread queue handoffs, a stereo decode and a downmix per
+    packet, more than the mono decode itself. Other codecs go aiortc's way.
+    """
+
+    def __init__(self, receiver: RTCRtpReceiver,
+                 opus_sink: Callable[[bytes], None] | None = None) -> None:
         super().__init__(capacity=16)
         self._last_seq: int | None = None
+        self._codecs: dict[int, Any] = getattr(receiver, "_RTCRtpReceiver__codecs", {})
+        self._opus_sink = opus_sink
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         seq = packet.sequence_number
@@ -107,15 +117,36 @@ class _PassThroughBuffer(JitterBuffer):
             return False, None
         self._last_seq = seq
         data: bytes = getattr(packet, "_data", packet.payload)
+        if self._opus_sink is not None:
+            codec = self._codecs.get(packet.payload_type)
+            if codec is not None and codec.mimeType.lower() == "audio/opus":
+                self._opus_sink(data)
+                return False, None
         return False, JitterFrame(data=data, timestamp=packet.timestamp)
 
 
-def _install_pass_through(receiver: RTCRtpReceiver) -> None:
+def _install_pass_through(receiver: RTCRtpReceiver,
+                          opus_sink: Callable[[bytes], None] | None = None) -> None:
     attr = "_RTCRtpReceiver__jitter_buffer"
     if isinstance(getattr(receiver, attr, None), JitterBuffer):
-        setattr(receiver, attr, _PassThroughBuffer())
+        setattr(receiver, attr, _PassThroughBuffer(receiver, opus_sink))
     else:  # pragma: no cover - a future aiortc renamed it; keep its buffer
         logger.warning("aiortc receiver has no %s; keeping its 80 ms jitter buffer", attr)
+
+
+class MonoOpusDecoder:
+    """Opus payloads straight to 48 kHz mono int16 (libopus downmixes stereo streams)."""
+
+    def __init__(self) -> None:
+        self._codec = av.CodecContext.create("libopus", "r")
+        self._codec.format = "s16"  # type: ignore[attr-defined]
+        self._codec.layout = "mono"  # type: ignore[attr-defined]
+        self._codec.sample_rate = SAMPLE_RATE_HZ  # type: ignore[attr-defined]
+
+    def decode(self, payload: bytes) -> list[Pcm]:
+        frames = self._codec.decode(av.Packet(payload))
+        return [np.asarray(f.to_ndarray(), dtype=np.int16).reshape(-1)  # type: ignore[union-attr,misc]
+                for f in frames]
 
 
 def to_mono(frame: AudioFrame) -> Pcm:
@@ -130,8 +161,7 @@ def to_mono(frame: AudioFrame) -> Pcm:
     if channels == 2:
         # (L + R) >> 1, element-wise: half the cost of a numpy reduction over
         # an axis of length 2, 50 times a second per participant.
-        mono = inter[:, 0].astype(np.int32)
-        mono += inter[:, 1]
+        mono = np.add(inter[:, 0], inter[:, 1], dtype=np.int32)
         mono >>= 1
         return mono.astype(np.int16)
     return (inter.astype(np.int32).sum(axis=1) // channels).astype(np.int16)
@@ -206,7 +236,6 @@ class Peer:
             if t.kind != "audio":
                 t.direction = "inactive"
                 continue
-            _install_pass_through(t.receiver)
             if t is voice[0]:
                 t.sender.replaceTrack(self.out)
                 t.direction = "sendrecv"
@@ -214,14 +243,17 @@ class Peer:
                 t.direction = "recvonly"
             track = t.receiver.track
             if track is None or t._offerDirection not in ("recvonly", "sendrecv"):
+                _install_pass_through(t.receiver)
                 continue  # the client sends nothing on this m-line
             if t.mid in self._music_mids:
                 slot = self.music.setdefault(str(t.mid), JitterSlot())
             else:
                 if t is not voice[0]:
+                    _install_pass_through(t.receiver)
                     continue  # a second voice track: only the first is mixed
                 slot = self.voice
                 self.has_voice_in = True
+            _install_pass_through(t.receiver, self._opus_sink(slot))
             self._readers.append(asyncio.create_task(self._read(track, slot)))
         try:
             await pc.setLocalDescription(await pc.createAnswer())
@@ -229,6 +261,25 @@ class Peer:
             logger.debug("cannot answer %s: %r", self.participant_id, exc)
             raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from None
         return announce_public_ip(pc.localDescription.sdp, self._public_ip)
+
+    def _opus_sink(self, slot: JitterSlot) -> Callable[[bytes], None]:
+        """Decode one Opus payload into ``slot`` (called by the receiver, on the loop)."""
+        decoder = MonoOpusDecoder()
+        loop = asyncio.get_running_loop()
+
+        def sink(payload: bytes) -> None:
+            try:
+                frames = decoder.decode(payload)
+            except (av.FFmpegError, ValueError) as exc:
+                logger.debug("%s: undecodable Opus packet: %s", self.participant_id, exc)
+                return
+            for pcm in frames:
+                slot.push(pcm)
+                self.frames_in += 1
+            if frames:
+                self.last_frame_at = loop.time()
+
+        return sink
 
     async def _read(self, track: MediaStreamTrack, slot: JitterSlot) -> None:
         loop = asyncio.get_running_loop()
