@@ -102,7 +102,7 @@ class _PassThroughBuffer(JitterBuffer):
     packet, more than the mono decode itself. Other codecs go aiortc's way.
     """
 
-    def __init__(self, receiver: RTCRtpReceiver,
+    def __init__(self, receiver: RTCRtpReceiver | None = None,
                  opus_sink: Callable[[bytes], None] | None = None) -> None:
         super().__init__(capacity=16)
         self._last_seq: int | None = None
