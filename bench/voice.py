@@ -343,7 +343,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_server(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+def _start_server(workdir: Path, port: int, cpu: int | None = None) -> subprocess.Popen[bytes]:
     plans = workdir / "plans.json"
     plans.write_text(
         json.dumps(
@@ -375,8 +375,10 @@ def _start_server(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     }
     disco = shutil.which("disco", path=str(Path(sys.executable).parent)) or "disco"
     log = (workdir / "server.log").open("wb")
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     return subprocess.Popen(
-        [disco, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        [disco, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=pin,
     )
 
 
@@ -509,6 +511,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,20,30,40")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--workers", type=int, default=max(2, (os.cpu_count() or 2)))
+    parser.add_argument(
+        "--pin", action="store_true",
+        help="run the server on CPU 0 and the clients on the other CPUs, so that client "
+        "load does not show up as server latency (needs 2+ CPUs)",
+    )
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
 
@@ -526,7 +533,9 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="disco-bench-"))
     port = _free_port()
-    server = _start_server(workdir, port)
+    server = _start_server(workdir, port, cpu=0 if args.pin else None)
+    if args.pin:  # this process and the client workers it spawns: the other CPUs
+        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
     base = f"127.0.0.1:{port}"
     rows = []
     try:
