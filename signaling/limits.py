@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from billing.service import entitlements_for_group
 from groups.models import Invite
 from signaling.deps import AppState
 
@@ -18,10 +19,6 @@ async def max_members_for_group(
     """The member limit of the group an invite code points at (None: no limit known)."""
     invite = await db.get(Invite, invite_code) if 0 < len(invite_code) <= 32 else None
     if invite is None:
-        return None
-    try:
-        from billing.service import entitlements_for_group
-    except ImportError:  # billing not wired yet
         return None
     entitlements = await entitlements_for_group(db, invite.group_id, now)
     return entitlements.max_group_members

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Body, Query, Response
 from pydantic import BaseModel, Field
 
 from billing.entitlements import check_places, history_cutoff
-from billing.service import entitlements_for_group
+from billing.service import entitlements_for_group, history_cutoffs
 from common.errors import BadRequest
 from groups import location_service as service
 from groups import location_store as store
@@ -145,11 +145,7 @@ async def post_sos(user_id: UserId, state: State) -> dict[str, Any]:
 
 
 async def _group_cutoffs(state: AppState, now: float) -> dict[int, float] | None:
-    """Per-group history windows from billing, when billing is there."""
-    try:
-        from billing.service import history_cutoffs
-    except ImportError:
-        return None
+    """Per-group history windows from the owners' plans."""
     async with state.sessions() as db:
         return await history_cutoffs(db, now)
 

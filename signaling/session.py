@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
 
+from billing.service import entitlements_for_group
 from common.bus import Subscription
 from common.errors import BadRequest, DiscoError, Forbidden, LimitExceeded, NotFound, Unauthorized
 from groups import service
@@ -232,10 +233,6 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
 
 
 async def _music_allowed(state: AppState, db: Any, group_id: int) -> bool:
-    try:
-        from billing.service import entitlements_for_group
-    except ImportError:  # billing not wired: music stays open
-        return True
     return bool((await entitlements_for_group(db, group_id, state.clock())).music)
 
 
