@@ -188,6 +188,10 @@ class ProximityIndex:
         """Add or move a person (and optionally change their radius); returns changed listeners."""
         validate_lat_lon(lat, lon)
         radius = validate_radius(radius_m) if radius_m is not None else None
+        return self._refresh(self._position(pid, lat, lon, radius))
+
+    def _position(self, pid: str, lat: float, lon: float, radius: float | None) -> int:
+        """File a validated position (and radius, if given) under ``pid``; returns its slot."""
         slot = self._slot.get(pid)
         if slot is None:
             slot = self._allocate(pid)
@@ -197,7 +201,7 @@ class ProximityIndex:
             self._cos[slot] = _cos_limit(radius)
         self._place(slot, lat, lon)
         self.latlon[pid] = (lat, lon)
-        return self._refresh(slot)
+        return slot
 
     def update_many(
         self, updates: Iterable[tuple[str, float, float, float | None]]
@@ -220,18 +224,8 @@ class ProximityIndex:
             if radius is None and pid in latest:
                 radius = latest[pid][2]  # an earlier radius change in the batch still counts
             latest[pid] = (lat, lon, radius)
-        slots = []
-        for pid, (lat, lon, radius) in latest.items():
-            slot = self._slot.get(pid)
-            if slot is None:
-                slot = self._allocate(pid)
-                radius = radius if radius is not None else RADIUS_DEFAULT_M
-            if radius is not None:
-                self._radius[slot] = radius
-                self._cos[slot] = _cos_limit(radius)
-            self._place(slot, lat, lon)
-            self.latlon[pid] = (lat, lon)
-            slots.append(slot)
+        slots = [self._position(pid, lat, lon, radius)
+                 for pid, (lat, lon, radius) in latest.items()]
         changed: set[str] = set()
         for slot, found in zip(slots, self._compute_many(slots), strict=True):
             changed |= self._apply(slot, found)
