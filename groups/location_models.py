@@ -27,36 +27,34 @@ class EventKind(StrEnum):
     sos = "sos"
 
 
-class LocationPoint(SQLModel, table=True):
+class FixColumns(SQLModel):
+    """The columns of a stored fix, shared by history and the last known position."""
+
+    lat: float
+    lon: float
+    accuracy_m: float
+    speed_mps: float | None = None
+    heading_deg: float | None = None
+    battery_pct: int | None = None
+    received_at: float
+
+
+class LocationPoint(FixColumns, table=True):
     __tablename__ = "location_points"
     __table_args__ = (Index("ix_location_points_user_id_ts", "user_id", "ts"),)
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
     ts: float = Field(index=True)
-    lat: float
-    lon: float
-    accuracy_m: float
-    speed_mps: float | None = None
-    heading_deg: float | None = None
-    battery_pct: int | None = None
-    received_at: float
 
 
-class LastLocation(SQLModel, table=True):
+class LastLocation(FixColumns, table=True):
     """The newest fix per user (by device time), kept so the live map is one cheap query."""
 
     __tablename__ = "last_locations"
 
     user_id: int = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
     ts: float
-    lat: float
-    lon: float
-    accuracy_m: float
-    speed_mps: float | None = None
-    heading_deg: float | None = None
-    battery_pct: int | None = None
-    received_at: float
 
 
 class LocationSharing(SQLModel, table=True):
