@@ -15,6 +15,7 @@ import logging
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -37,8 +38,9 @@ log = logging.getLogger(__name__)
 SAMPLE_WIDTH_BYTES = 2
 
 
-def _decoded(path: Path) -> Iterator[Pcm]:
-    """Mono 48 kHz chunks of ``path`` (any size), converting as needed."""
+@contextlib.contextmanager
+def _audio_stream(path: Path) -> Iterator[tuple[Any, Any]]:
+    """The opened container and its first audio stream; closed afterwards."""
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as exc:
@@ -46,7 +48,14 @@ def _decoded(path: Path) -> Iterator[Pcm]:
     try:
         if not container.streams.audio:
             raise BadInputFile(f"{path} has no audio stream")
-        stream = container.streams.audio[0]
+        yield container, container.streams.audio[0]
+    finally:
+        container.close()
+
+
+def _decoded(path: Path) -> Iterator[Pcm]:
+    """Mono 48 kHz chunks of ``path`` (any size), converting as needed."""
+    with _audio_stream(path) as (container, stream):
         converter = FrameConverter()
         try:
             for frame in container.decode(stream):
@@ -58,8 +67,6 @@ def _decoded(path: Path) -> Iterator[Pcm]:
                 yield tail
         except av.FFmpegError as exc:
             raise BadInputFile(f"cannot decode audio file {path}: {exc}") from None
-    finally:
-        container.close()
 
 
 def probe(path: Path) -> str:
@@ -70,14 +77,7 @@ def probe(path: Path) -> str:
     """
     if not path.is_file():
         raise BadInputFile(f"audio file not found: {path}")
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as exc:
-        raise BadInputFile(f"cannot read audio file {path}: {exc}") from None
-    try:
-        if not container.streams.audio:
-            raise BadInputFile(f"{path} has no audio stream")
-        stream = container.streams.audio[0]
+    with _audio_stream(path) as (container, stream):
         try:
             first = next(iter(container.decode(stream)), None)
         except av.FFmpegError as exc:
@@ -86,8 +86,6 @@ def probe(path: Path) -> str:
             raise BadInputFile(f"{path} holds no audio samples")
         channels = len(first.layout.channels)
         return f"{path.name}: {first.sample_rate} Hz, {channels} channel(s), {first.format.name}"
-    finally:
-        container.close()
 
 
 class FileSource:
