@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.db import SessionFactory, make_engine, make_session_factory, migrate, session_scope
+from groups.models import User
+
 PRICE_PLUS = "price_plus_test"
 PRICE_PRO = "price_pro_test"
 WEBHOOK_SECRET = "whsec_test_" + "a" * 24
@@ -183,3 +188,16 @@ def fake_stripe() -> Iterator[FakeStripe]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def migrated_with_user(url: str) -> tuple[AsyncEngine, SessionFactory, int]:
+    """A migrated database holding one user, "ada"; returns the engine, sessions, her id."""
+    engine = make_engine(url)
+    await migrate(engine)
+    sessions = make_session_factory(engine)
+    async with session_scope(sessions) as session:
+        user = User(username="ada", display_name="Ada", password_hash="x", created_at=0.0)
+        session.add(user)
+        await session.flush()
+        assert user.id is not None
+        return engine, sessions, user.id

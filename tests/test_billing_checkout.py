@@ -25,9 +25,8 @@ from billing.models import Subscription
 from billing.plans import BUILTIN_PLANS, parse_catalog
 from billing.service import BillingService
 from billing.stripe_api import StripeGateway
-from common.db import SessionFactory, make_engine, make_session_factory, migrate, session_scope
+from common.db import SessionFactory
 from common.errors import BadRequest
-from groups.models import User
 from tests.billing_support import (
     PLANS_TOML,
     PRICE_PLUS,
@@ -35,6 +34,7 @@ from tests.billing_support import (
     FakeStripe,
     body,
     fake_stripe,
+    migrated_with_user,
     sign,
     subscription_event,
 )
@@ -63,15 +63,7 @@ def stripe_server() -> Iterator[FakeStripe]:
 
 @pytest.fixture
 async def env(sqlite_url: str, stripe_server: FakeStripe) -> AsyncIterator[Env]:
-    engine = make_engine(sqlite_url)
-    await migrate(engine)
-    sessions = make_session_factory(engine)
-    async with session_scope(sessions) as session:
-        user = User(username="ada", display_name="Ada", password_hash="x", created_at=0.0)
-        session.add(user)
-        await session.flush()
-        assert user.id is not None
-        user_id = user.id
+    engine, sessions, user_id = await migrated_with_user(sqlite_url)
     gateway = StripeGateway(API_KEY, api_base=stripe_server.url, max_network_retries=0)
     billing = BillingService(sessions, CATALOG, gateway=gateway, webhook_secret=WEBHOOK_SECRET,
                              public_url="https://disco.example", clock=time.time)

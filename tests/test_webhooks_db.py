@@ -29,7 +29,7 @@ from billing.service import (
     history_cutoffs,
 )
 from billing.webhooks import WEBHOOK_TOLERANCE_S, Outcome
-from common.db import SessionFactory, make_engine, make_session_factory, migrate, session_scope
+from common.db import SessionFactory, session_scope
 from groups.models import User
 from groups.service import create_group
 from tests.billing_support import (
@@ -39,6 +39,7 @@ from tests.billing_support import (
     checkout_event,
     envelope,
     invoice_event,
+    migrated_with_user,
     sign,
     subscription_event,
 )
@@ -74,15 +75,8 @@ class Env:
 
 @pytest.fixture
 async def env(database_url: str) -> AsyncIterator[Env]:
-    engine = make_engine(database_url)
-    await migrate(engine)
-    sessions = make_session_factory(engine)
+    engine, sessions, user_id = await migrated_with_user(database_url)
     async with session_scope(sessions) as session:
-        user = User(username="ada", display_name="Ada", password_hash="x", created_at=0.0)
-        session.add(user)
-        await session.flush()
-        assert user.id is not None
-        user_id = user.id
         # the customer id is stored at checkout time, before Stripe sends anything
         session.add(Subscription(user_id=user_id, stripe_customer_id="cus_1", plan="free",
                                  status="none", updated_at=0.0))
