@@ -58,7 +58,6 @@ class Settings(BaseSettings):
 
     # --- signaling ---------------------------------------------------------
     max_message_bytes: int = Field(64 * 1024, gt=0)
-    ws_idle_timeout_s: float = Field(60.0, gt=0)
 
     # --- WebRTC / TURN -----------------------------------------------------
     turn_secret: str | None = None

@@ -18,9 +18,6 @@ HTTP_STATUS: dict[type[errors.DiscoError], int] = {
 
 # Close codes in the 4000-4999 private range; 4401 mirrors HTTP 401.
 WS_CLOSE_UNAUTHORIZED = 4401
-WS_CLOSE_TOO_LARGE = 1009  # RFC 6455 "message too big"
-WS_CLOSE_IDLE = 4408
-WS_CLOSE_SERVER_SHUTDOWN = 1001
 
 
 def http_status(exc: errors.DiscoError) -> int:

@@ -30,9 +30,6 @@ class NearbyRoom:
         self.index = ProximityIndex(curve)
         self._last_sent: dict[str, list[tuple[str, str]]] = {}
 
-    def located(self, participant: Participant) -> bool:
-        return participant.participant_id in self.index
-
     def move(self, participant: Participant, lat: float, lon: float) -> None:
         """A fix from someone in the nearby room (coordinates validated by the caller)."""
         pid = participant.participant_id

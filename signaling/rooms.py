@@ -70,7 +70,6 @@ class RoomRegistry:
         self._rooms: dict[str, Room] = {}
         self._media_config = media_config
         self._lock = asyncio.Lock()
-        self.on_media_event: Callable[[str, Message], None] | None = None
         self.on_leave: list[Callable[[Participant], None]] = []
         # room id -> who may hear about a participant (default: the whole room).
         # The nearby room uses it so strangers learn only of people in range.
@@ -127,13 +126,6 @@ class RoomRegistry:
             if media is not None:
                 await media.close()
 
-    def find(self, room_id: str, participant_id: str) -> Participant:
-        room = self._rooms.get(room_id)
-        participant = room.participants.get(participant_id) if room else None
-        if participant is None:
-            raise NotFound(f"no participant {participant_id} in {room_id}")
-        return participant
-
     def broadcast(
         self, room_id: str, message: Message, exclude: str | None = None,
         about: str | None = None,
@@ -180,8 +172,6 @@ class RoomRegistry:
             about = event.get("participant_id")
             self.broadcast(room_id, {**event, "room": room_id},
                            about=str(about) if about else None)
-        if self.on_media_event is not None:
-            self.on_media_event(room_id, event)
 
     async def close(self) -> None:
         for room in list(self._rooms.values()):
