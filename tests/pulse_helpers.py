@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from tests.services import missing, require_binary
+from tests.services import missing, require_binary, stop_process
 
 START_TIMEOUT_S = 15.0
 RECORD_RATE_HZ = 48_000
@@ -99,14 +99,7 @@ class Pulse:
 
     async def close(self) -> None:
         for proc in [*self.children, *([self.proc] if self.proc else [])]:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 5)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await stop_process(proc)
 
 
 @dataclass

@@ -56,6 +56,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+from tests.services import stop_process
+
 SAMPLE_RATE_HZ = 48_000
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE_HZ * FRAME_MS // 1000
@@ -502,13 +504,7 @@ async def coturn(binary: str, secret: str | None = None) -> AsyncIterator[Coturn
             await asyncio.sleep(0.05)
         yield Coturn(port=port, secret=secret, realm=realm)
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
         shutil.rmtree(log_dir, ignore_errors=True)
 
 

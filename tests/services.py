@@ -7,6 +7,8 @@ by ``.ci/run``) the same absence fails the test instead.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -27,6 +29,19 @@ def missing(what: str) -> None:
     if strict():
         pytest.fail(f"{message} (DISCO_REQUIRE_SERVICES=1 turns this skip into a failure)")
     pytest.skip(message)  # only outside CI: DISCO_REQUIRE_SERVICES=1 fails above instead
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 5.0) -> None:
+    """Terminate a test's child process; kill it if it is still there after ``timeout_s``."""
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
