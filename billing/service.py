@@ -2,9 +2,8 @@
 
 ``entitlements_for_user`` / ``entitlements_for_group`` are what the rest of the
 server calls wherever a limit applies (group size on invite accept, music,
-history length, places). They take an open session and ``now``; the plan
-catalog is the one the app installed at start-up (``use_catalog``), so callers
-need not carry it around.
+history length, places). They take an open session, ``now`` and the
+deployment's plan catalog (``AppState.plans``, loaded once at start-up).
 
 Webhooks: the signature is checked by the stripe package on the raw body
 before anything is parsed; then the event id row and the subscription change
@@ -38,7 +37,7 @@ from billing.errors import (
     InvalidWebhook,
     NoBillingAccount,
 )
-from billing.plans import BUILTIN_PLANS, PlanCatalog, parse_catalog
+from billing.plans import PlanCatalog
 from billing.stripe_api import StripeGateway
 from billing.webhooks import (
     HANDLED_EVENT_TYPES,
@@ -59,25 +58,10 @@ logger = logging.getLogger(__name__)
 
 ENTITLEMENTS_TOPIC = "billing:entitlements"  # bus topic: a user's plan changed
 
-_catalog: PlanCatalog = parse_catalog(BUILTIN_PLANS)
-
-
-def use_catalog(catalog: PlanCatalog) -> None:
-    """Install the deployment's plans (done once at start-up by the app)."""
-    global _catalog
-    _catalog = catalog
-
-
-def current_catalog() -> PlanCatalog:
-    return _catalog
-
-
-def entitlements_of(sub: object | None, now: float, catalog: PlanCatalog | None = None
-                    ) -> Entitlements:
+def entitlements_of(sub: object | None, now: float, catalog: PlanCatalog) -> Entitlements:
     """Entitlements for a subscription row (None: never subscribed)."""
     from billing.models import Subscription
 
-    catalog = catalog or _catalog
     if not isinstance(sub, Subscription):
         return resolve(catalog, None, None, now=now)
     return resolve(catalog, sub.plan, sub.status, now=now, grace_until=sub.grace_until,
@@ -85,12 +69,12 @@ def entitlements_of(sub: object | None, now: float, catalog: PlanCatalog | None 
 
 
 async def entitlements_for_user(session: AsyncSession, user_id: int, now: float,
-                                catalog: PlanCatalog | None = None) -> Entitlements:
+                                catalog: PlanCatalog) -> Entitlements:
     return entitlements_of(await store.get_subscription(session, user_id), now, catalog)
 
 
 async def entitlements_for_group(session: AsyncSession, group_id: int, now: float,
-                                 catalog: PlanCatalog | None = None) -> Entitlements:
+                                 catalog: PlanCatalog) -> Entitlements:
     """A group has its owner's entitlements (a subscription belongs to a user)."""
     group = await session.get(Group, group_id)
     if group is None:
@@ -99,7 +83,7 @@ async def entitlements_for_group(session: AsyncSession, group_id: int, now: floa
 
 
 async def history_cutoffs(session: AsyncSession, now: float,
-                          catalog: PlanCatalog | None = None) -> dict[int, float]:
+                          catalog: PlanCatalog) -> dict[int, float]:
     """Group id -> the oldest timestamp its owner's plan still keeps history for.
 
     For the retention run: one query for every group, not one per group.

@@ -25,6 +25,7 @@ from common.settings import Settings
 from signaling.auth import Identity, TokenSigner, bearer_token
 
 if TYPE_CHECKING:
+    from billing.plans import PlanCatalog
     from groups.chat import ChatLog
     from groups.location import FixLimiter
     from signaling.nearby import NearbyRoom
@@ -42,6 +43,8 @@ class AppState:
     sessions: SessionFactory
     bus: LocalBus | RedisBus
     signer: TokenSigner
+    plans: PlanCatalog
+    """The deployment's plans (``DISCO_PLANS_FILE`` or the built-in ones)."""
     clock: Clock = time.time
     rooms: RoomRegistry | None = None
     nearby: NearbyRoom | None = None

@@ -20,5 +20,5 @@ async def max_members_for_group(
     invite = await db.get(Invite, invite_code) if 0 < len(invite_code) <= 32 else None
     if invite is None:
         return None
-    entitlements = await entitlements_for_group(db, invite.group_id, now)
+    entitlements = await entitlements_for_group(db, invite.group_id, now, state.plans)
     return entitlements.max_group_members

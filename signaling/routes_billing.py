@@ -19,13 +19,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from billing.plans import Plan, load_catalog
+from billing.plans import Plan
 from billing.service import (
     ENTITLEMENTS_TOPIC,
     BillingService,
     entitlements_for_user,
     owned_group_ids,
-    use_catalog,
 )
 from billing.store import get_subscription
 from billing.stripe_api import StripeGateway
@@ -44,10 +43,9 @@ class CheckoutBody(BaseModel):
 
 
 async def startup(state: AppState) -> None:
-    """Load the plans (a broken plans file stops start-up) and build the service."""
+    """Build the service on the plans the app loaded."""
     settings = state.settings
-    catalog = load_catalog(settings.plans_file)
-    use_catalog(catalog)
+    catalog = state.plans
     gateway = None
     if settings.stripe_api_key:
         gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
@@ -123,7 +121,7 @@ def plan_json(plan: Plan) -> dict[str, object]:
 
 async def announce_entitlements(state: AppState, user_id: int) -> None:
     """Tell every node that ``user_id``'s limits (and so their groups') changed."""
-    catalog = billing_service(state).catalog
+    catalog = state.plans
     async with state.sessions() as db:
         ent = await entitlements_for_user(db, user_id, state.clock(), catalog)
         groups = await owned_group_ids(db, user_id)
@@ -134,7 +132,7 @@ async def announce_entitlements(state: AppState, user_id: int) -> None:
 
 @router.get("/plans")
 async def plans(state: State) -> dict[str, object]:
-    catalog = billing_service(state).catalog
+    catalog = state.plans
     return {"default": catalog.default.name, "plans": [plan_json(p) for p in catalog]}
 
 
@@ -163,7 +161,7 @@ async def webhook(request: Request, state: State) -> dict[str, object]:
 
 @router.get("/subscription")
 async def subscription(user_id: UserId, state: State, db: Db) -> dict[str, object]:
-    catalog = billing_service(state).catalog
+    catalog = state.plans
     now = state.clock()
     sub = await get_subscription(db, user_id)
     ent = await entitlements_for_user(db, user_id, now, catalog)

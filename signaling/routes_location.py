@@ -83,7 +83,7 @@ async def member_history(
     start = end - 86_400.0 if start is None else start
     await require_member(db, group_id, user_id)
     # The owner's plan says how far back history goes (retention trims the rest later).
-    not_before = history_cutoff(await entitlements_for_group(db, group_id, now), now)
+    not_before = history_cutoff(await entitlements_for_group(db, group_id, now, state.plans), now)
     return await store.history(db, group_id, user_id, member_id, start, end, not_before)
 
 
@@ -98,7 +98,7 @@ async def create_place(
 ) -> dict[str, Any]:
     now = state.clock()
     existing = await store.list_places(db, group_id, user_id)  # also: members only
-    check_places(await entitlements_for_group(db, group_id, now), len(existing))
+    check_places(await entitlements_for_group(db, group_id, now, state.plans), len(existing))
     place = await store.create_place(
         db, group_id, user_id, body.name, body.lat, body.lon, body.radius_m, now
     )
@@ -147,7 +147,7 @@ async def post_sos(user_id: UserId, state: State) -> dict[str, Any]:
 async def _group_cutoffs(state: AppState, now: float) -> dict[int, float] | None:
     """Per-group history windows from the owners' plans."""
     async with state.sessions() as db:
-        return await history_cutoffs(db, now)
+        return await history_cutoffs(db, now, state.plans)
 
 
 async def retention_pass(state: AppState) -> int:

@@ -233,7 +233,7 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
 
 
 async def _music_allowed(state: AppState, db: Any, group_id: int) -> bool:
-    return bool((await entitlements_for_group(db, group_id, state.clock())).music)
+    return bool((await entitlements_for_group(db, group_id, state.clock(), state.plans)).music)
 
 
 async def on_leave(session: ClientSession, msg: wire.Leave) -> dict[str, Any]:

@@ -24,10 +24,9 @@ MUSIC_HZ = 330.0
 async def grant_music(server: LiveServer, username: str) -> None:
     """Put the group owner on the plan with music, as `disco admin grant` does."""
     from billing.admin import grant_plan
-    from billing.service import current_catalog
 
     async with server.app_state.sessions() as db:
-        await grant_plan(db, username, "plus", current_catalog(), server.app_state.clock())
+        await grant_plan(db, username, "plus", server.app_state.plans, server.app_state.clock())
         await db.commit()
 
 

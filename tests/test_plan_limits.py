@@ -21,10 +21,9 @@ async def server(settings: Settings) -> AsyncIterator[LiveServer]:
 
 async def grant(server: LiveServer, username: str, plan: str) -> None:
     from billing.admin import grant_plan
-    from billing.service import current_catalog
 
     async with server.app_state.sessions() as db:
-        await grant_plan(db, username, plan, current_catalog(), server.app_state.clock())
+        await grant_plan(db, username, plan, server.app_state.plans, server.app_state.clock())
         await db.commit()
 
 
