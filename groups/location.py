@@ -83,6 +83,9 @@ def _in_range(name: str, value: float, low: float, high: float, *, high_open: bo
 
 def validate_lat_lon(lat: float, lon: float) -> None:
     """Raise ``BadRequest`` unless (lat, lon) is a finite point on the globe."""
+    if (type(lat) is float and type(lon) is float
+            and LAT_MIN_DEG <= lat <= LAT_MAX_DEG and LON_MIN_DEG <= lon <= LON_MAX_DEG):
+        return  # the usual case in one test (NaN fails the comparisons); the rest explains
     for name, value in (("lat", lat), ("lon", lon)):
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
         if not is_number or not math.isfinite(value):

@@ -13,11 +13,36 @@ API), not a scan: every person is filed under their cell at a few
 resolutions; a query for radius ``r`` picks the finest resolution whose
 neighbour ring ``grid_disk(cell, k)`` stays small, with ``k`` derived from the
 local cell size so that the ring provably covers the disc of radius ``r``
-around any point of the cell (see ``_ring_k``). Each cell keeps its people as
-a numpy array (rebuilt only when someone crosses its border), so a query is
-one concatenation and a handful of vectorized steps: candidates are tested
-exactly by the dot product of unit vectors (cos of the central angle), which
-is the haversine test without trig per pair (``groups.geo``).
+around any point of the cell (see ``_ring_k``). Candidates are tested
+exactly by the dot product of unit vectors (cos of the central angle),
+which is the haversine test without trig per pair (``groups.geo``).
+
+Everything per candidate or per pair runs compiled (``groups.proximity_kernel``,
+numba), one call per update: place the mover; walk the ring's cells,
+skipping those whose centre is too far from the actual point; find each by
+binary search in sorted cell lists and test everyone there, plus a short
+overflow of people who changed cell since the lists were built; then diff
+the found set against the stored one and patch both sides of each changed
+pair. Why: the numpy version this replaces spent ~85 us per update on the
+overhead of ~20 small array operations around ~1 us of arithmetic, and a
+Python set per person (~4 KB with its ints: ~400 MB for 100,000 people) made
+every set comparison a run of cache misses. The shape follows from memory
+traffic:
+
+- cell lists in CSR form hold a copy of each person's point, so a query
+  reads memory in sequence; a person crossing a border marks the old copy
+  stale and joins the overflow, so a move never shifts a list; when the
+  overflow fills (``OVERFLOW_MAX``) one linear merge rebuilds the lists.
+- audible sets are blocks of slot numbers in one int32 pool, compared by
+  stamping rather than hashing (~1.5 us for a set of 70).
+- two resolutions, not one: in a crowd (5,000 people/km², 300 m radius)
+  res 9 for small radii halves the candidates; in a city it costs ~10 %.
+
+Verlet lists (neighbour lists with a skin distance) were the alternative:
+with radii up to 2 km each list would hold several hundred people and still
+need this cell index to refresh it, for no gain over testing ~300
+candidates. What stays in Python is what needs Python objects: the H3
+calls (one per resolution, ~0.35 us each), the ring caches and the ids.
 
 Audible *sets* are kept current on every update; *gains* are computed from
 the current positions when asked (``audible``), so they are never stale and
@@ -27,22 +52,29 @@ An update (move, radius change, join, leave) recomputes the mover's set,
 patches the other side of each pair that appeared or vanished, and returns
 exactly the listeners whose set changed. The mover's neighbours hear the
 mover at a new gain after any move: refresh ``audibility(changed |
-neighbours(mover))`` for ``MediaRoom.set_audibility`` at whatever rate the
-mixer wants.
+neighbours(mover))`` for ``MediaRoom.update_audibility`` at whatever rate
+the mixer wants.
+
+The kernels compile on first use (~9 s on a fresh install, then ~0.3 s to
+load numba's on-disk cache): a server calls ``warm_up`` before it serves, so
+no fix ever waits for the compiler on the event loop.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 from h3.api import basic_int as h3
 
 from common.errors import BadRequest, NotFound
+from groups import proximity_kernel as kernel
 from groups.geo import EARTH_RADIUS_M, haversine_m, unit_vector
 from groups.location import validate_lat_lon
 
@@ -58,10 +90,33 @@ RADIUS_BUCKET_M = 50.0  # ring sizes are planned per 50 m of radius
 RING_SAFETY = 1.25  # H3's rings reach up to 13 % less far than a flat lattice's (see _ring_k)
 CELL_SIZE_TOLERANCE = 0.05  # a nearby cell's circumradius is within 5 % of the query cell's
 CACHE_MAX_ENTRIES = 200_000  # per cache; cleared wholesale when full (cheap to rebuild)
+INITIAL_CAPACITY = 1024  # slots; doubled when full
+# Overflow entries per resolution before its cell lists are rebuilt. Every query
+# scans its overflow (~1 ns an entry); a rebuild is one merge, ~1.3 ms at res 8
+# and ~3 ms at res 9 for 100,000 people, and 1.5 % (res 8) and 4.6 % (res 9) of
+# 25 m moves cross a border. 512 keeps each side under ~0.5 us per update
+# (measured: 256 -> 61k, 512 -> 67k, 1024 -> 65k moves per CPU-second).
+OVERFLOW_MAX = 512
+RING_POOL_INITIAL_CELLS = 4096
+RING_POOL_MAX_CELLS = 2_000_000  # 64 MB of cached rings (8 B cell + 24 B centre each)
+ADJ_POOL_MIN_ENTRIES = 16_384  # audible-set pool: at least this many slot numbers (4 B each)
 
-IntArray = npt.NDArray[np.intp]
+T = TypeVar("T", bound=np.generic)
+Int32Array = npt.NDArray[np.int32]
+Int64Array = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
-_EMPTY = np.empty(0, dtype=np.intp)
+Query = tuple[int, int, float]  # (ring start, ring length, centre cos): ProximityIndex._new_query
+KernelArrays = tuple[
+    FloatArray, Int64Array, Int64Array, Int64Array, Int64Array, FloatArray, Int64Array,
+    FloatArray, Int64Array, Int64Array, FloatArray, Int32Array, Int64Array, Int64Array,
+    Int64Array,
+]
+
+
+def _checked_lat_lon(lat: float, lon: float) -> tuple[float, float]:
+    """``validate_lat_lon``, then the point as floats (ints are valid too)."""
+    validate_lat_lon(lat, lon)
+    return float(lat), float(lon)
 
 
 def validate_radius(radius_m: object) -> float:
@@ -153,24 +208,44 @@ class ProximityIndex:
 
     def __init__(
         self, curve: GainCurve | None = None, resolutions: tuple[int, ...] = RESOLUTIONS,
-        max_ring_k: int = MAX_RING_K,
+        max_ring_k: int = MAX_RING_K, overflow_max: int = OVERFLOW_MAX,
     ) -> None:
         self.curve = curve or GainCurve()
         self.resolutions = tuple(sorted(resolutions))
         self.max_ring_k = max_ring_k
-        capacity = 1024
-        self._xyz: FloatArray = np.zeros((capacity, 3))
-        self._cos: FloatArray = np.full(capacity, 2.0)  # cos limit of each radius; 2: free slot
+        levels, capacity = len(self.resolutions), INITIAL_CAPACITY
+        # the kernel's arrays (layout: groups.proximity_kernel)
+        self._points: FloatArray = np.zeros((capacity, 4))
+        self._points[:, kernel.COS] = kernel.FREE_COS
+        self._where: Int64Array = np.zeros((levels, capacity, 4), dtype=np.int64)
+        self._order: Int64Array = np.zeros((levels, capacity), dtype=np.int64)
+        self._keys: Int64Array = np.zeros((levels, capacity), dtype=np.int64)
+        self._starts: Int64Array = np.zeros((levels, capacity + 1), dtype=np.int64)
+        self._listed: FloatArray = np.zeros((levels, capacity, 4))
+        self._overflow: Int64Array = np.zeros((levels, overflow_max), dtype=np.int64)
+        self._over_points: FloatArray = np.zeros((levels, overflow_max, 4))
+        self._counts: Int64Array = np.zeros((levels, 3), dtype=np.int64)
+        self._ring_cells: Int64Array = np.zeros(RING_POOL_INITIAL_CELLS, dtype=np.int64)
+        self._ring_centres: FloatArray = np.zeros((RING_POOL_INITIAL_CELLS, 3))
+        self._adj: Int32Array = np.zeros(ADJ_POOL_MIN_ENTRIES, dtype=np.int32)
+        self._adj_meta: Int64Array = np.zeros((capacity, 3), dtype=np.int64)
+        self._tallies: Int64Array = np.zeros(2, dtype=np.int64)
+        self._scratch: Int64Array = np.zeros((3, capacity), dtype=np.int64)
+        self._out = self._scratch[kernel.OUT]  # who changed, after a kernel call
+        self._arrays = self._kernel_arrays()
+        self._ring_used = 0
+        self._compactions = 0
+        # per slot, in Python
         self._radius: FloatArray = np.zeros(capacity)
         self._ids: list[str | None] = [None] * capacity
         self._slot: dict[str, int] = {}
         self._free: list[int] = list(range(capacity - 1, -1, -1))
-        self._cell_of: list[list[int]] = [[0] * capacity for _ in self.resolutions]
-        self._members: list[dict[int, IntArray]] = [{} for _ in self.resolutions]
-        self._nbr: list[set[int]] = [set() for _ in range(capacity)]
-        self._plan_cache: dict[int, tuple[int, float]] = {}
+        self._plan_of: list[tuple[int, int]] = [(0, 0)] * capacity  # (resolution index, bucket)
+        # caches
+        self._plan_cache: dict[int, int] = {}  # radius bucket -> resolution index
         self._circumradius: dict[int, float] = {}
-        self._disk_cache: dict[tuple[int, int], tuple[npt.NDArray[np.int64], FloatArray]] = {}
+        self._rings: dict[tuple[int, int], tuple[int, int]] = {}  # (cell, k) -> ring pool span
+        self._queries: dict[tuple[int, int], Query] = {}  # (cell, radius bucket) -> query
         self.latlon: dict[str, tuple[float, float]] = {}
 
     # --- public API ------------------------------------------------------
@@ -186,86 +261,96 @@ class ProximityIndex:
 
     def upsert(self, pid: str, lat: float, lon: float, radius_m: float | None = None) -> set[str]:
         """Add or move a person (and optionally change their radius); returns changed listeners."""
-        validate_lat_lon(lat, lon)
+        flat, flon = _checked_lat_lon(lat, lon)
         radius = validate_radius(radius_m) if radius_m is not None else None
-        return self._refresh(self._position(pid, lat, lon, radius))
-
-    def _position(self, pid: str, lat: float, lon: float, radius: float | None) -> int:
-        """File a validated position (and radius, if given) under ``pid``; returns its slot."""
-        slot = self._slot.get(pid)
-        if slot is None:
-            slot = self._allocate(pid)
-            radius = radius if radius is not None else RADIUS_DEFAULT_M
-        if radius is not None:
-            self._radius[slot] = radius
-            self._cos[slot] = _cos_limit(radius)
-        self._place(slot, lat, lon)
-        self.latlon[pid] = (lat, lon)
-        return slot
+        return self._move(self._enter(pid, lat, lon, radius), flat, flon)
 
     def update_many(
         self, updates: Iterable[tuple[str, float, float, float | None]]
     ) -> set[str]:
         """Apply a batch of (pid, lat, lon, radius or None) at once; returns changed listeners.
 
-        Why: numpy's per-call overhead dominates one small query, so a batch
-        (say, every fix that arrived during one 20 ms mixer tick) shares each
-        vectorized step across all its movers. The result is exactly that of
-        applying the updates one by one (the last position and radius per person win):
-        every position is placed first, then every mover's set is computed
-        against the same, final positions, so a pair of movers is judged
-        consistently from both sides. Everything is validated before
-        anything changes.
+        Why: two compiled calls serve the whole batch (say, every fix that
+        arrived during one 20 ms mixer tick) instead of one per update. The
+        result is exactly that of applying the updates one by one (the last
+        position and radius per person win): every position is placed
+        first, then every mover's set is computed against the same, final
+        positions, so a pair of movers is judged consistently from both
+        sides. Everything is validated before anything changes.
         """
         latest: dict[str, tuple[float, float, float | None]] = {}
         for pid, lat, lon, radius_m in updates:
-            validate_lat_lon(lat, lon)
+            _checked_lat_lon(lat, lon)
             radius = validate_radius(radius_m) if radius_m is not None else None
             if radius is None and pid in latest:
                 radius = latest[pid][2]  # an earlier radius change in the batch still counts
             latest[pid] = (lat, lon, radius)
-        slots = [self._position(pid, lat, lon, radius)
-                 for pid, (lat, lon, radius) in latest.items()]
+        if not latest:
+            return set()
+        self._trim_caches()  # not later: the queries below point into the ring pool
+        slots, lats, lons, cells, queries = [], [], [], [], []
+        resolutions, plan_of, known = self.resolutions, self._plan_of, self._queries
+        for pid, (lat, lon, radius) in latest.items():
+            slot = self._enter(pid, lat, lon, radius)
+            flat, flon = float(lat), float(lon)
+            mine = [h3.latlng_to_cell(flat, flon, res) for res in resolutions]
+            level, bucket = plan_of[slot]
+            key = (mine[level], bucket)
+            start, length, centre_cos = known.get(key) or self._new_query(*key)
+            slots.append(slot)
+            lats.append(flat)
+            lons.append(flon)
+            cells.append(mine)
+            queries.append((level, start, length, centre_cos))
+        slot_array = np.array(slots, dtype=np.int64)
+        kernel.place_many(slot_array, np.array(lats), np.array(lons),
+                          np.array(cells, dtype=np.int64), *self._arrays)
+        levels, starts, lengths, centre_coss = (
+            np.array(column) for column in zip(*queries, strict=True))
         changed: set[str] = set()
-        for slot, found in zip(slots, self._compute_many(slots), strict=True):
-            changed |= self._apply(slot, found)
-        return changed
+        done = attempt = 0
+        ids = self._ids
+        while True:
+            got, now_done = kernel.settle_many(
+                done, slot_array, levels, starts, lengths, centre_coss, *self._arrays)
+            changed.update([ids[s] for s in got.tolist()])  # type: ignore[misc]
+            if now_done == len(slots):
+                return changed
+            attempt = attempt + 1 if now_done == done else 0  # a bigger pool if no progress
+            done = now_done
+            self._make_room(attempt)
 
     def move(self, pid: str, lat: float, lon: float) -> set[str]:
         """A known person's new position; returns changed listeners."""
-        self._slot_of(pid)
-        return self.upsert(pid, lat, lon)
+        slot = self._slot_of(pid)
+        flat, flon = _checked_lat_lon(lat, lon)
+        self.latlon[pid] = (lat, lon)
+        return self._move(slot, flat, flon)
 
     def set_radius(self, pid: str, radius_m: float) -> set[str]:
         """A known person's new radius; returns changed listeners."""
         slot = self._slot_of(pid)
-        radius = validate_radius(radius_m)
-        self._radius[slot] = radius
-        self._cos[slot] = _cos_limit(radius)
-        return self._refresh(slot)
+        self._set_radius(slot, validate_radius(radius_m))
+        lat, lon = self.latlon[pid]
+        return self._move(slot, float(lat), float(lon))
 
     def remove(self, pid: str) -> set[str]:
         """Take a person out; returns the listeners who lost them (and not the person)."""
         slot = self._slot.pop(pid, None)
         if slot is None:
             return set()
-        changed = set()
-        for other in self._nbr[slot]:
-            self._nbr[other].discard(slot)
-            changed.add(self._id(other))
-        self._nbr[slot] = set()
-        for index, res_cells in enumerate(self._cell_of):
-            self._leave_cell(index, res_cells[slot], slot)
-            res_cells[slot] = 0
-        self._cos[slot] = 2.0
-        self._ids[slot] = None
+        n = kernel.leave(slot, *self._arrays)
+        ids = self._ids
+        changed = {ids[s] for s in self._out[:n].tolist()}
+        ids[slot] = None
         self._free.append(slot)
         self.latlon.pop(pid, None)
-        return changed
+        return changed  # type: ignore[return-value]
 
     def neighbours(self, pid: str) -> set[str]:
         """Who hears ``pid`` (and whom ``pid`` hears: the relation is mutual)."""
-        return {self._id(s) for s in self._nbr[self._slot_of(pid)]}
+        ids = self._ids
+        return {ids[s] for s in self._heard_by(self._slot_of(pid)).tolist()}  # type: ignore[misc]
 
     def audible(self, pid: str) -> dict[str, float]:
         """Whom ``pid`` hears, with gains (the same people hear ``pid`` at the same gains).
@@ -273,18 +358,26 @@ class ProximityIndex:
         Gains are computed from the current positions when asked, never
         cached, so they cannot be stale; each is a multiple of 1/GAIN_STEPS.
         """
+        return {other: gain for other, (gain, _) in self.audible_with_distance(pid).items()}
+
+    def audible_with_distance(self, pid: str) -> dict[str, tuple[float, float]]:
+        """``audible`` with each pair's distance: other -> (gain, metres)."""
         slot = self._slot_of(pid)
-        members = self._nbr[slot]
-        if not members:
+        others = self._heard_by(slot)
+        if not others.size:
             return {}
-        others = np.fromiter(members, dtype=np.intp, count=len(members))
-        diff = self._xyz.take(others, axis=0) - self._xyz[slot]
+        # take rows from the contiguous array, then slice: take() on the strided
+        # [:, :3] view would first copy all of it (~3 MB, ~0.6 ms)
+        diff = self._points.take(others, axis=0)[:, :3] - self._points[slot, :3]
         chord = np.sqrt(np.einsum("ij,ij->i", diff, diff))
         distance = (2.0 * EARTH_RADIUS_M) * np.arcsin(np.minimum(chord * 0.5, 1.0))
-        pair_range = np.minimum(self._radius[others], self._radius[slot])
+        pair_range = np.minimum(self._radius.take(others), self._radius[slot])
         gains = np.rint(self.curve.gains(distance, pair_range) * GAIN_STEPS) / GAIN_STEPS
         ids = self._ids
-        return {ids[o]: g for o, g in zip(others.tolist(), gains.tolist(), strict=True)}  # type: ignore[misc]
+        return {
+            ids[o]: (g, d)  # type: ignore[misc]
+            for o, g, d in zip(others.tolist(), gains.tolist(), distance.tolist(), strict=True)
+        }
 
     def audibility(self, pids: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
         """listener -> {speaker: gain} for ``pids`` (default: everyone), for the SFU's plan."""
@@ -299,11 +392,19 @@ class ProximityIndex:
         """Every audible pair once, as (smaller id, larger id): for tests and debugging."""
         out = set()
         for pid, slot in self._slot.items():
-            for other in self._nbr[slot]:
+            for other in self._heard_by(slot).tolist():
                 oid = self._id(other)
                 if pid < oid:
                     out.add((pid, oid))
         return out
+
+    def stats(self) -> dict[str, int]:
+        """Counters of the index's housekeeping, for benchmarks and debugging."""
+        stats = {"slots": len(self._ids), "compactions": self._compactions,
+                 "pool_entries": len(self._adj), "cached_ring_cells": self._ring_used}
+        for res, (_, _, rebuilds) in zip(self.resolutions, self._counts.tolist(), strict=True):
+            stats[f"rebuilds_res{res}"] = rebuilds
+        return stats
 
     # --- slots -----------------------------------------------------------
 
@@ -318,170 +419,165 @@ class ProximityIndex:
         assert pid is not None
         return pid
 
-    def _allocate(self, pid: str) -> int:
-        if not self._free:
-            self._grow()
-        slot = self._free.pop()
-        self._slot[pid] = slot
-        self._ids[slot] = pid
+    def _heard_by(self, slot: int) -> Int32Array:
+        """The slots ``slot`` hears (a view into the kernel's pool: read, don't keep)."""
+        start, length, _ = self._adj_meta[slot].tolist()
+        return self._adj[start:start + length]
+
+    def _enter(self, pid: str, lat: float, lon: float, radius: float | None) -> int:
+        """The slot of ``pid`` (a new one for a newcomer), its radius and coordinates stored."""
+        slot = self._slot.get(pid)
+        if slot is None:
+            if not self._free:
+                self._grow()
+            slot = self._free.pop()
+            self._slot[pid] = slot
+            self._ids[slot] = pid
+            radius = radius if radius is not None else RADIUS_DEFAULT_M
+        if radius is not None:
+            self._set_radius(slot, radius)
+        self.latlon[pid] = (lat, lon)
         return slot
 
+    def _set_radius(self, slot: int, radius: float) -> None:
+        """Store a radius (the kernel copies its cos into the slot's live copy when placing it)."""
+        self._radius[slot] = radius
+        self._points[slot, kernel.COS] = _cos_limit(radius)
+        bucket = math.ceil(radius / RADIUS_BUCKET_M)
+        level = self._plan_cache.get(bucket)
+        if level is None:
+            level = self._plan_cache[bucket] = self._plan(bucket * RADIUS_BUCKET_M)
+        self._plan_of[slot] = (level, bucket)
+
+    def _move(self, slot: int, lat: float, lon: float) -> set[str]:
+        """Place the slot at (lat, lon), recompute its set, patch the pairs; returns who changed."""
+        cells = tuple([h3.latlng_to_cell(lat, lon, res) for res in self.resolutions])
+        level, bucket = self._plan_of[slot]
+        key = (cells[level], bucket)
+        start, length, centre_cos = self._queries.get(key) or self._new_query(*key, trim=True)
+        n = kernel.move(slot, lat, lon, cells, level, start, length, centre_cos, *self._arrays)
+        attempt = 0
+        while n == kernel.NEED_SPACE:
+            self._make_room(attempt)
+            attempt += 1
+            n = kernel.move(slot, lat, lon, cells, level, start, length, centre_cos, *self._arrays)
+        if not n:
+            return set()
+        ids = self._ids
+        return {ids[s] for s in self._out[:n].tolist()}  # type: ignore[misc]
+
     def _grow(self) -> None:
+        """Double the slots; the cell lists, overflows and audible sets stay valid as they are."""
         old = len(self._ids)
         new = old * 2
-        self._xyz = np.concatenate([self._xyz, np.zeros((old, 3))])
-        self._cos = np.concatenate([self._cos, np.full(old, 2.0)])
-        self._radius = np.concatenate([self._radius, np.zeros(old)])
+
+        def wider(array: npt.NDArray[T], axis: int) -> npt.NDArray[T]:
+            shape = list(array.shape)
+            shape[axis] = old
+            return np.concatenate([array, np.zeros(shape, dtype=array.dtype)], axis=axis)
+
+        self._points = wider(self._points, 0)
+        self._points[old:, kernel.COS] = kernel.FREE_COS
+        self._where = wider(self._where, 1)
+        self._order = wider(self._order, 1)
+        self._keys = wider(self._keys, 1)
+        self._starts = wider(self._starts, 1)
+        self._listed = wider(self._listed, 1)
+        self._adj_meta = wider(self._adj_meta, 0)
+        self._scratch = wider(self._scratch, 1)
+        self._out = self._scratch[kernel.OUT]
+        self._arrays = self._kernel_arrays()
+        self._radius = wider(self._radius, 0)
         self._ids.extend([None] * old)
-        for res_cells in self._cell_of:
-            res_cells.extend([0] * old)
-        self._nbr.extend(set() for _ in range(old))
+        self._plan_of.extend([(0, 0)] * old)
         self._free.extend(range(new - 1, old - 1, -1))
 
-    # --- cells -----------------------------------------------------------
+    def _make_room(self, attempt: int) -> None:
+        """Compact the audible-set pool into one with as much free as used (doubled per retry)."""
+        used = kernel.compacted_size(self._adj_meta)
+        into = np.zeros(max(2 * used, ADJ_POOL_MIN_ENTRIES) << attempt, dtype=np.int32)
+        kernel.compact(self._adj, self._adj_meta, into, self._tallies)
+        self._adj = into
+        self._arrays = self._kernel_arrays()
+        self._compactions += 1
 
-    def _place(self, slot: int, lat: float, lon: float) -> None:
-        self._xyz[slot] = unit_vector(lat, lon)
-        for index, res in enumerate(self.resolutions):
-            cell = h3.latlng_to_cell(lat, lon, res)
-            old = self._cell_of[index][slot]
-            if cell != old:
-                if old:
-                    self._leave_cell(index, old, slot)
-                members = self._members[index]
-                arr = members.get(cell)
-                members[cell] = np.array([slot]) if arr is None else np.append(arr, slot)
-                self._cell_of[index][slot] = cell
+    def _kernel_arrays(self) -> KernelArrays:
+        """The kernels' trailing arguments, in their order (rebuilt whenever one is replaced)."""
+        return (self._points, self._where, self._order, self._keys, self._starts, self._listed,
+                self._overflow, self._over_points, self._counts, self._ring_cells,
+                self._ring_centres, self._adj, self._adj_meta, self._tallies, self._scratch)
 
-    def _leave_cell(self, index: int, cell: int, slot: int) -> None:
-        members = self._members[index]
-        arr = members.get(cell)
-        if arr is None:
-            return
-        arr = arr[arr != slot]
-        if arr.size:
-            members[cell] = arr
-        else:
-            del members[cell]
+    # --- rings -----------------------------------------------------------
 
-    def _plan(self, radius_m: float) -> tuple[int, float]:
-        """(resolution index, bucketed radius) for a query of ``radius_m``."""
-        bucket = math.ceil(radius_m / RADIUS_BUCKET_M)
-        plan = self._plan_cache.get(bucket)
-        if plan is None:
-            reach = bucket * RADIUS_BUCKET_M
-            chosen = 0
-            for index in range(len(self.resolutions) - 1, -1, -1):
-                edge = h3.average_hexagon_edge_length(self.resolutions[index], unit="m")
-                if _ring_k(reach, edge) <= self.max_ring_k:
-                    chosen = index
-                    break
-            plan = (chosen, reach)
-            self._plan_cache[bucket] = plan
-        return plan
+    def _plan(self, reach_m: float) -> int:
+        """The finest resolution whose ring for ``reach_m`` stays within ``max_ring_k``."""
+        for index in range(len(self.resolutions) - 1, -1, -1):
+            edge = h3.average_hexagon_edge_length(self.resolutions[index], unit="m")
+            if _ring_k(reach_m, edge) <= self.max_ring_k:
+                return index
+        return 0
 
-    def _near_cells(self, index: int, slot: int, reach_m: float) -> list[int]:
-        """The cells of the slot's ring that can hold a point within ``reach_m`` of it.
+    def _new_query(self, cell: int, bucket: int, *, trim: bool = False) -> Query:
+        """The ring of ``cell`` for radii up to the bucket's, and its centre cut-off.
 
         The ring (``_ring_k``) covers the disc around any point of the cell;
-        this then keeps only the cells whose centre is within ``reach_m``
-        plus a cell's circumradius of the actual point, which roughly
-        halves the people examined.
+        the kernel then skips the cells whose centre is further than the
+        reach plus a cell's circumradius from the actual point, which
+        roughly halves the people examined.
         """
-        cell = self._cell_of[index][slot]
+        if trim:
+            self._trim_caches()
+        reach = bucket * RADIUS_BUCKET_M
         e = self._circumradius.get(cell)
         if e is None:
-            if len(self._circumradius) >= CACHE_MAX_ENTRIES:
-                self._circumradius.clear()
             e = self._circumradius[cell] = _circumradius_m(cell)
-        k = _ring_k(reach_m, e)
-        entry = self._disk_cache.get((cell, k))
-        if entry is None:
-            if len(self._disk_cache) >= CACHE_MAX_ENTRIES:
-                self._disk_cache.clear()
-            ring = h3.grid_disk(cell, k)
-            centres = np.array([unit_vector(*h3.cell_to_latlng(c)) for c in ring])
-            entry = self._disk_cache[(cell, k)] = (np.array(ring, dtype=np.int64), centres)
-        ring_cells, centres = entry
-        limit = math.cos((reach_m + e * (1.0 + CELL_SIZE_TOLERANCE)) / EARTH_RADIUS_M)
-        near: list[int] = ring_cells[centres @ self._xyz[slot] >= limit].tolist()
-        return near
+        k = _ring_k(reach, e)
+        span = self._rings.get((cell, k))
+        if span is None:
+            span = self._rings[(cell, k)] = self._pool_ring(h3.grid_disk(cell, k))
+        centre_cos = math.cos((reach + e * (1.0 + CELL_SIZE_TOLERANCE)) / EARTH_RADIUS_M)
+        query = self._queries[(cell, bucket)] = (*span, centre_cos)
+        return query
 
-    def _candidates(self, index: int, disk: list[int]) -> IntArray:
-        members = self._members[index]
-        parts = [arr for cell in disk if (arr := members.get(cell)) is not None]
-        if not parts:
-            return _EMPTY
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+    def _pool_ring(self, ring: list[int]) -> tuple[int, int]:
+        """Append a ring's cells and centres to the pool; returns (start, length)."""
+        start, end = self._ring_used, self._ring_used + len(ring)
+        if end > len(self._ring_cells):
+            size = max(end, 2 * len(self._ring_cells))
+            self._ring_cells = np.resize(self._ring_cells, size)
+            self._ring_centres = np.resize(self._ring_centres, (size, 3))
+            self._arrays = self._kernel_arrays()
+        self._ring_cells[start:end] = ring
+        self._ring_centres[start:end] = [unit_vector(*h3.cell_to_latlng(c)) for c in ring]
+        self._ring_used = end
+        return start, len(ring)
 
-    # --- audible sets ----------------------------------------------------
+    def _trim_caches(self) -> None:
+        """Drop the ring caches wholesale when full (cheap to rebuild); never during a batch."""
+        if self._ring_used > RING_POOL_MAX_CELLS or len(self._queries) >= CACHE_MAX_ENTRIES:
+            self._rings.clear()
+            self._queries.clear()
+            self._ring_used = 0
+        if len(self._circumradius) >= CACHE_MAX_ENTRIES:
+            self._circumradius.clear()
 
-    def _compute(self, slot: int) -> set[int]:
-        """slot's audible neighbours, from the index (exact chord test on ring candidates)."""
-        index, reach = self._plan(float(self._radius[slot]))
-        cand = self._candidates(index, self._near_cells(index, slot, reach))
-        if cand.size == 0:
-            return set()
-        dot = self._xyz.take(cand, axis=0) @ self._xyz[slot]
-        limit = self._cos.take(cand)
-        np.maximum(limit, self._cos[slot], out=limit)
-        found = set(cand[dot >= limit].tolist())
-        found.discard(slot)
-        return found
 
-    def _compute_many(self, slots: list[int]) -> list[set[int]]:
-        """``_compute`` for many slots with one set of vectorized steps."""
-        if not slots:
-            return []
-        parts: list[IntArray] = []
-        parts_per_slot = []
-        radius, all_members = self._radius, self._members
-        for slot in slots:
-            index, reach = self._plan(float(radius[slot]))
-            members = all_members[index]
-            near = self._near_cells(index, slot, reach)
-            mine = [arr for c in near if (arr := members.get(c)) is not None]
-            parts.extend(mine)
-            parts_per_slot.append(len(mine))
-        if not parts:
-            return [set() for _ in slots]
-        cand = np.concatenate(parts)
-        part_sizes = np.fromiter((p.size for p in parts), dtype=np.intp, count=len(parts))
-        segment = np.repeat(np.repeat(np.arange(len(slots)), parts_per_slot), part_sizes)
-        owner = np.asarray(slots, dtype=np.intp).take(segment)
-        dot = np.einsum("ij,ij->i", self._xyz.take(cand, axis=0), self._xyz.take(owner, axis=0))
-        limit = np.maximum(self._cos.take(cand), self._cos.take(owner))
-        mask = (dot >= limit) & (cand != owner)
-        hits = cand[mask].tolist()
-        counts = np.bincount(segment[mask], minlength=len(slots)).tolist()
-        out = []
-        start = 0
-        for count in counts:
-            out.append(set(hits[start:start + count]))
-            start += count
-        return out
+def warm_up() -> float:
+    """Compile (or load from numba's cache) every kernel an index uses; returns seconds taken.
 
-    def _refresh(self, slot: int) -> set[str]:
-        return self._apply(slot, self._compute(slot))
-
-    def _apply(self, slot: int, new: set[int]) -> set[str]:
-        """Make ``new`` the slot's set, patching the other side of each changed pair."""
-        old = self._nbr[slot]
-        if new == old:
-            return set()
-        nbr = self._nbr
-        added = new - old
-        removed = old - new
-        for other in added:
-            nbr[other].add(slot)
-        for other in removed:
-            nbr[other].discard(slot)
-        nbr[slot] = new
-        ids = self._ids
-        changed = {ids[other] for other in added}
-        changed.update(ids[other] for other in removed)
-        changed.add(ids[slot])
-        return changed  # type: ignore[return-value]
+    Runs each path once on a throwaway index: joins, a move across cells, a
+    radius change, a batch, a pool compaction and a leave.
+    """
+    start = time.perf_counter()
+    index = ProximityIndex()
+    for n, (lat, lon) in enumerate(((0.0, 0.0), (0.001, 0.0), (0.0, 0.002))):
+        index.upsert(f"w{n}", lat, lon, RADIUS_DEFAULT_M)
+    index.move("w0", 0.01, 0.01)
+    index.set_radius("w1", RADIUS_MAX_M)
+    index.update_many([("w0", 0.0, 0.0, None), ("w2", 0.0, 0.001, RADIUS_MIN_M)])
+    index._make_room(0)
+    index.remove("w1")
+    return time.perf_counter() - start
 
 
 def brute_force_pairs(

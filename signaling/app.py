@@ -7,6 +7,7 @@ shutdown closes rooms, the bus and the database engine in that order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,10 +22,12 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from billing.plans import load_catalog
 from common.bus import make_bus
 from common.db import make_engine, make_session_factory, migrate
 from common.errors import DiscoError
 from common.settings import Settings
+from groups import proximity
 from groups.chat import ChatLog
 from groups.location import FixLimiter
 from groups.proximity import GainCurve
@@ -62,6 +65,10 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         await migrate(engine)
+        # before any fix can arrive (instant if `disco serve` did it before freezing the GC)
+        took = await asyncio.to_thread(proximity.warm_up)
+        if took > 1.0:
+            log.info("nearby index compiled in %.1f s (numba caches it for later starts)", took)
         bus = make_bus(settings.redis_url)
         await bus.start()
         rooms = RoomRegistry(lambda: _media_config(settings))
@@ -77,6 +84,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             sessions=make_session_factory(engine),
             bus=bus,
             signer=TokenSigner(settings.jwt_secret, settings.jwt_audience, settings.jwt_issuer),
+            plans=load_catalog(settings.plans_file),
             clock=clock,
             rooms=rooms,
             nearby=nearby,

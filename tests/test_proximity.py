@@ -42,6 +42,18 @@ def _scatter(
     return people
 
 
+def _random_step(
+    rng: random.Random, people: dict[str, tuple[float, float, float]], who: str,
+    origin: tuple[float, float], mean_step_m: float,
+) -> tuple[str, float, float, float | None]:
+    """A batch entry: ``who`` (if new, from ``origin``) walks; one in five re-picks a radius."""
+    lat, lon, radius = people.get(who, (*origin, 500.0))
+    lat, lon = destination(lat, lon, rng.uniform(0, 360), rng.expovariate(1 / mean_step_m))
+    new_radius = rng.uniform(RADIUS_MIN_M, RADIUS_MAX_M) if rng.random() < 0.2 else None
+    people[who] = (lat, lon, new_radius or radius)
+    return who, lat, lon, new_radius
+
+
 def _ambiguous(people: dict[str, tuple[float, float, float]], a: str, b: str) -> bool:
     (lat1, lon1, r1), (lat2, lon2, r2) = people[a], people[b]
     return abs(haversine_m(lat1, lon1, lat2, lon2) - min(r1, r2)) < BOUNDARY_TOLERANCE_M
@@ -97,11 +109,7 @@ def test_index_equals_brute_force(seed: int, lat0: float, lon0: float, spread_m:
         batch = []
         for _ in range(400):
             pid = rng.choice(list(people)) if rng.random() < 0.95 else f"new{rng.random()}"
-            lat, lon, radius = people.get(pid, (lat0, lon0, 500.0))
-            lat, lon = destination(lat, lon, rng.uniform(0, 360), rng.expovariate(1 / 300))
-            new_radius = rng.uniform(RADIUS_MIN_M, RADIUS_MAX_M) if rng.random() < 0.2 else None
-            people[pid] = (lat, lon, new_radius or radius)
-            batch.append((pid, lat, lon, new_radius))
+            batch.append(_random_step(rng, people, pid, (lat0, lon0), 300))
         changed = index.update_many(batch)
         after_all = {p: index.neighbours(p) for p in people}
         assert changed == {p for p in people if before_all.get(p, set()) != after_all[p]}
