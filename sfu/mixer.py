@@ -65,12 +65,13 @@ def silence() -> Pcm:
 class MixPlan:
     """Who hears whom with which gain, before knowing who talks this tick.
 
-    ``audible`` None is a group room (everyone hears everyone at gain 1).
-    ``volumes`` holds each listener's own volume for a given speaker, 0..2,
-    multiplied into the audibility gain.
+    ``audible`` None is a group room (everyone hears everyone at gain 1);
+    otherwise a listener without a row hears nobody. ``volumes`` holds each
+    listener's own volume for a given speaker, 0..2, multiplied into the
+    audibility gain.
     """
 
-    audible: Mapping[str, Mapping[str, float]] | None = None
+    audible: dict[str, dict[str, float]] | None = None
     volumes: dict[str, dict[str, float]] | None = None
 
     def set_volume(self, listener: str, speaker: str, gain: float) -> None:
@@ -88,7 +89,11 @@ class MixPlan:
             per_listener[speaker] = float(gain)
 
     def forget(self, participant: str) -> None:
-        """Drop volume settings by and for a participant who left."""
+        """Drop volume settings by and for a participant who left.
+
+        ``audible`` rows belong to whoever sets them (the nearby room drops a
+        leaver's row itself): a peer that failed and re-offers keeps its row.
+        """
         if not self.volumes:
             return
         self.volumes.pop(participant, None)

@@ -7,7 +7,12 @@ display name and a distance rounded to 50 m, never coordinates.
 
 A location or radius change updates the mixer's plan at once (the peer
 connections stay as they are) and sends ``nearby`` to each participant whose
-audible set changed or whose neighbours' distances moved.
+audible set changed or to whom the mover's rounded distance changed. Pairs
+are mutual (same range, same gain both ways), so a move changes only the
+pairs that include the mover: the plan and what each participant has been
+told are patched pair by pair, O(the mover's neighbours), not O(room) and
+not O(neighbours x their neighbours). A participant without a fix hears
+nobody.
 """
 
 from __future__ import annotations
@@ -23,32 +28,41 @@ log = logging.getLogger(__name__)
 
 NEARBY_ROOM = "nearby"
 
+Seen = dict[str, tuple[str, float]]
+"""What one participant may know of each person they hear: (rounded distance, gain)."""
+
 
 class NearbyRoom:
     def __init__(self, rooms: RoomRegistry, curve: GainCurve | None = None) -> None:
         self.rooms = rooms
         self.index = ProximityIndex(curve)
+        self._seen: dict[str, Seen] = {}  # kept equal to _seen_now(pid) for everyone indexed
         self._last_sent: dict[str, list[tuple[str, str]]] = {}
 
     def move(self, participant: Participant, lat: float, lon: float) -> None:
         """A fix from someone in the nearby room (coordinates validated by the caller)."""
         pid = participant.participant_id
-        changed = self.index.upsert(pid, lat, lon, participant.radius_m)
-        self._apply(changed | self.index.neighbours(pid) | {pid})
+        self._moved(pid, self.index.upsert(pid, lat, lon, participant.radius_m))
 
     def set_radius(self, participant: Participant, radius_m: float) -> None:
         participant.radius_m = radius_m
         pid = participant.participant_id
         if pid in self.index:
-            changed = self.index.set_radius(pid, radius_m)
-            self._apply(changed | self.index.neighbours(pid) | {pid})
+            self._moved(pid, self.index.set_radius(pid, radius_m))
 
     def leave(self, participant: Participant) -> None:
         pid = participant.participant_id
         self._last_sent.pop(pid, None)
-        if pid in self.index:
-            changed = self.index.remove(pid)
-            self._apply(changed)
+        self._seen.pop(pid, None)
+        if pid not in self.index:
+            return
+        lost = self.index.remove(pid)
+        room = self.rooms.get(NEARBY_ROOM)
+        if room is not None and room.media is not None:
+            room.media.set_mutual(pid, None, lost)
+        for other in lost:
+            self._seen.get(other, {}).pop(pid, None)
+            self._notify(other)
 
     def hearers_of(self, participant: Participant) -> set[str]:
         """Who can hear ``participant`` (for nearby chat): mutual by construction."""
@@ -58,47 +72,66 @@ class NearbyRoom:
         return self.index.neighbours(pid) if pid in self.index else set()
 
     def media_started(self) -> None:
-        """A new media room starts with a plan: nobody hears a stranger without a fix."""
-        self._apply(set())
+        """A new media room starts with the whole plan (an empty one still means nearby)."""
+        room = self.rooms.get(NEARBY_ROOM)
+        if room is not None and room.media is not None:
+            room.media.set_audibility(self.index.audibility(room.participants))
 
-    def _apply(self, affected: set[str]) -> None:
+    def people(self, participant: Participant) -> list[dict[str, Any]]:
+        """What ``participant`` may know of the people they hear, computed afresh."""
+        pid = participant.participant_id
+        return self._listing(self._seen_now(pid)) if pid in self.index else []
+
+    def _moved(self, pid: str, changed: set[str]) -> None:
+        """Patch the plan and everyone's view after ``pid``'s pairs changed (``changed``)."""
         room = self.rooms.get(NEARBY_ROOM)
         if room is None:
             return
+        mine = self._seen_now(pid)
+        lost = changed - mine.keys() - {pid}
         if room.media is not None:
-            # Everyone in the room gets a row: no fix yet means hearing nobody.
-            plan: dict[str, dict[str, float]] = {pid: {} for pid in room.participants}
-            plan.update(self.index.audibility(room.participants))
-            room.media.set_audibility(plan)
-        for pid in affected:
-            participant = room.participants.get(pid)
-            if participant is not None and pid in self.index:
-                self._send_people(participant)
+            room.media.set_mutual(pid, {other: gain for other, (_, gain) in mine.items()}, lost)
+        self._seen[pid] = mine
+        told = [pid]
+        for other, (distance, gain) in mine.items():
+            theirs = self._seen.setdefault(other, {})
+            before = theirs.get(pid)
+            theirs[pid] = (distance, gain)
+            if before is None or before[0] != distance:
+                told.append(other)
+        for other in lost:
+            if self._seen.get(other, {}).pop(pid, None) is not None:
+                told.append(other)
+        for other in told:
+            self._notify(other)
 
-    def people(self, participant: Participant) -> list[dict[str, Any]]:
-        """What ``participant`` may know of the people they hear: names and rounded distances."""
+    def _seen_now(self, pid: str) -> Seen:
+        return {other: (stranger_distance(distance), gain)
+                for other, (gain, distance) in self.index.audible_with_distance(pid).items()}
+
+    def _listing(self, seen: Seen) -> list[dict[str, Any]]:
         room = self.rooms.get(NEARBY_ROOM)
-        pid = participant.participant_id
-        if room is None or pid not in self.index:
+        if room is None:
             return []
         result = []
-        for other, gain in sorted(self.index.audible(pid).items()):
+        for other in sorted(seen):
             who = room.participants.get(other)
-            if who is None:
-                continue
-            result.append({
-                "participant_id": other,
-                "display_name": who.peer.display_name,
-                "distance": stranger_distance(self.index.distance_m(pid, other)),
-                "gain": gain,
-            })
+            if who is not None:
+                distance, gain = seen[other]
+                result.append({"participant_id": other, "display_name": who.peer.display_name,
+                               "distance": distance, "gain": gain})
         return result
 
-    def _send_people(self, participant: Participant) -> None:
-        people = self.people(participant)
+    def _notify(self, pid: str) -> None:
+        """Send ``pid`` its list if anything a stranger could notice changed."""
+        room = self.rooms.get(NEARBY_ROOM)
+        participant = room.participants.get(pid) if room is not None else None
+        if participant is None or pid not in self.index:
+            return
+        people = self._listing(self._seen.get(pid, {}))
         summary = [(p["participant_id"], p["distance"]) for p in people]
-        if self._last_sent.get(participant.participant_id) == summary:
-            return  # nothing a stranger could notice has changed
-        self._last_sent[participant.participant_id] = summary
+        if self._last_sent.get(pid) == summary:
+            return
+        self._last_sent[pid] = summary
         participant.peer.send({"type": "nearby", "room": NEARBY_ROOM,
                                "radius_m": participant.radius_m, "people": people})
