@@ -4,26 +4,37 @@
 
 Starts ``disco serve`` on 127.0.0.1 (fresh SQLite, ICE host 127.0.0.1 only, a
 plans file without a member limit), registers N users into one group, and for
-each N runs N client peers in ``--workers`` other processes: 3 talk (tone
-bursts, one talker at a time, so each onset is unambiguous), the rest listen
+each N runs N client peers in other processes: 3 talkers send tone bursts (one
+talker at a time, so each onset is unambiguous), 4 probes and the rest listen
 while sending silence (full duplex, 50 packets/s each way, like a muted-mic
 browser). Reported per N:
 
 * server CPU: the server process's user+system time over the measurement
   window (from /proc), as % of one core, and per participant;
 * frames: the worst listener's received packets / expected (50 per second);
-* added latency: tone onset sent by a talker -> onset received by probe
-  listeners, minus the same measurement over a direct client-to-client
-  connection (``baseline``), p50/p99. Clients and the server use aiortc's
-  receive path with the 80 ms prefetch removed (see ``sfu.peer``), so what is
-  left is the server's: jitter slot, tick wait, mix, encode, send.
+* added latency: the time a talker's first tone packet is sent -> the time the
+  first loud packet comes off a probe's socket, minus the same over a direct
+  client-to-client connection (``baseline``, ~1 ms), p50/p99 over every
+  onset in the window (about 13 a second), with how many of the expected
+  onsets were heard. What is left is the server's: receive, decode, jitter
+  slot, wait for the tick, mix, encode, send;
+* the server's own view of its two waits, from its ``/metrics`` histograms
+  over the window (p99 as the upper bound of the bucket that holds it): a
+  complete inbound frame waiting for the tick (``jitter``), and a listener's
+  packet waiting for its sender after the tick (``send``).
 
 The largest N with server CPU <= 80% of a core and every listener >= 99% of
-frames is printed at the end. Clients are made cheap so that they, not the
-server, are not the bottleneck on a small machine: listeners send one
-pre-encoded silent Opus frame and (except two probes) count packets without
-decoding them. The numbers are only as good as the machine is idle: on a
-shared 2-core box, client processes compete with the server.
+frames is printed at the end.
+
+Clients are made cheap and their clocks honest, so that on a small machine
+they neither starve the server nor add their own delays to its figures:
+talkers encode on their event loop and hand aiortc finished packets (no
+encoder thread between the timestamp and the socket); probes decode in the
+receiver, timestamping packets as they arrive; listeners send one
+pre-encoded silent frame and only count packets. Talkers and probes share a
+process of their own; the listeners' ``--workers`` processes run at a lower
+priority (nice 10). ``--pin`` puts the server on CPU 0 and every client on
+the others. The numbers are only as good as the machine is idle.
 """
 
 from __future__ import annotations
@@ -46,15 +57,17 @@ from pathlib import Path
 from typing import Any
 
 TALKERS = 3
-CYCLE_S = 1.5
-"""Talker k sends a tone during [k * 0.5, k * 0.5 + 0.25) of every cycle."""
-SLOT_S = 0.5
-BURST_S = 0.25
+SLOT_S = 0.3
+BURST_S = 0.15
+CYCLE_S = TALKERS * SLOT_S
+"""Talker k sends a tone during [k * SLOT_S, k * SLOT_S + BURST_S) of every cycle."""
 TONES_HZ = (440.0, 660.0, 990.0)
 WARMUP_S = 1.0
 CONNECT_TIMEOUT_S = 60.0
 ONSET_DBOV = -40.0
-PROBES = 2
+PROBES = 4
+LISTENER_NICE = 10
+"""Listener processes yield the client CPU to the talkers' and probes' process."""
 FRAME_S = 0.02
 CPU_LIMIT = 0.80
 FRAMES_LIMIT = 0.99
@@ -78,37 +91,90 @@ def _patch_loopback() -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 
-def _count_only_buffer(arrivals: list[float], decode: bool) -> Any:
-    """A receiver jitter buffer that records arrival times, passing frames on only if ``decode``."""
-    from aiortc.jitterbuffer import JitterFrame
+def _burst_on(index: int, t: float, t0: float) -> bool:
+    """Is talker ``index`` in its tone burst at time ``t``? (one talker at a time)"""
+    phase = (t - t0) % CYCLE_S
+    start = index * SLOT_S
+    return start <= phase < start + BURST_S
 
-    from sfu.peer import _PassThroughBuffer
 
-    class Counting(_PassThroughBuffer):
+class _OnsetDetector:
+    """Decodes Opus payloads as they arrive and timestamps each silence -> tone switch."""
+
+    def __init__(self, heard: list[float]) -> None:
+        from sfu.peer import MonoOpusDecoder
+
+        self._decoder = MonoOpusDecoder()
+        self._heard = heard
+        self._loud = False
+
+    def __call__(self, payload: bytes, arrived: float) -> None:
+        from sfu.levels import levels_dbov
+
+        for pcm in self._decoder.decode(payload):
+            level = float(levels_dbov(pcm)[0])
+            if level >= ONSET_DBOV and not self._loud:
+                self._heard.append(arrived)
+            self._loud = level >= ONSET_DBOV - 10 if self._loud else level >= ONSET_DBOV
+
+
+def _arrival_buffer(arrivals: list[float], detector: _OnsetDetector | None) -> Any:
+    """A receiver jitter buffer that records packet arrival times and passes nothing on.
+
+    Nothing reaches aiortc's decoder thread: a probe decodes here, at arrival,
+    so its onset times are when the packet came off the socket, not when a
+    busy client got round to a decoded frame.
+    """
+    from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+
+    class Arrivals(JitterBuffer):
+        def __init__(self) -> None:
+            super().__init__(capacity=16)
+
         def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
-            arrivals.append(time.monotonic())
-            pli, frame = super().add(packet)
-            return pli, frame if decode else None
+            now = time.monotonic()
+            arrivals.append(now)
+            if detector is not None:
+                detector(packet.payload, now)
+            return False, None
 
-    return Counting()
+    return Arrivals()
 
 
-def _silence_track() -> Any:
-    """An audio track sending one pre-encoded silent Opus frame every 20 ms."""
+def _install_arrival_buffers(
+    pc: Any, arrivals: list[float], detector: _OnsetDetector | None
+) -> None:
+    for t in pc.getTransceivers():
+        t.receiver._RTCRtpReceiver__jitter_buffer = _arrival_buffer(arrivals, detector)
+
+
+def _opus_track(index: int | None, t0: float, onsets: list[float] | None = None) -> Any:
+    """An audio track of Opus packets, 20 ms apart: silence, or talker ``index``'s bursts.
+
+    Packets are encoded here, on the loop, and sent the moment ``recv``
+    returns (aiortc packs ``av.Packet``s instead of encoding them in its
+    thread pool), so the onset time recorded here is the send time. A
+    listener's track is one pre-encoded silent frame repeated.
+    """
     import numpy as np
     from aiortc.mediastreams import MediaStreamTrack
 
     from sfu.codec import OpusEncoder, make_packet
 
-    payload = OpusEncoder().encode(np.zeros(960, dtype=np.int16))
+    encoder = OpusEncoder()
+    silence = encoder.encode(np.zeros(960, dtype=np.int16))
+    freq = TONES_HZ[index % len(TONES_HZ)] if index is not None else 0.0
+    samples = np.arange(48_000 + 960)
+    tone = (0.25 * 32_767 * np.sin(2 * np.pi * freq * samples / 48_000)).astype(np.int16)
 
-    class Silence(MediaStreamTrack):
+    class Packets(MediaStreamTrack):
         kind = "audio"
 
         def __init__(self) -> None:
             super().__init__()
             self._pts = 0
             self._start: float | None = None
+            self._was_on = False
 
         async def recv(self) -> Any:
             if self._start is None:
@@ -117,44 +183,22 @@ def _silence_track() -> Any:
                 wait = self._start + self._pts / 48_000 - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
+            now = time.monotonic()
+            on = index is not None and _burst_on(index, now, t0)
+            if on:
+                offset = self._pts % 48_000  # a whole-Hz tone repeats every second
+                payload = encoder.encode(tone[offset:offset + 960])
+                if not self._was_on and onsets is not None:
+                    onsets.append(now)
+            else:
+                payload = encoder.encode(np.zeros(960, dtype=np.int16)) if index is not None \
+                    else silence
+            self._was_on = on
             packet = make_packet(payload, self._pts)
             self._pts += 960
             return packet
 
-    return Silence()
-
-
-async def _schedule_bursts(tone: Any, index: int, t0: float, end: float) -> None:
-    """Talker ``index`` sends its tone in its slot of each cycle, silence otherwise."""
-    while time.monotonic() < end:
-        now = time.monotonic()
-        phase = (now - t0) % CYCLE_S
-        start = index * SLOT_S
-        if start <= phase < start + BURST_S:
-            tone.frequency_hz = TONES_HZ[index % len(TONES_HZ)]
-            await asyncio.sleep(start + BURST_S - phase)
-        else:
-            tone.frequency_hz = None
-            wait = (start - phase) % CYCLE_S
-            await asyncio.sleep(min(wait, 0.5) if wait > 0 else 0.005)
-
-
-async def _detect_onsets(track: Any, heard: list[float]) -> None:
-    from aiortc.mediastreams import MediaStreamError
-
-    from sfu.levels import levels_dbov
-    from sfu.peer import to_mono
-
-    loud = False
-    while True:
-        try:
-            frame = await track.recv()
-        except MediaStreamError:
-            return
-        level = float(levels_dbov(to_mono(frame))[0])
-        if level >= ONSET_DBOV and not loud:
-            heard.append(time.monotonic())
-        loud = level >= ONSET_DBOV - 10 if loud else level >= ONSET_DBOV
+    return Packets()
 
 
 async def _run_client(
@@ -163,13 +207,10 @@ async def _run_client(
     import websockets
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-    from tests.rtc_helpers import ToneTrack
-
     result = ClientResult(role=role)
     arrivals: list[float] = []
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     tasks: list[asyncio.Task[Any]] = []
-    tone = None
     try:
         async with websockets.connect(f"ws://{base}/ws?token={token}", max_size=2**22) as ws:
 
@@ -184,21 +225,10 @@ async def _run_client(
             await expect("welcome")
             await ws.send(json.dumps({"type": "join", "room": room}))
             await expect("joined")
-            if role == "talker":
-                tone = ToneTrack(None, amplitude=0.25)
-                pc.addTrack(tone)
-            else:
-                pc.addTrack(_silence_track())
-            decode = role in ("talker", "probe")
-            for t in pc.getTransceivers():
-                t.receiver._RTCRtpReceiver__jitter_buffer = _count_only_buffer(arrivals, decode)
-
-            @pc.on("track")
-            def on_track(track: Any) -> None:
-                if role == "probe":
-                    tasks.append(asyncio.ensure_future(_detect_onsets(track, result.onsets_heard)))
-                elif decode:
-                    tasks.append(asyncio.ensure_future(_drain(track)))
+            talker = index if role == "talker" else None
+            pc.addTrack(_opus_track(talker, t0, result.onsets_sent))
+            detector = _OnsetDetector(result.onsets_heard) if role == "probe" else None
+            _install_arrival_buffers(pc, arrivals, detector)
 
             await pc.setLocalDescription(await pc.createOffer())
             await ws.send(
@@ -206,8 +236,6 @@ async def _run_client(
             )
             answer = await expect("answer")
             await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-            if tone is not None:
-                tasks.append(asyncio.ensure_future(_schedule_bursts(tone, index, t0, 1e18)))
             tasks.append(asyncio.ensure_future(_drain_ws(ws)))
             deadline = time.monotonic() + CONNECT_TIMEOUT_S
             # arrivals are appended from aiortc's receive path: polling is simplest
@@ -222,8 +250,6 @@ async def _run_client(
             while window[1] == 0.0 or time.monotonic() < window[1]:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             result.packets_in_window = sum(1 for a in arrivals if window[0] <= a < window[1])
-            if tone is not None:
-                result.onsets_sent = [t for t, _ in tone.onsets]
     except Exception as exc:  # reported, not raised: one bad client must not hide the rest
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -232,12 +258,6 @@ async def _run_client(
         with contextlib.suppress(Exception):
             await pc.close()
     return result
-
-
-async def _drain(track: Any) -> None:
-    with contextlib.suppress(Exception):
-        while True:
-            await track.recv()
 
 
 async def _drain_ws(ws: Any) -> None:
@@ -254,8 +274,11 @@ def _worker(
     ready: Any,
     window: Any,
     out: Any,
+    nice: int = 0,
 ) -> None:
     _patch_loopback()
+    if nice:
+        os.nice(nice)
 
     async def main() -> list[ClientResult]:
         return list(
@@ -277,29 +300,19 @@ def _direct_worker(seconds: float, out: Any) -> None:
     async def main() -> list[float]:
         from aiortc import RTCConfiguration, RTCPeerConnection
 
-        from tests.rtc_helpers import ToneTrack
-
+        t0 = time.monotonic() + 1.0
         talker = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         probe = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        tone = ToneTrack(None, amplitude=0.25)
-        talker.addTrack(tone)
-        probe.addTrack(_silence_track())
+        sent: list[float] = []
         heard: list[float] = []
-        tasks: list[asyncio.Task[Any]] = []
-        probe.on("track", lambda tr: tasks.append(asyncio.ensure_future(_detect_onsets(tr, heard))))
+        talker.addTrack(_opus_track(0, t0, sent))
+        probe.addTrack(_opus_track(None, t0))
         await talker.setLocalDescription(await talker.createOffer())
         await probe.setRemoteDescription(talker.localDescription)
-        for t in probe.getTransceivers():
-            t.receiver._RTCRtpReceiver__jitter_buffer = _count_only_buffer([], True)
+        _install_arrival_buffers(probe, [], _OnsetDetector(heard))
         await probe.setLocalDescription(await probe.createAnswer())
         await talker.setRemoteDescription(probe.localDescription)
-        t0 = time.monotonic() + 1.0
-        end = t0 + seconds
-        tasks.append(asyncio.ensure_future(_schedule_bursts(tone, 0, t0, end)))
-        await asyncio.sleep(end - time.monotonic())
-        sent = [t for t, _ in tone.onsets]
-        for task in tasks:
-            task.cancel()
+        await asyncio.sleep(t0 + seconds - time.monotonic())
         await talker.close()
         await probe.close()
         return _latencies(sent, heard)
@@ -311,13 +324,18 @@ def _direct_worker(seconds: float, out: Any) -> None:
 
 
 def _latencies(sent: list[float], heard: list[float]) -> list[float]:
-    """Each heard onset minus the latest sent onset before it (within one burst slot)."""
-    sent = sorted(sent)
+    """For each sent onset, the first onset one listener heard after it (within a slot).
+
+    A burst heard with a gap in it shows a second onset; only the first
+    counts, so a glitch mid-burst is not mistaken for a late onset. A sent
+    onset nobody heard within the slot gives nothing (the caller counts them).
+    """
+    heard = sorted(heard)
     out = []
-    for h in heard:
-        before = [s for s in sent if s <= h]
-        if before and h - before[-1] < SLOT_S:
-            out.append(h - before[-1])
+    for s in sorted(sent):
+        first = next((h for h in heard if h >= s), None)
+        if first is not None and first - s < SLOT_S:
+            out.append(first - s)
     return out
 
 
@@ -326,6 +344,29 @@ def _percentile(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def _wait_buckets(base: str) -> dict[str, dict[float, float]]:
+    """The server's wait histograms (cumulative counts per upper bound) from /metrics."""
+    import httpx
+
+    out: dict[str, dict[float, float]] = {"jitter": {}, "send": {}}
+    for line in httpx.get(f"http://{base}/metrics", timeout=10).text.splitlines():
+        for name in out:
+            prefix = f'disco_sfu_{name}_wait_seconds_bucket{{le="'
+            if line.startswith(prefix):
+                le, count = line[len(prefix):].split('"} ')
+                out[name][float(le)] = float(count)
+    return out
+
+
+def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The upper bound of the bucket holding quantile ``q`` of what was observed in between."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    return next(b for b, c in zip(bounds, counts, strict=True) if c >= q * counts[-1])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -435,16 +476,24 @@ def measure(
     n = len(tokens)
     roles = ["talker"] * TALKERS + ["probe"] * PROBES + ["listener"] * (n - TALKERS - PROBES)
     jobs = [(tokens[i], roles[i], i) for i in range(n)]
+    measuring = [j for j in jobs if j[1] != "listener"]
+    listening = [j for j in jobs if j[1] == "listener"]
     t0 = time.monotonic()
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     ready = ctx.Value("i", 0)
     window = ctx.Array("d", [0.0, 0.0])
-    procs = [
+    room = f"group:{gid}"
+    # Talkers and probes get a process of their own: their timestamps must
+    # not wait behind twenty listeners' packets on a shared event loop.
+    procs = [ctx.Process(target=_worker, args=(base, measuring, room, t0, ready, window, out))]
+    procs += [
         ctx.Process(
-            target=_worker, args=(base, jobs[w::workers], f"group:{gid}", t0, ready, window, out)
+            target=_worker,
+            args=(base, listening[w::workers], room, t0, ready, window, out, LISTENER_NICE),
         )
         for w in range(workers)
+        if listening[w::workers]
     ]
     for p in procs:
         p.start()
@@ -454,9 +503,11 @@ def measure(
     start = time.monotonic() + WARMUP_S
     window[0], window[1] = start, start + seconds  # type: ignore[index]
     time.sleep(max(0.0, window[0] - time.monotonic()))
+    waits0 = _wait_buckets(base)
     cpu0, wall0 = _cpu_seconds(server_pid), time.monotonic()
     time.sleep(max(0.0, window[1] - time.monotonic()))
     cpu1, wall1 = _cpu_seconds(server_pid), time.monotonic()
+    waits1 = _wait_buckets(base)
     results: list[dict[str, Any]] = []
     for _ in procs:
         results += out.get(timeout=120)
@@ -465,9 +516,15 @@ def measure(
     errors = [r["error"] for r in results if r["error"]]
     expected = seconds / FRAME_S
     ratios = [r["packets_in_window"] / expected for r in results if not r["error"]]
-    sent = [t for r in results for t in r["onsets_sent"]]
-    heard = [t for r in results if r["role"] == "probe" for t in r["onsets_heard"]]
-    lat = _latencies(sent, heard)
+    # onsets sent in the window, but not so late that their echo falls after it
+    w0, w1 = window[0], window[1] - SLOT_S  # type: ignore[index]
+    sent = [t for r in results for t in r["onsets_sent"] if w0 <= t < w1]
+    lat = [
+        latency
+        for r in results
+        if r["role"] == "probe"
+        for latency in _latencies(sent, r["onsets_heard"])
+    ]
     cpu = (cpu1 - cpu0) / (wall1 - wall0)
     by_role = {
         role: min(
@@ -503,6 +560,9 @@ def measure(
         "latency_p50": _percentile(lat, 0.5),
         "latency_p99": _percentile(lat, 0.99),
         "onsets": len(lat),
+        "onsets_expected": len(sent) * PROBES,
+        "jitter_wait_p99": _bucket_quantile(waits0["jitter"], waits1["jitter"], 0.99),
+        "send_wait_p99": _bucket_quantile(waits0["send"], waits1["send"], 0.99),
     }
 
 
@@ -542,7 +602,8 @@ def main() -> None:
         gid, tokens = _setup_accounts(base, max(sizes))
         print(
             f"{'N':>4}{'server CPU':>12}{'per participant':>17}{'min frames':>12}"
-            f"{'added p50':>11}{'added p99':>11}{'onsets':>8}"
+            f"{'added p50':>11}{'added p99':>11}{'onsets heard':>14}"
+            f"{'server: jitter p99':>20}{'send p99':>10}"
         )
         for n in sizes:
             row = measure(base, server.pid, gid, tokens[:n], args.seconds, args.workers)
@@ -551,7 +612,10 @@ def main() -> None:
                 f"{n:>4}{row['cpu'] * 100:>11.1f}%{row['cpu_per_participant'] * 100:>16.2f}%"
                 f"{row['min_frames'] * 100:>11.1f}%"
                 f"{(row['latency_p50'] - base_p50) * 1000:>9.1f}ms"
-                f"{(row['latency_p99'] - base_p50) * 1000:>9.1f}ms{row['onsets']:>8}",
+                f"{(row['latency_p99'] - base_p50) * 1000:>9.1f}ms"
+                f"{row['onsets']:>8}/{row['onsets_expected']:<5}"
+                f"{'<= %.0f ms' % (row['jitter_wait_p99'] * 1000):>20}"
+                f"{'<= %.0f ms' % (row['send_wait_p99'] * 1000):>10}",
                 flush=True,
             )
             for err in row["errors"][:3]:

@@ -24,6 +24,17 @@ LATE_TICKS = Counter(
 SKIPPED_TICKS = Counter(
     "disco_sfu_skipped_ticks_total", "Ticks dropped to resynchronise after a long stall"
 )
+_WAIT_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.06, 0.1, 0.2)
+JITTER_WAIT_SECONDS = Histogram(
+    "disco_sfu_jitter_wait_seconds",
+    "Time a complete inbound voice frame waits for the mixer's tick (sampled)",
+    buckets=_WAIT_BUCKETS,
+)
+SEND_WAIT_SECONDS = Histogram(
+    "disco_sfu_send_wait_seconds",
+    "Time a listener's packet waits between the tick and its sender (sampled)",
+    buckets=_WAIT_BUCKETS,
+)
 ENCODES_PER_TICK = Histogram(
     "disco_sfu_encodes_per_tick",
     "Distinct mixes encoded per tick of a room (dedupe keeps this near talkers + 1)",

@@ -17,6 +17,7 @@ Outbound: a ``MixTrack`` on the first non-music audio transceiver.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Collection
@@ -53,6 +54,11 @@ class JitterSlot:
     two or three frames queued, and since frames then arrive and leave at the
     same rate that extra latency would stay forever. If the slot never ran dry
     during the last ``ADAPT_TICKS`` pops, one frame is dropped.
+
+    Pushes may say when their samples arrived (``at``, on all pushes of a
+    slot or on none); ``ready_at`` then tells when the frame ``pop`` returned
+    became complete (its last sample arrived), so the room can measure how
+    long frames wait for the tick.
     """
 
     ADAPT_TICKS = 50
@@ -60,16 +66,22 @@ class JitterSlot:
     def __init__(self, max_frames: int = SLOT_MAX_FRAMES) -> None:
         self._max_samples = max_frames * FRAME_SAMPLES
         self._buffer = np.zeros(0, dtype=np.int16)
+        self._arrivals: collections.deque[list[float]] = collections.deque()
+        """[arrival time, how many of that push's samples are still buffered], oldest first."""
+        self.ready_at: float | None = None
         self.dropped_frames = 0
         self._pops = 0
         self._min_left = max_frames
 
-    def push(self, samples: Pcm) -> None:
+    def push(self, samples: Pcm, at: float | None = None) -> None:
         buf = np.concatenate((self._buffer, samples)) if self._buffer.size else samples
+        if at is not None:
+            self._arrivals.append([at, samples.shape[0]])
         excess = buf.shape[0] - self._max_samples
         if excess > 0:
             self.dropped_frames += -(-excess // FRAME_SAMPLES)
             buf = buf[excess:]
+            self._consume(excess)
         self._buffer = buf
 
     def pop(self) -> Pcm | None:
@@ -77,17 +89,34 @@ class JitterSlot:
         if self._buffer.shape[0] < FRAME_SAMPLES:
             self._min_left = 0
             self._pops += 1
+            self.ready_at = None
             return None
         frame, self._buffer = self._buffer[:FRAME_SAMPLES], self._buffer[FRAME_SAMPLES:]
+        self.ready_at = self._consume(FRAME_SAMPLES)
         self._pops += 1
         self._min_left = min(self._min_left, self._buffer.shape[0] // FRAME_SAMPLES)
         if self._pops >= self.ADAPT_TICKS:
             if self._min_left >= 1:  # a whole frame of latency never used: shed it
                 self._buffer = self._buffer[FRAME_SAMPLES:]
+                self._consume(FRAME_SAMPLES)
                 self.dropped_frames += 1
             self._pops = 0
             self._min_left = len(self)
         return frame
+
+    def _consume(self, samples: int) -> float | None:
+        """Forget the arrival times of ``samples`` leaving; returns the last one's."""
+        last = None
+        arrivals = self._arrivals
+        while samples > 0 and arrivals:
+            entry = arrivals[0]
+            last = entry[0]
+            if entry[1] > samples:
+                entry[1] -= samples
+                break
+            samples -= int(entry[1])  # a count, stored beside a time
+            arrivals.popleft()
+        return last
 
     def __len__(self) -> int:
         return self._buffer.shape[0] // FRAME_SAMPLES
@@ -273,11 +302,12 @@ class Peer:
             except (av.FFmpegError, ValueError) as exc:
                 logger.debug("%s: undecodable Opus packet: %s", self.participant_id, exc)
                 return
+            now = loop.time()
             for pcm in frames:
-                slot.push(pcm)
+                slot.push(pcm, now)
                 self.frames_in += 1
             if frames:
-                self.last_frame_at = loop.time()
+                self.last_frame_at = now
 
         return sink
 
@@ -297,9 +327,9 @@ class Peer:
                 if debug:
                     logger.debug("%s: %s", self.participant_id, exc)
                 continue
-            slot.push(pcm)
-            self.frames_in += 1
             self.last_frame_at = loop.time()
+            slot.push(pcm, self.last_frame_at)
+            self.frames_in += 1
 
     async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
         """Add a trickled remote candidate; None (or an empty one) ends them."""

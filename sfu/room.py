@@ -50,6 +50,8 @@ FRAME_S = FRAME_MS / 1000
 MAX_CATCHUP_TICKS = 5
 LIVENESS_EVERY_TICKS = 25
 """Check for silent peers twice a second."""
+JITTER_WAIT_SAMPLE_EVERY_TICKS = 5
+"""Time the inbound frames of every 5th tick (``disco_sfu_jitter_wait_seconds``)."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ class MediaRoom:
 
     def speaking(self) -> set[str]:
         """Who is speaking now (what the last speaking events said), for late joiners."""
-        return self._detector.active()
+        return self._detector.reported()
 
     def participant_ids(self) -> list[str]:
         return list(self._peers)
@@ -251,21 +253,38 @@ class MediaRoom:
             raise BadVolume(str(exc)) from None
 
     def set_audibility(self, audible: Mapping[str, Mapping[str, float]] | None) -> None:
-        """Who hears whom (None: everyone hears everyone); applies from the next tick."""
-        if audible is None:
-            self._plan.audible = None
+        """Who hears whom (None: everyone hears everyone); applies from the next tick.
+
+        A listener without a row hears nobody.
+        """
+        self._plan.audible = None if audible is None else _checked_rows(audible)
+
+    def set_mutual(
+        self, pid: str, row: Mapping[str, float] | None, lost: Collection[str] = ()
+    ) -> None:
+        """``pid`` hears ``row`` and each of them hears ``pid`` at the same gain; ``lost``
+        and ``pid`` no longer hear each other; ``row`` None: ``pid`` left (its row goes).
+
+        A nearby room's pairs are mutual, so one person's move changes exactly
+        these entries: O(their neighbours), not O(room).
+        """
+        checked = None if row is None else _checked_rows({pid: row})[pid]
+        if self._plan.audible is None:
+            self._plan.audible = {}
+        audible = self._plan.audible
+        for other in lost:
+            audible.get(other, {}).pop(pid, None)
+        if checked is None:
+            audible.pop(pid, None)
             return
-        copy: dict[str, dict[str, float]] = {}
-        for listener, speakers in audible.items():
-            row: dict[str, float] = {}
-            for speaker, gain in speakers.items():
-                g = float(gain)
-                if not math.isfinite(g) or not 0.0 <= g <= MAX_GAIN:
-                    raise BadVolume(f"audibility gain must be within 0..{MAX_GAIN}")
-                if g > 0.0:
-                    row[speaker] = g
-            copy[listener] = row
-        self._plan.audible = copy
+        audible[pid] = checked
+        for other, gain in checked.items():
+            audible.setdefault(other, {})[pid] = gain
+
+    def audibility(self) -> dict[str, dict[str, float]] | None:
+        """A copy of the current rows (None: a group room)."""
+        audible = self._plan.audible
+        return None if audible is None else {k: dict(v) for k, v in audible.items()}
 
     # --- music ---------------------------------------------------------------
 
@@ -340,10 +359,13 @@ class MediaRoom:
         peers = self._peers
         voice: dict[str, Pcm] = {}
         music_frames: list[Pcm] = []
+        timed = self._ticks % JITTER_WAIT_SAMPLE_EVERY_TICKS == 0
         for pid, peer in peers.items():
             frame = peer.voice.pop()
             if frame is not None and pid not in self._muted:
                 voice[pid] = frame
+                if timed and peer.voice.ready_at is not None:
+                    metrics.JITTER_WAIT_SECONDS.observe(now - peer.voice.ready_at)
             for slot in peer.music.values():
                 m = slot.pop()
                 if m is not None:
@@ -416,3 +438,18 @@ class MediaRoom:
             self._on_event(event)
         except Exception:
             logger.exception("room %s: on_event failed for %s", self.room_id, event.get("type"))
+
+
+def _checked_rows(rows: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Audibility rows copied, gains checked (0..MAX_GAIN), zero gains left out."""
+    copy: dict[str, dict[str, float]] = {}
+    for listener, speakers in rows.items():
+        row: dict[str, float] = {}
+        for speaker, gain in speakers.items():
+            g = float(gain)
+            if not math.isfinite(g) or not 0.0 <= g <= MAX_GAIN:
+                raise BadVolume(f"audibility gain must be within 0..{MAX_GAIN}")
+            if g > 0.0:
+                row[speaker] = g
+        copy[listener] = row
+    return copy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -78,12 +79,19 @@ def announce_dev_mode(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from groups import proximity
     from signaling.app import create_app
 
     settings.check_production_ready()
     announce_dev_mode(settings)
+    app = create_app(settings)
+    took = proximity.warm_up()  # compiled objects too are there for good: freeze them as well
+    if took > 1.0:
+        print(f"  nearby index compiled in {took:.1f} s (numba caches it for later starts)",
+              file=sys.stderr)
+    freeze_startup_objects()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -95,6 +103,17 @@ def serve(settings: Settings) -> None:
         ssl_certfile=settings.tls_certfile,
         ssl_keyfile=settings.tls_keyfile,
     )
+
+
+def freeze_startup_objects() -> None:
+    """Keep what the imports built (~160,000 objects, there for good) out of the cyclic GC.
+
+    A full collection walks every tracked object: ~80 ms here, four mixer
+    ticks during which no audio moves. Frozen objects are skipped, so the
+    occasional full pass only walks what the running server made since.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def migrate_only(settings: Settings) -> None:

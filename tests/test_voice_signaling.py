@@ -92,6 +92,9 @@ async def test_group_room_mix_minus_mute_volume_and_drop(server: LiveServer) -> 
         assert metrics["disco_sfu_packets_in_total"] > 0
         assert metrics["disco_sfu_packets_out_total"] > 0
         assert metrics["disco_sfu_tick_seconds_count"] > 50
+        # the server's own latency parts are timed (a sample of frames and packets)
+        assert metrics["disco_sfu_jitter_wait_seconds_count"] > 10
+        assert metrics["disco_sfu_send_wait_seconds_count"] > 10
 
         # The server saw speech and said so over the WebSocket.
         speaking = await sockets["alice"].expect("speaking", participant_id=pids["bob"])
