@@ -97,8 +97,47 @@ def _pick_rate(
         return rate
 
 
-class Microphone:
+class _Device:
+    """What a microphone and a speaker share: one mono int16 PortAudio stream."""
+
+    direction = ""  # "input" or "output", for messages
+    what = ""  # "microphone" or "speaker"
+    index: int
+    name: str
+    rate: int
+
+    def _open(self, stream_type: Any, callback: Any) -> None:
+        try:
+            self._stream = stream_type(
+                device=self.index, samplerate=self.rate, channels=1, dtype="int16",
+                callback=callback,
+            )
+        except (ValueError, _sd().PortAudioError) as exc:
+            raise DeviceError(
+                f"cannot open {self.direction} device {self.name!r}: {exc}"
+            ) from None
+        log.info("%s: %s at %d Hz", self.what, self.name, self.rate)
+
+    def start(self) -> None:
+        try:
+            self._stream.start()
+        except Exception as exc:
+            raise DeviceError(
+                f"cannot start {self.direction} device {self.name!r}: {exc}"
+            ) from None
+
+    def close(self) -> None:
+        try:
+            self._stream.stop()
+            self._stream.close()
+        except Exception as exc:  # closing must not mask why we are closing
+            log.debug("closing the %s: %r", self.what, exc)
+
+
+class Microphone(_Device):
     """Captures from an input device; ``read_frame`` gives 20 ms at 48 kHz or None."""
+
+    direction, what = "input", "microphone"
 
     def __init__(self, spec: DeviceSpec = None, rate_hz: int | None = None) -> None:
         sd = _sd()
@@ -113,25 +152,12 @@ class Microphone:
         )
         self._resampler = Resampler(self.rate, SAMPLE_RATE_HZ)
         self.overflows = 0
-        try:
-            self._stream = sd.InputStream(
-                device=self.index, samplerate=self.rate, channels=1, dtype="int16",
-                callback=self._callback,
-            )
-        except (ValueError, sd.PortAudioError) as exc:
-            raise DeviceError(f"cannot open input device {self.name!r}: {exc}") from None
-        log.info("microphone: %s at %d Hz", self.name, self.rate)
+        self._open(sd.InputStream, self._callback)
 
     def _callback(self, indata: Any, frames: int, time: Any, status: Any) -> None:
         if status and status.input_overflow:
             self.overflows += 1
         self._raw.push(np.array(indata[:, 0], dtype=np.int16))
-
-    def start(self) -> None:
-        try:
-            self._stream.start()
-        except Exception as exc:
-            raise DeviceError(f"cannot start input device {self.name!r}: {exc}") from None
 
     def read_frame(self) -> Pcm | None:
         raw = self._raw.pop_all()
@@ -139,16 +165,11 @@ class Microphone:
             self._ready.push(self._resampler.convert(raw))
         return self._ready.read(FRAME_SAMPLES)
 
-    def close(self) -> None:
-        try:
-            self._stream.stop()
-            self._stream.close()
-        except Exception as exc:  # closing must not mask why we are closing
-            log.debug("closing the microphone: %r", exc)
 
-
-class Speaker:
+class Speaker(_Device):
     """Plays to an output device; ``write`` takes mono 48 kHz samples."""
+
+    direction, what = "output", "speaker"
 
     def __init__(self, spec: DeviceSpec = None, rate_hz: int | None = None) -> None:
         sd = _sd()
@@ -159,30 +180,10 @@ class Speaker:
             ms_to_samples(PLAYOUT_MAX_MS, self.rate), ms_to_samples(PLAYOUT_PREFILL_MS, self.rate)
         )
         self._resampler = Resampler(SAMPLE_RATE_HZ, self.rate)
-        try:
-            self._stream = sd.OutputStream(
-                device=self.index, samplerate=self.rate, channels=1, dtype="int16",
-                callback=self._callback,
-            )
-        except (ValueError, sd.PortAudioError) as exc:
-            raise DeviceError(f"cannot open output device {self.name!r}: {exc}") from None
-        log.info("speaker: %s at %d Hz", self.name, self.rate)
+        self._open(sd.OutputStream, self._callback)
 
     def _callback(self, outdata: Any, frames: int, time: Any, status: Any) -> None:
         outdata[:, 0] = self.buffer.read(frames)
 
-    def start(self) -> None:
-        try:
-            self._stream.start()
-        except Exception as exc:
-            raise DeviceError(f"cannot start output device {self.name!r}: {exc}") from None
-
     def write(self, pcm: Pcm) -> None:
         self.buffer.push(self._resampler.convert(pcm))
-
-    def close(self) -> None:
-        try:
-            self._stream.stop()
-            self._stream.close()
-        except Exception as exc:
-            log.debug("closing the speaker: %r", exc)
