@@ -90,6 +90,15 @@ class SpeakingDetector:
         """Participants whose gate is open (the mixer uses this, not the events)."""
         return {pid for pid, st in self._states.items() if st.active}
 
+    def reported(self) -> set[str]:
+        """Participants the events last called speaking: the snapshot for a late joiner.
+
+        Not ``active()``: while an event is held back by the rate limit the two
+        differ, and a joiner told the gate's state could miss the only event
+        that would correct it (the gate may swing back before the limit ends).
+        """
+        return {pid for pid, st in self._states.items() if st.reported}
+
     def is_active(self, pid: str) -> bool:
         st = self._states.get(pid)
         return st is not None and st.active

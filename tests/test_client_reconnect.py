@@ -25,6 +25,7 @@ import pytest
 
 from tests.rtc_helpers import describe_tones, free_port, has_tone, lacks_tone
 from tests.server_helpers import PASSWORD
+from tests.services import stop_process
 from tests.test_client_support import ClientProcess, read_wav, write_mono_wav
 
 A_HZ, B_HZ = 440.0, 880.0
@@ -69,14 +70,8 @@ class DiscoServer:
                 await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(self.proc.wait(), 15)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+        if self.proc is not None:
+            await stop_process(self.proc, timeout_s=15)
 
 
 @pytest.fixture
@@ -116,23 +111,29 @@ async def test_clients_rejoin_and_hear_after_a_server_restart(
     ]
     alice, bob = clients
     try:
-        await asyncio.gather(*(c.start() for c in clients))
+        # Bob first, already speaking when Alice joins: she learns it from the joined reply.
+        await bob.start()
+        await bob.wait_line("(you) speaking")
+        await alice.start()
         await asyncio.gather(*(c.wait_line("audio: receiving") for c in clients))
         await asyncio.gather(alice.wait_line("bob speaking"), bob.wait_line("alice speaking"))
 
         await disco_server.stop()
         await asyncio.gather(*(c.wait_line("connection lost") for c in clients))
+        heard_before = [alice.count("bob speaking"), bob.count("alice speaking")]
         await disco_server.start()
         restarted = time.monotonic()
         await asyncio.gather(*(c.wait_line("joined group:", BACK_TIMEOUT_S, occurrence=2)
                                for c in clients))
         await asyncio.gather(*(c.wait_line("audio: receiving", BACK_TIMEOUT_S, occurrence=2)
                                for c in clients))
+        # Whoever rejoins second learns the other is speaking from the joined reply.
+        await asyncio.gather(
+            alice.wait_line("bob speaking", BACK_TIMEOUT_S, occurrence=heard_before[0] + 1),
+            bob.wait_line("alice speaking", BACK_TIMEOUT_S, occurrence=heard_before[1] + 1))
         back_after = time.monotonic() - restarted
         print(f"both clients back in the room and hearing {back_after:.1f} s "
               "after the server was up again")
-        # (Not "bob speaking" again: who is already speaking is not in the joined reply,
-        # so a client that rejoins second may never get that event. The audio tells.)
         await asyncio.sleep(2.0)
         ends = [len(read_wav(out)[0]) for out in (a_out, b_out)]
 

@@ -130,6 +130,16 @@ def test_room_state_follows_events() -> None:
     assert list(state.participants) == ["p_c"]
 
 
+def test_joined_reply_says_who_is_already_speaking() -> None:
+    """A speaker's event went out before we joined: the reply's flag is all we get."""
+    state = protocol.RoomState(room="group:1", my_name="alice")
+    state.joined({"room": "group:1", "participant_id": "p_me", "participants": [
+        {"participant_id": "p_b", "display_name": "bob", "speaking": True},
+        {"participant_id": "p_c", "display_name": "carol", "speaking": False}]})
+    assert [p.display_name for p in state.participants.values() if p.speaking] == ["bob"]
+    assert "  *  1 bob" in state.render() and "  *  2 carol" not in state.render()
+
+
 # --- audio -----------------------------------------------------------------------------------
 
 

@@ -255,6 +255,32 @@ def test_gate_opens_on_first_loud_frame_and_forget_sends_final_stop() -> None:
     assert det.forget(["q", "p"]) == [{"type": "stopped_speaking", "participant_id": "q"}]
 
 
+def test_a_late_joiner_told_the_snapshot_ends_up_where_the_events_do() -> None:
+    """Snapshot at join + later events == what everyone else was told, whenever one joins.
+
+    The case that matters: the gate closes and reopens within the rate limit,
+    so no event is sent; a joiner shown the gate's momentary "silent" would
+    never learn that the speaker is speaking.
+    """
+    rng = np.random.default_rng(7)
+    det = SpeakingDetector(hangover_s=0.04)
+    levels = rng.choice([-90.0, -30.0], size=400, p=[0.3, 0.7])
+    joiners: list[set[str]] = []  # each joiner's view of who is speaking
+    for i, level in enumerate(levels):
+        for event in det.update(i * 0.02, {"p": float(level)}):
+            for view in joiners:
+                (view.add if event["type"] == "speaking" else view.discard)(event["participant_id"])
+        joiners.append(set(det.reported()))
+        assert all(view == det.reported() for view in joiners)
+    # Quiet ticks after the last level: events catch up with the gate.
+    for i in range(len(levels), len(levels) + 50):
+        for event in det.update(i * 0.02, {"p": -30.0}):
+            for view in joiners:
+                (view.add if event["type"] == "speaking" else view.discard)(event["participant_id"])
+    assert det.active() == {"p"}
+    assert all(view == {"p"} for view in joiners)
+
+
 # --- ducking ---------------------------------------------------------------------------------
 
 
@@ -321,6 +347,21 @@ def test_jitter_slot_rechunks_and_bounds_latency() -> None:
         slot.push(const(i))
     assert slot.dropped_frames == 2 and len(slot) == 3
     assert slot.pop()[0] == 2
+
+
+def test_jitter_slot_tells_when_each_popped_frame_became_complete() -> None:
+    slot = JitterSlot(max_frames=3)
+    slot.push(np.zeros(480, dtype=np.int16), at=1.0)  # half a frame ...
+    assert slot.pop() is None and slot.ready_at is None
+    slot.push(np.zeros(480, dtype=np.int16), at=1.5)  # ... completed here
+    slot.push(const(7), at=2.0)
+    assert slot.pop() is not None and slot.ready_at == 1.5
+    assert slot.pop() is not None and slot.ready_at == 2.0
+    for i in range(5):  # a burst of 5 drops the oldest 2, and their times with them
+        slot.push(const(i), at=10.0 + i)
+    assert [(slot.pop() is not None, slot.ready_at) for _ in range(4)] == [
+        (True, 12.0), (True, 13.0), (True, 14.0), (False, None)
+    ]
 
 
 @pytest.mark.parametrize(

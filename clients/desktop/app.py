@@ -362,6 +362,9 @@ class Client:
             self.console.say(f"joined {self.room} as {self.state.my_name} "
                              f"({self.state.me}); {len(self.state.participants)} other(s) here")
             self.console.say(self.state.render(self.control.muted, self.control.on_air))
+            for p in self.state.participants.values():  # what an event would have said
+                if p.speaking:
+                    self.console.say(f"  * {p.display_name} speaking")
             if self.control.muted:
                 await self._request(protocol.mute(self.room, True))
             await self._start_media()

@@ -221,6 +221,7 @@ class RoomState:
         participant = Participant(
             pid, str(p.get("display_name") or pid),
             user_id if isinstance(user_id, int) else None, bool(p.get("muted", False)),
+            bool(p.get("speaking", False)),
         )
         self.participants[pid] = participant
         return participant
