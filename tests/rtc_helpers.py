@@ -256,6 +256,17 @@ def tone_level_db(samples: Samples, freq_hz: float, half_width_hz: float = 8.0) 
     return 10 * math.log10(amplitude_sq + 1e-30)
 
 
+def steady_tone_level_db(samples: Samples, freq_hz: float, block_s: float = 0.2) -> float:
+    """The median of ``tone_level_db`` over ``block_s`` blocks: a gain that a few lost frames
+    (a stalled loop on a loaded machine leaves a speaker out of some ticks) do not move."""
+    block = round(block_s * SAMPLE_RATE_HZ)
+    levels = [tone_level_db(samples[i:i + block], freq_hz, half_width_hz=15.0)
+              for i in range(0, samples.size - block + 1, block)]
+    if not levels:
+        raise ValueError(f"need at least {block} samples, got {samples.size}")
+    return float(np.median(levels))
+
+
 def describe_tones(samples: Samples, freqs: list[float]) -> str:
     """For assertion messages: each frequency's level in dBFS."""
     return ", ".join(f"{f:g} Hz: {tone_level_db(samples, f):.1f} dBFS" for f in freqs)
