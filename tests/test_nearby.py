@@ -24,7 +24,7 @@ from tests.rtc_helpers import (
     has_tone,
     lacks_tone,
     loopback_ice,
-    tone_level_db,
+    steady_tone_level_db,
 )
 from tests.server_helpers import LiveServer, WsClient, live_server
 
@@ -125,10 +125,11 @@ async def test_who_hears_whom_follows_distance(server: LiveServer) -> None:
         # A hears C (400 m) at gain(400)/gain(100).
         curve = GainCurve()
         expected_db = 20 * math.log10(curve.gain(400.0, RADIUS_M) / curve.gain(100.0, RADIUS_M))
-        measured_db = tone_level_db(a, TONES["c"]) - tone_level_db(a, TONES["b"])
+        level = steady_tone_level_db
+        measured_db = level(a, TONES["c"]) - level(a, TONES["b"])
         assert abs(measured_db - expected_db) < 2.5, (measured_db, expected_db)
         closer_db = 20 * math.log10(curve.gain(300.0, RADIUS_M) / curve.gain(400.0, RADIUS_M))
-        measured_closer = tone_level_db(b, TONES["c"]) - tone_level_db(a, TONES["c"])
+        measured_closer = level(b, TONES["c"]) - level(a, TONES["c"])
         assert abs(measured_closer - closer_db) < 2.5, (measured_closer, closer_db)
 
         # Shrinking C's radius to 100 m takes A and B out of range again.

@@ -21,7 +21,7 @@ from tests.rtc_helpers import (
     lacks_tone,
     loopback_ice,
     record_for,
-    tone_level_db,
+    steady_tone_level_db,
     write_tone_file,
 )
 
@@ -88,9 +88,9 @@ async def test_music_heard_by_all_and_ducked_while_someone_talks(
         after = await record_for(recorders, 1.0)
 
         for c, q, t, a in zip(clients, quiet, talking, after, strict=True):
-            base = tone_level_db(q, MUSIC_HZ)
-            ducked = tone_level_db(t, MUSIC_HZ) - base
-            recovered = tone_level_db(a, MUSIC_HZ) - base
+            base = steady_tone_level_db(q, MUSIC_HZ)
+            ducked = steady_tone_level_db(t, MUSIC_HZ) - base
+            recovered = steady_tone_level_db(a, MUSIC_HZ) - base
             assert ducked == pytest.approx(DUCK_DB, abs=2.5), f"{c.name} ducked by {ducked:.1f}"
             assert recovered == pytest.approx(0.0, abs=1.5), f"{c.name} back to {recovered:.1f}"
         assert has_tone(talking[0], VOICE_HZ) and has_tone(talking[2], VOICE_HZ)
@@ -123,11 +123,11 @@ async def test_client_music_track_is_music_not_voice(
         assert has_tone(heard_friend, CLIENT_MUSIC_HZ)
         # and it is not a voice: no speaking event for the DJ
         assert not any(e["type"] == "speaking" for e in events)
-        base = tone_level_db(heard_friend, CLIENT_MUSIC_HZ)
+        base = steady_tone_level_db(heard_friend, CLIENT_MUSIC_HZ)
         dj.tone.frequency_hz = VOICE_HZ  # the DJ talks over their own music
         await asyncio.sleep(0.4)
         (heard_friend,) = await record_for([friend.recorder], 1.0)
-        drop = tone_level_db(heard_friend, CLIENT_MUSIC_HZ) - base
+        drop = steady_tone_level_db(heard_friend, CLIENT_MUSIC_HZ) - base
         assert drop == pytest.approx(DUCK_DB, abs=2.5)
         assert has_tone(heard_friend, VOICE_HZ)
     finally:
