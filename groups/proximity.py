@@ -384,10 +384,6 @@ class ProximityIndex:
         chosen = self._slot if pids is None else pids
         return {pid: self.audible(pid) for pid in chosen if pid in self._slot}
 
-    def distance_m(self, a: str, b: str) -> float:
-        (lat1, lon1), (lat2, lon2) = self.latlon[a], self.latlon[b]
-        return haversine_m(lat1, lon1, lat2, lon2)
-
     def pairs(self) -> set[tuple[str, str]]:
         """Every audible pair once, as (smaller id, larger id): for tests and debugging."""
         out = set()
