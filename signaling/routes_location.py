@@ -144,15 +144,10 @@ async def post_sos(user_id: UserId, state: State) -> dict[str, Any]:
 # --- start-up: the WebSocket hook and the retention job ------------------
 
 
-async def _group_cutoffs(state: AppState, now: float) -> dict[int, float] | None:
-    """Per-group history windows from the owners' plans."""
-    async with state.sessions() as db:
-        return await history_cutoffs(db, now, state.plans)
-
-
 async def retention_pass(state: AppState) -> int:
     now = state.clock()
-    cutoffs = await _group_cutoffs(state, now)
+    async with state.sessions() as db:  # per-group history windows from the owners' plans
+        cutoffs = await history_cutoffs(db, now, state.plans)
     return await service.run_retention(
         state.sessions, state.settings.location_retention_days, now, cutoffs
     )
