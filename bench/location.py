@@ -1,6 +1,6 @@
 """Benchmark: location updates one process absorbs while keeping nearby audible sets current.
 
-Not a test. Fills a ``groups.proximity.ProximityIndex`` with N people spread
+Not a test. Fills a ``groups.nearby.proximity.ProximityIndex`` with N people spread
 uniformly over a city-sized square (default 100,000 over 40 x 40 km, about
 Greater Berlin's density), each with a radius drawn from the nearby-room
 range, then applies random moves (each person walks a random bearing by up
@@ -32,7 +32,7 @@ import statistics
 import time
 
 from groups.geo import METRES_PER_DEG_LAT
-from groups.proximity import RADIUS_MAX_M, RADIUS_MIN_M, ProximityIndex
+from groups.nearby.proximity import RADIUS_MAX_M, RADIUS_MIN_M, ProximityIndex
 
 CENTRE_LAT, CENTRE_LON = 52.52, 13.405  # Berlin
 

@@ -27,24 +27,25 @@ from common.bus import make_bus
 from common.db import make_engine, make_session_factory, migrate
 from common.errors import DiscoError
 from common.settings import Settings
-from groups import proximity
 from groups.chat import ChatLog
-from groups.location import FixLimiter
-from groups.proximity import GainCurve
+from groups.location.fixes import FixLimiter
+from groups.nearby import proximity
+from groups.nearby.proximity import GainCurve
 from signaling import __version__
 from signaling.auth import TokenSigner
 from signaling.deps import AppState, Clock
 from signaling.edge_errors import error_body, http_status
 from signaling.nearby import NEARBY_ROOM, NearbyRoom
 from signaling.rooms import RoomRegistry
-from signaling.session import serve_websocket
+from signaling.ws.session import serve_websocket
 
 if TYPE_CHECKING:
     from sfu.room import MediaConfig
 
 log = logging.getLogger(__name__)
 
-WEB_DIR = Path(__file__).parent / "web"
+WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
+"""The web client (``clients/web``), served at ``/app/``."""
 # Routes whose bodies may exceed the JSON size limit.
 LARGE_BODY_PATHS = ("/api/music/uploads", "/api/billing/webhook")
 
@@ -157,20 +158,23 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     async def websocket(ws: WebSocket) -> None:
         await serve_websocket(ws.app.state.disco, ws)
 
-    from signaling import routes_auth, routes_groups, routes_music
+    from signaling.routes import auth as routes_auth
+    from signaling.routes import groups as routes_groups
+    from signaling.routes import music as routes_music
 
     app.include_router(routes_auth.router)
     app.include_router(routes_groups.router)
     app.include_router(routes_music.router)
 
-    from signaling import routes_billing, routes_devices
+    from signaling.routes import billing as routes_billing
+    from signaling.routes import devices as routes_devices
 
     app.include_router(routes_billing.router)
     app.include_router(routes_devices.router)
     app.state.startup_hooks += [routes_billing.startup, routes_devices.startup]
     app.state.shutdown_hooks += [routes_billing.shutdown, routes_devices.shutdown]
 
-    from signaling import routes_location
+    from signaling.routes import location as routes_location
 
     app.include_router(routes_location.router)
     app.state.startup_hooks.append(routes_location.startup)

@@ -79,7 +79,7 @@ def announce_dev_mode(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    from groups import proximity
+    from groups.nearby import proximity
     from signaling.app import create_app
 
     settings.check_production_ready()

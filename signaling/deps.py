@@ -27,7 +27,7 @@ from signaling.auth import Identity, TokenSigner, bearer_token
 if TYPE_CHECKING:
     from billing.plans import PlanCatalog
     from groups.chat import ChatLog
-    from groups.location import FixLimiter
+    from groups.location.fixes import FixLimiter
     from signaling.nearby import NearbyRoom
     from signaling.rooms import RoomRegistry
 

@@ -1,8 +1,8 @@
 """The nearby room: who hears whom follows where people are.
 
-Glue between three pure parts: the proximity index (``groups.proximity``)
+Glue between three pure parts: the proximity index (``groups.nearby.proximity``)
 decides the audible pairs and gains, the media room (``sfu.room``) mixes by
-them, and ``groups.privacy`` decides what strangers learn of each other: a
+them, and ``groups.location.privacy`` decides what strangers learn of each other: a
 display name and a distance rounded to 50 m, never coordinates.
 
 A location or radius change updates the mixer's plan at once (the peer
@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from groups.privacy import stranger_distance
-from groups.proximity import GainCurve, ProximityIndex
+from groups.location.privacy import stranger_distance
+from groups.nearby.proximity import GainCurve, ProximityIndex
 from signaling.rooms import Participant, RoomRegistry
 
 log = logging.getLogger(__name__)

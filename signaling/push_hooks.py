@@ -16,7 +16,7 @@ from groups import service
 from groups.models import Group, User
 from groups.push import messages
 from signaling.deps import AppState
-from signaling.routes_devices import push_dispatcher
+from signaling.routes.devices import push_dispatcher
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from groups.models import SQLModel
 
 async def test_migrations_match_models(database_url: str) -> None:
     import billing.models  # noqa: F401  (register every table)
-    import groups.location_models
+    import groups.location.models
     import groups.push.models  # noqa: F401
 
     engine = make_engine(database_url)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from groups.geo import destination
-from groups.geofence import (
+from groups.location.geofence import (
     Circle,
     PlaceState,
     Tracked,

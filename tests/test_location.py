@@ -7,7 +7,7 @@ import math
 import pytest
 
 from common.errors import BadRequest, RateLimited
-from groups.location import (
+from groups.location.fixes import (
     FIX_BURST,
     FUTURE_SKEW_S,
     MAX_FIX_AGE_S,

@@ -9,10 +9,10 @@ from sqlmodel import func, select
 
 from common.db import SessionFactory, make_engine, make_session_factory, migrate
 from common.errors import BadRequest, Forbidden, NotFound
-from groups import location_store as store
 from groups.geo import destination
-from groups.location import Fix
-from groups.location_models import GroupEvent, LocationPoint
+from groups.location import store
+from groups.location.fixes import Fix
+from groups.location.models import GroupEvent, LocationPoint
 from groups.models import Group, Membership, Role, User
 
 NOW = 1_800_000_000.0

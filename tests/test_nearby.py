@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from common.settings import Settings
-from groups.proximity import GainCurve
+from groups.nearby.proximity import GainCurve
 from tests.rtc_helpers import (
     RtcClient,
     eventually,

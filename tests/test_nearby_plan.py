@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from groups.proximity import RADIUS_MAX_M, RADIUS_MIN_M
+from groups.nearby.proximity import RADIUS_MAX_M, RADIUS_MIN_M
 from signaling.nearby import NEARBY_ROOM, NearbyRoom
 from signaling.rooms import Participant, RoomRegistry
 

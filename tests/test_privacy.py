@@ -8,8 +8,8 @@ import random
 import pytest
 
 from groups.geo import destination, haversine_m
-from groups.location import Fix
-from groups.privacy import approximate, round_distance_m, stranger_distance
+from groups.location.fixes import Fix
+from groups.location.privacy import approximate, round_distance_m, stranger_distance
 
 DISTANCES = [
     (0.0, "~50 m"),

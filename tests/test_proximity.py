@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from common.errors import BadRequest, NotFound
 from groups.geo import destination, haversine_m
-from groups.proximity import (
+from groups.nearby.proximity import (
     GAIN_STEPS,
     RADIUS_MAX_M,
     RADIUS_MIN_M,

@@ -15,9 +15,9 @@ import random
 
 import pytest
 
-from groups import proximity
 from groups.geo import destination
-from groups.proximity import INITIAL_CAPACITY, RADIUS_MAX_M, RADIUS_MIN_M, ProximityIndex
+from groups.nearby import proximity
+from groups.nearby.proximity import INITIAL_CAPACITY, RADIUS_MAX_M, RADIUS_MIN_M, ProximityIndex
 from tests.test_proximity import _assert_matches, _random_step, _scatter
 
 People = dict[str, tuple[float, float, float]]

@@ -16,7 +16,7 @@ import pytest
 from common.settings import Settings
 from groups.push.fcm import FcmSender
 from groups.push.messages import Platform
-from signaling.routes_devices import push_dispatcher
+from signaling.routes.devices import push_dispatcher
 from tests.push_support import FakeFcm, android_token, fake_fcm
 from tests.server_helpers import LiveServer, auth, live_server
 

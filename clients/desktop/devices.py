@@ -45,7 +45,8 @@ def _sd() -> ModuleType:
         import sounddevice
     except (ImportError, OSError) as exc:
         raise DeviceError(
-            f"sound devices are unavailable: {exc} (install PortAudio: apt install libportaudio2)"
+            f"sound devices are unavailable: {exc} (install the desktop extra,"
+            " pip install 'disco[desktop]', and PortAudio: apt install libportaudio2)"
         ) from None
     return sounddevice
 

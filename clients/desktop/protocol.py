@@ -1,7 +1,7 @@
 """The wire protocol, seen from the client: build messages, read replies (sans-I/O).
 
 Nothing here awaits or opens a socket. Outgoing messages are built through the
-server's own pydantic schema (``signaling.wire``, the one server module the
+server's own pydantic schema (``protocol.wire``, the one server module the
 client imports) so a message the server would reject fails here, in the
 client, with a clear message. Incoming messages update a ``RoomState`` that
 the UI renders; ``RoomState.apply`` returns human-readable notices.
@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from clients.desktop.errors import AuthFailed, RoomNotFound, UsageError
-from signaling import wire
+from protocol import wire
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """WebSocket handlers for positions: ``location`` and ``radius``.
 
-A fix is validated once (``groups.location.parse_fix``), rate-limited per
+A fix is validated once (``groups.location.fixes.parse_fix``), rate-limited per
 sender, then goes where it matters: into the nearby room's proximity index
 if the sender is there, and to the sender's groups (live and history) if the
 sender has an account.
@@ -11,13 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from common.errors import BadRequest, Forbidden
-from groups import location_service
-from groups.location import parse_fix
-from signaling import push_hooks, wire
+from groups.location import service as location_service
+from groups.location.fixes import parse_fix
+from protocol import wire
+from signaling import push_hooks
 from signaling.nearby import NEARBY_ROOM
 
 if TYPE_CHECKING:
-    from signaling.session import ClientSession
+    from signaling.ws.session import ClientSession
 
 
 async def on_location(session: ClientSession, msg: wire.Location) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ import math
 
 import h3
 
-from groups.location import Fix
+from groups.location.fixes import Fix
 
 APPROX_H3_RES = 8
 APPROX_ACCURACY_M = 1_000.0

@@ -2,7 +2,7 @@
 
 What the WebSocket session and the REST routes call. Each function commits
 before publishing, so a live member never hears of a fix or event that a
-rollback then erases. Bus topics are the ones ``signaling.routes_groups``
+rollback then erases. Bus topics are the ones ``signaling.routes.groups``
 already uses: ``group:<id>`` reaches the group's live members on every node.
 
 Messages published (all JSON-able dicts)::
@@ -21,8 +21,8 @@ from typing import Any
 
 from common.bus import Bus
 from common.db import SessionFactory, session_scope
-from groups import location_store as store
-from groups.location import Fix
+from groups.location import store
+from groups.location.fixes import Fix
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ around any point of the cell (see ``_ring_k``). Candidates are tested
 exactly by the dot product of unit vectors (cos of the central angle),
 which is the haversine test without trig per pair (``groups.geo``).
 
-Everything per candidate or per pair runs compiled (``groups.proximity_kernel``,
+Everything per candidate or per pair runs compiled (``groups.nearby.kernel``,
 numba), one call per update: place the mover; walk the ring's cells,
 skipping those whose centre is too far from the actual point; find each by
 binary search in sorted cell lists and test everyone there, plus a short
@@ -74,9 +74,9 @@ import numpy.typing as npt
 from h3.api import basic_int as h3
 
 from common.errors import BadRequest, NotFound
-from groups import proximity_kernel as kernel
 from groups.geo import EARTH_RADIUS_M, haversine_m, unit_vector
-from groups.location import validate_lat_lon
+from groups.location.fixes import validate_lat_lon
+from groups.nearby import kernel
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class ProximityIndex:
         self.resolutions = tuple(sorted(resolutions))
         self.max_ring_k = max_ring_k
         levels, capacity = len(self.resolutions), INITIAL_CAPACITY
-        # the kernel's arrays (layout: groups.proximity_kernel)
+        # the kernel's arrays (layout: groups.nearby.kernel)
         self._points: FloatArray = np.zeros((capacity, 4))
         self._points[:, kernel.COS] = kernel.FREE_COS
         self._where: Int64Array = np.zeros((levels, capacity, 4), dtype=np.int64)

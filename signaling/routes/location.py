@@ -1,7 +1,7 @@
 """REST: location fixes, live group map, history, places, events, sharing, SOS.
 
-Thin: validation and rules live in ``groups.location`` / ``groups.location_store``,
-the store-then-publish sequences in ``groups.location_service``. The same
+Thin: validation and rules live in ``groups.location.fixes`` / ``groups.location.store``,
+the store-then-publish sequences in ``groups.location.service``. The same
 ``parse_fix`` and per-member ``FixLimiter`` serve this edge and the WebSocket
 one, so a phone waking in the background (REST) and a live session (WS)
 cannot be held to different rules. Guests get 403 on every route here.
@@ -23,10 +23,9 @@ from pydantic import BaseModel, Field
 from billing.entitlements import check_places, history_cutoff
 from billing.service import entitlements_for_group, history_cutoffs
 from common.errors import BadRequest
-from groups import location_service as service
-from groups import location_store as store
-from groups.location import Fix, parse_fix
-from groups.location_models import Precision
+from groups.location import service, store
+from groups.location.fixes import Fix, parse_fix
+from groups.location.models import Precision
 from groups.service import require_member
 from signaling import push_hooks
 from signaling.deps import AppState, Db, State, UserId

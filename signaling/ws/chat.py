@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from common.errors import RateLimited
 from groups.accounts import clean_display_name
-from signaling import wire
+from protocol import wire
 from signaling.nearby import NEARBY_ROOM
 
 if TYPE_CHECKING:
-    from signaling.session import ClientSession
+    from signaling.ws.session import ClientSession
 
 DISPLAY_NAME_CHANGES_PER_SESSION = 3
 

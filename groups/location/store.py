@@ -4,7 +4,7 @@ Functions take the acting user's id and raise ``common.errors`` exceptions;
 the caller owns the transaction (as in ``groups.service``). Visibility is
 decided here, once: a non-member gets ``NotFound``; a paused member shows as
 ``paused`` with no position; an approximate member's fixes are coarsened by
-``groups.privacy`` before they leave this module. A member always sees their
+``groups.location.privacy`` before they leave this module. A member always sees their
 own data precisely.
 """
 
@@ -21,9 +21,9 @@ from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from common.errors import BadRequest, LimitExceeded, NotFound
-from groups.geofence import Circle, PlaceState, Tracked, TransitionKind, step
-from groups.location import Fix, validate_lat_lon
-from groups.location_models import (
+from groups.location.fixes import Fix, validate_lat_lon
+from groups.location.geofence import Circle, PlaceState, Tracked, TransitionKind, step
+from groups.location.models import (
     EventKind,
     GroupEvent,
     LastLocation,
@@ -33,8 +33,8 @@ from groups.location_models import (
     PlaceMemberState,
     Precision,
 )
+from groups.location.privacy import approximate
 from groups.models import Membership, Role
-from groups.privacy import approximate
 from groups.service import require_member
 
 log = logging.getLogger(__name__)

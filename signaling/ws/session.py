@@ -22,13 +22,16 @@ from billing.service import entitlements_for_group
 from common.bus import Subscription
 from common.errors import BadRequest, DiscoError, Forbidden, LimitExceeded, NotFound, Unauthorized
 from groups import service
-from signaling import handlers_chat, handlers_location, push_hooks, wire
+from protocol import wire
+from signaling import push_hooks
 from signaling.auth import Identity
 from signaling.deps import AppState
 from signaling.edge_errors import WS_CLOSE_UNAUTHORIZED
 from signaling.nearby import NEARBY_ROOM
 from signaling.rooms import Participant, RoomRegistry
 from signaling.turn import ice_servers
+from signaling.ws import chat as handlers_chat
+from signaling.ws import location as handlers_location
 
 log = logging.getLogger(__name__)
 

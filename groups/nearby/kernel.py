@@ -1,6 +1,6 @@
 """The proximity index's inner loops, compiled with numba: cell lists, range tests, audible sets.
 
-Pure, arrays in and out; ``groups.proximity`` owns the arrays, the H3 calls
+Pure, arrays in and out; ``groups.nearby.proximity`` owns the arrays, the H3 calls
 and the ring caches, and documents why the work is split this way. Every
 kernel takes the index's arrays as its trailing arguments, in the order of
 ``ProximityIndex._kernel_arrays``.

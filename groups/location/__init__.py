@@ -1,0 +1,1 @@
+"""Group location: fixes, history, places (geofences), privacy, SOS."""

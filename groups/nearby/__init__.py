@@ -1,0 +1,1 @@
+"""Strangers near each other: the proximity index and its compiled kernels."""

@@ -1,0 +1,1 @@
+"""The WebSocket edge: the session and its message handlers."""
