@@ -177,7 +177,7 @@ def test_warm_up_compiles_every_kernel_before_the_server_serves() -> None:
     import sys
 
     script = (
-        "from groups import proximity, proximity_kernel as k\n"
+        "from groups.nearby import kernel as k, proximity\n"
         "proximity.warm_up()\n"
         "public = {n: f for n, f in vars(k).items() if hasattr(f, 'signatures') and n[0] != '_'}\n"
         "print([n for n, f in public.items() if not f.signatures])\n"

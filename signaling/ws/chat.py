@@ -22,7 +22,6 @@ DISPLAY_NAME_CHANGES_PER_SESSION = 3
 
 async def on_chat(session: ClientSession, msg: wire.Chat) -> dict[str, Any]:
     state = session.state
-    assert state.chat is not None and state.nearby is not None
     participant = session.participant(msg.room)
     recipients: set[str] | None = None
     if msg.room == NEARBY_ROOM:
@@ -41,14 +40,14 @@ async def on_chat(session: ClientSession, msg: wire.Chat) -> dict[str, Any]:
 
 async def on_display_name(session: ClientSession, msg: wire.DisplayName) -> dict[str, Any]:
     """Rename yourself in your rooms (at most three times per connection)."""
-    changes = int(session.values.get("renames", 0))
+    changes = session.renames
     if changes >= DISPLAY_NAME_CHANGES_PER_SESSION:
         raise RateLimited(
             f"display names can change at most {DISPLAY_NAME_CHANGES_PER_SESSION} times "
             "per session"
         )
     name = clean_display_name(msg.display_name)
-    session.values["renames"] = changes + 1
+    session.renames = changes + 1
     session.display_name = name
     for room_id, participant in session.participants.items():
         session.rooms.broadcast(
