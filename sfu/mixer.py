@@ -36,12 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from protocol.limits import GAIN_MAX
+
 SAMPLE_RATE_HZ = 48_000
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE_HZ * FRAME_MS // 1000  # 960
 INT16_MIN = -32_768
 INT16_MAX = 32_767
-MAX_GAIN = 2.0
+MAX_GAIN = GAIN_MAX  # the protocol's bound (``protocol.limits``), the mixer's rule
 
 Pcm = npt.NDArray[np.int16]
 """One mono 20 ms frame: 960 int16 samples at 48 kHz."""
