@@ -15,7 +15,7 @@ Model, per 20 ms tick:
   each distinct recipe once and the room encodes it once. In a group room with
   k people talking there are at most k + 1 distinct mixes whatever the room
   size: each talker hears the others, everybody else hears all k. That sharing
-  is what makes the server cheap (see DESIGN.md: the encode is the cost).
+  is what makes the server cheap (see docs/architecture.md: the encode is the cost).
 * Only speakers the level gate marks active take part. Silent or absent
   participants are left out of recipes, otherwise every listener would have a
   recipe of its own (everyone minus a silent self) and dedupe would never hit.

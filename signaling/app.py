@@ -77,7 +77,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     took = await asyncio.to_thread(proximity.warm_up)
     if took > 1.0:
         log.info("nearby index compiled in %.1f s (numba caches it for later starts)", took)
-    bus = make_bus(settings.redis_url)
+    bus = make_bus(settings.redis_url, settings.redis_prefix)
     await bus.start()
     sessions = make_session_factory(engine)
     rooms = RoomRegistry(lambda: _media_config(settings))
