@@ -32,8 +32,8 @@ from groups.location.fixes import FixLimiter
 from groups.location.service import LocationService
 from groups.nearby import proximity
 from groups.nearby.proximity import GainCurve
+from groups.push.configure import make_senders
 from groups.push.dispatcher import PushDispatcher
-from groups.push.senders import make_senders
 from signaling import __version__
 from signaling.auth import TokenSigner
 from signaling.deps import AppState, Clock

@@ -7,20 +7,18 @@ reaches exactly the people who can hear the sender.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common.errors import RateLimited
 from groups.accounts import clean_display_name
 from protocol import wire
 from signaling.nearby import NEARBY_ROOM
-
-if TYPE_CHECKING:
-    from signaling.ws.session import ClientSession
+from signaling.ws.connection import Connection
 
 DISPLAY_NAME_CHANGES_PER_SESSION = 3
 
 
-async def on_chat(session: ClientSession, msg: wire.Chat) -> dict[str, Any]:
+async def on_chat(session: Connection, msg: wire.Chat) -> dict[str, Any]:
     state = session.state
     participant = session.participant(msg.room)
     recipients: set[str] | None = None
@@ -38,7 +36,7 @@ async def on_chat(session: ClientSession, msg: wire.Chat) -> dict[str, Any]:
             if recipients is not None else len(room.participants) - 1 if room else 0}
 
 
-async def on_display_name(session: ClientSession, msg: wire.DisplayName) -> dict[str, Any]:
+async def on_display_name(session: Connection, msg: wire.DisplayName) -> dict[str, Any]:
     """Rename yourself in your rooms (at most three times per connection)."""
     changes = session.renames
     if changes >= DISPLAY_NAME_CHANGES_PER_SESSION:

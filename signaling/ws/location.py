@@ -8,18 +8,16 @@ proximity index if the sender is there.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common.errors import BadRequest, Forbidden
 from protocol import wire
 from signaling import push_hooks
 from signaling.nearby import NEARBY_ROOM
-
-if TYPE_CHECKING:
-    from signaling.ws.session import ClientSession
+from signaling.ws.connection import Connection
 
 
-async def on_location(session: ClientSession, msg: wire.Location) -> dict[str, Any] | None:
+async def on_location(session: Connection, msg: wire.Location) -> dict[str, Any] | None:
     state = session.state
     fix, events = await state.locations.report_fix(
         session.subject, session.identity.user_id,
@@ -34,7 +32,7 @@ async def on_location(session: ClientSession, msg: wire.Location) -> dict[str, A
     return {"type": "location_ok", "ts": fix.ts} if msg.id is not None else None
 
 
-async def on_radius(session: ClientSession, msg: wire.Radius) -> dict[str, Any]:
+async def on_radius(session: Connection, msg: wire.Radius) -> dict[str, Any]:
     participant = session.participants.get(NEARBY_ROOM)
     if participant is None:
         raise BadRequest("join the nearby room before setting a radius")
@@ -42,7 +40,7 @@ async def on_radius(session: ClientSession, msg: wire.Radius) -> dict[str, Any]:
     return {"type": "radius", "room": NEARBY_ROOM, "radius_m": msg.radius_m}
 
 
-async def on_sos(session: ClientSession, msg: wire.Sos) -> dict[str, Any]:
+async def on_sos(session: Connection, msg: wire.Sos) -> dict[str, Any]:
     """An alert to every member of all the sender's groups, with the last position."""
     user_id = session.identity.user_id
     if user_id is None:
