@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # --- storage -----------------------------------------------------------
     database_url: str = "sqlite+aiosqlite:///./disco.db"
     redis_url: str | None = Field(None, description="redis://... to share state between nodes.")
+    redis_prefix: str = Field(
+        "disco:", min_length=1, max_length=64,
+        description="Prefix of every Redis channel and key: deployments sharing one Redis "
+                    "must each use their own.",
+    )
 
     # --- auth --------------------------------------------------------------
     jwt_secret: str = DEV_JWT_SECRET

@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from protocol import limits
+from protocol.limits import GAIN_MAX, RADIUS_MAX_M, RADIUS_MIN_M
+
 PROTOCOL_VERSION = 1
-RADIUS_MIN_M = 100
-RADIUS_MAX_M = 2000
 ROOM_ID_MAX_CHARS = 64
 SDP_MAX_CHARS = 32_000
-GAIN_MAX = 2.0
 
 RequestId = Annotated[str, Field(max_length=64)] | int
 
@@ -103,14 +103,18 @@ def _finite(value: float | None) -> float | None:
 
 
 class Location(_Msg):
+    """A fix, within ``protocol.limits``: the same bounds the server's validator
+    (``groups.location.fixes.parse_fix``, which also checks ``ts`` against the
+    server's clock) applies to WebSocket and REST fixes alike."""
+
     type: Literal["location"]
-    lat: float = Field(ge=-90.0, le=90.0)
-    lon: float = Field(ge=-180.0, le=180.0)
-    accuracy_m: float = Field(gt=0.0, le=100_000.0)
+    lat: float = Field(ge=limits.LAT_MIN_DEG, le=limits.LAT_MAX_DEG)
+    lon: float = Field(ge=limits.LON_MIN_DEG, le=limits.LON_MAX_DEG)
+    accuracy_m: float = Field(gt=0.0, le=limits.ACCURACY_MAX_M)
     ts: float | None = None
-    speed_mps: float | None = Field(None, ge=0.0, le=1000.0)
-    heading_deg: float | None = Field(None, ge=0.0, lt=360.0)
-    battery_pct: float | None = Field(None, ge=0.0, le=100.0)
+    speed_mps: float | None = Field(None, ge=0.0, le=limits.SPEED_MAX_MPS)
+    heading_deg: float | None = Field(None, ge=limits.HEADING_MIN_DEG, lt=limits.HEADING_MAX_DEG)
+    battery_pct: float | None = Field(None, ge=limits.BATTERY_MIN_PCT, le=limits.BATTERY_MAX_PCT)
 
     _check_finite = field_validator(
         "lat", "lon", "accuracy_m", "ts", "speed_mps", "heading_deg", "battery_pct"

@@ -2,7 +2,7 @@
 
 aiortc's default send path resamples to stereo and encodes at 96 kbps for every
 outbound track, and computes an audio level in pure Python (~312 us + 213 us a
-frame, DESIGN.md). Encoding mono at a voice bitrate here, once per *distinct*
+frame, docs/architecture.md). Encoding mono at a voice bitrate here, once per *distinct*
 mix, and handing aiortc finished ``av.Packet``s skips all of that: its
 ``RTCRtpSender`` sees a packet, calls ``OpusEncoder.pack`` (bytes + pts
 conversion) and sends it.

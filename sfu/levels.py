@@ -1,7 +1,7 @@
 """Audio levels (dBov) for every participant at once, and speaking detection.
 
 aiortc computes a level per encoded frame in pure Python (213 us a frame, see
-DESIGN.md); here one vectorised call measures all of a room's frames for the
+docs/architecture.md); here one vectorised call measures all of a room's frames for the
 tick. ``SpeakingDetector`` turns levels into a per-participant state with
 hysteresis (a higher threshold to start than to stop, plus a hangover so the
 pauses between words do not toggle it) and into ``speaking`` /

@@ -15,7 +15,7 @@ Model, per 20 ms tick:
   each distinct recipe once and the room encodes it once. In a group room with
   k people talking there are at most k + 1 distinct mixes whatever the room
   size: each talker hears the others, everybody else hears all k. That sharing
-  is what makes the server cheap (see DESIGN.md: the encode is the cost).
+  is what makes the server cheap (see docs/architecture.md: the encode is the cost).
 * Only speakers the level gate marks active take part. Silent or absent
   participants are left out of recipes, otherwise every listener would have a
   recipe of its own (everyone minus a silent self) and dedupe would never hit.
@@ -36,12 +36,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from protocol.limits import GAIN_MAX
+
 SAMPLE_RATE_HZ = 48_000
 FRAME_MS = 20
 FRAME_SAMPLES = SAMPLE_RATE_HZ * FRAME_MS // 1000  # 960
 INT16_MIN = -32_768
 INT16_MAX = 32_767
-MAX_GAIN = 2.0
+MAX_GAIN = GAIN_MAX  # the protocol's bound (``protocol.limits``), the mixer's rule
 
 Pcm = npt.NDArray[np.int16]
 """One mono 20 ms frame: 960 int16 samples at 48 kHz."""

@@ -29,14 +29,24 @@ from common.errors import DiscoError
 from common.settings import Settings
 from groups.chat import ChatLog
 from groups.location.fixes import FixLimiter
+from groups.location.service import LocationService
 from groups.nearby import proximity
 from groups.nearby.proximity import GainCurve
+from groups.push.configure import make_senders
+from groups.push.dispatcher import PushDispatcher
 from signaling import __version__
 from signaling.auth import TokenSigner
 from signaling.deps import AppState, Clock
 from signaling.edge_errors import error_body, http_status
 from signaling.nearby import NEARBY_ROOM, NearbyRoom
 from signaling.rooms import RoomRegistry
+from signaling.routes import auth as routes_auth
+from signaling.routes import billing as routes_billing
+from signaling.routes import devices as routes_devices
+from signaling.routes import groups as routes_groups
+from signaling.routes import location as routes_location
+from signaling.routes import music as routes_music
+from signaling.routes.billing import make_billing_service
 from signaling.ws.session import serve_websocket
 
 if TYPE_CHECKING:
@@ -59,55 +69,67 @@ def _media_config(settings: Settings) -> MediaConfig:
     return MediaConfig.from_settings(settings)
 
 
+async def build_state(settings: Settings, clock: Clock) -> AppState:
+    """Build every service of the node once, as typed attributes of ``AppState``."""
+    engine = make_engine(settings.database_url)
+    await migrate(engine)
+    # before any fix can arrive (instant if `disco serve` did it before freezing the GC)
+    took = await asyncio.to_thread(proximity.warm_up)
+    if took > 1.0:
+        log.info("nearby index compiled in %.1f s (numba caches it for later starts)", took)
+    bus = make_bus(settings.redis_url, settings.redis_prefix)
+    await bus.start()
+    sessions = make_session_factory(engine)
+    rooms = RoomRegistry(lambda: _media_config(settings))
+    nearby = NearbyRoom(rooms, GainCurve(
+        settings.nearby_full_fraction, settings.nearby_gain_floor, settings.nearby_gain_exponent
+    ))
+    rooms.on_leave.append(nearby.leave)
+    rooms.audiences[NEARBY_ROOM] = nearby.hearers
+    rooms.media_started[NEARBY_ROOM] = nearby.media_started
+    plans = load_catalog(settings.plans_file)
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        bus=bus,
+        signer=TokenSigner(settings.jwt_secret, settings.jwt_audience, settings.jwt_issuer),
+        plans=plans,
+        rooms=rooms,
+        nearby=nearby,
+        chat=ChatLog(),
+        locations=LocationService(sessions, bus, FixLimiter()),
+        billing=make_billing_service(settings, plans, sessions, lambda: state.clock()),
+        push=PushDispatcher(sessions, make_senders(settings)),
+        clock=clock,
+    )
+    return state
+
+
+async def close_state(state: AppState) -> None:
+    """Stop the node's jobs, then close rooms, push, the bus and the database, in that order."""
+    await state.cancel_background()
+    await state.rooms.close()
+    await state.push.close()
+    await state.bus.close()
+    await state.engine.dispose()
+
+
 def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     settings.check_production_ready()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
-        await migrate(engine)
-        # before any fix can arrive (instant if `disco serve` did it before freezing the GC)
-        took = await asyncio.to_thread(proximity.warm_up)
-        if took > 1.0:
-            log.info("nearby index compiled in %.1f s (numba caches it for later starts)", took)
-        bus = make_bus(settings.redis_url)
-        await bus.start()
-        rooms = RoomRegistry(lambda: _media_config(settings))
-        nearby = NearbyRoom(rooms, GainCurve(
-            settings.nearby_full_fraction, settings.nearby_gain_floor, settings.nearby_gain_exponent
-        ))
-        rooms.on_leave.append(nearby.leave)
-        rooms.audiences[NEARBY_ROOM] = nearby.hearers
-        rooms.media_started[NEARBY_ROOM] = nearby.media_started
-        state = AppState(
-            settings=settings,
-            engine=engine,
-            sessions=make_session_factory(engine),
-            bus=bus,
-            signer=TokenSigner(settings.jwt_secret, settings.jwt_audience, settings.jwt_issuer),
-            plans=load_catalog(settings.plans_file),
-            clock=clock,
-            rooms=rooms,
-            nearby=nearby,
-            chat=ChatLog(),
-            fix_limiter=FixLimiter(),
-        )
+        state = await build_state(settings, clock)
         app.state.disco = state
-        for start in app.state.startup_hooks:
-            await start(state)
+        state.start_job(routes_location.retention_loop(state), name="location-retention")
+        state.start_job(routes_billing.follow_entitlements(state), name="billing-entitlements")
         try:
             yield
         finally:
-            for stop in reversed(app.state.shutdown_hooks):
-                await stop(state)
-            assert state.rooms is not None
-            await state.rooms.close()
-            await bus.close()
-            await engine.dispose()
+            await close_state(state)
 
     app = FastAPI(title="Disco", version=__version__, lifespan=lifespan)
-    app.state.startup_hooks = []
-    app.state.shutdown_hooks = []
 
     @app.exception_handler(DiscoError)
     async def disco_error(_request: Request, exc: DiscoError) -> JSONResponse:
@@ -144,41 +166,22 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     async def healthz(request: Request) -> dict[str, object]:
         state: AppState = request.app.state.disco
         return {"status": "ok", "version": __version__, "node": settings.node_id,
-                "rooms": len(state.rooms.rooms()) if state.rooms else 0}
+                "rooms": len(state.rooms.rooms())}
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
         state: AppState = request.app.state.disco
-        if state.rooms is not None:
-            ROOMS.set(len(state.rooms.rooms()))
-            PARTICIPANTS.set(state.rooms.participant_count())
+        ROOMS.set(len(state.rooms.rooms()))
+        PARTICIPANTS.set(state.rooms.participant_count())
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/ws")
     async def websocket(ws: WebSocket) -> None:
         await serve_websocket(ws.app.state.disco, ws)
 
-    from signaling.routes import auth as routes_auth
-    from signaling.routes import groups as routes_groups
-    from signaling.routes import music as routes_music
-
-    app.include_router(routes_auth.router)
-    app.include_router(routes_groups.router)
-    app.include_router(routes_music.router)
-
-    from signaling.routes import billing as routes_billing
-    from signaling.routes import devices as routes_devices
-
-    app.include_router(routes_billing.router)
-    app.include_router(routes_devices.router)
-    app.state.startup_hooks += [routes_billing.startup, routes_devices.startup]
-    app.state.shutdown_hooks += [routes_billing.shutdown, routes_devices.shutdown]
-
-    from signaling.routes import location as routes_location
-
-    app.include_router(routes_location.router)
-    app.state.startup_hooks.append(routes_location.startup)
-    app.state.shutdown_hooks.append(routes_location.shutdown)
+    for routes in (routes_auth, routes_groups, routes_music, routes_billing, routes_devices,
+                   routes_location):
+        app.include_router(routes.router)
 
     if WEB_DIR.is_dir():
         app.mount("/app", StaticFiles(directory=WEB_DIR, html=True), name="web")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import socket
 import sys
 from pathlib import Path
+
+import uvicorn
 
 from common.settings import DEV_JWT_SECRET, Settings, load_settings
 from signaling import __version__
@@ -70,27 +73,25 @@ def announce_dev_mode(settings: Settings) -> None:
     print(f"  database: {settings.database_url}", file=sys.stderr)
     print(f"  bus: {'redis ' + settings.redis_url if settings.redis_url else 'in-process'}",
           file=sys.stderr)
-    scheme = "https" if settings.tls_certfile else "http"
-    print(f"  web client: {scheme}://{settings.host}:{settings.port}/app/", file=sys.stderr)
     print("Set DISCO_DEV=false and real secrets for production.", file=sys.stderr)
     print("=" * 72, file=sys.stderr)
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     from groups.nearby import proximity
     from signaling.app import create_app
 
     settings.check_production_ready()
     announce_dev_mode(settings)
     app = create_app(settings)
+    print("preparing the nearby index (compiled on the first start only; later starts load it)",
+          file=sys.stderr, flush=True)
     took = proximity.warm_up()  # compiled objects too are there for good: freeze them as well
     if took > 1.0:
-        print(f"  nearby index compiled in {took:.1f} s (numba caches it for later starts)",
-              file=sys.stderr)
+        print(f"  nearby index compiled in {took:.1f} s", file=sys.stderr)
     freeze_startup_objects()
-    uvicorn.run(
+    scheme = "https" if settings.tls_certfile else "http"
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -103,6 +104,21 @@ def serve(settings: Settings) -> None:
         ssl_certfile=settings.tls_certfile,
         ssl_keyfile=settings.tls_keyfile,
     )
+    ready = f"Disco is ready: web client at {scheme}://{settings.host}:{settings.port}/app/"
+    _AnnouncingServer(config, ready).run()
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, saying where the web client is once it really listens."""
+
+    def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
+        super().__init__(config)
+        self.ready_line = ready_line
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print(self.ready_line, file=sys.stderr, flush=True)
 
 
 def freeze_startup_objects() -> None:

@@ -26,8 +26,10 @@ from signaling.auth import Identity, TokenSigner, bearer_token
 
 if TYPE_CHECKING:
     from billing.plans import PlanCatalog
+    from billing.service import BillingService
     from groups.chat import ChatLog
-    from groups.location.fixes import FixLimiter
+    from groups.location.service import LocationService
+    from groups.push.dispatcher import PushDispatcher
     from signaling.nearby import NearbyRoom
     from signaling.rooms import RoomRegistry
 
@@ -38,6 +40,13 @@ Clock = Callable[[], float]
 
 @dataclass
 class AppState:
+    """Every service of one node, built once in ``signaling.app.create_app``.
+
+    Each is a typed attribute that REST routes and WebSocket handlers share;
+    a feature without configuration is still here as its null form (billing
+    without Stripe, push senders that only log), never a missing key.
+    """
+
     settings: Settings
     engine: AsyncEngine
     sessions: SessionFactory
@@ -45,19 +54,34 @@ class AppState:
     signer: TokenSigner
     plans: PlanCatalog
     """The deployment's plans (``DISCO_PLANS_FILE`` or the built-in ones)."""
+    rooms: RoomRegistry
+    nearby: NearbyRoom
+    chat: ChatLog
+    locations: LocationService
+    billing: BillingService
+    push: PushDispatcher
     clock: Clock = time.time
-    rooms: RoomRegistry | None = None
-    nearby: NearbyRoom | None = None
-    chat: ChatLog | None = None
-    fix_limiter: FixLimiter | None = None
-    extras: dict[str, Any] = field(default_factory=dict)  # per-feature services
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    """Fire-and-forget work (``spawn``), awaited or cancelled at shutdown."""
+    jobs: list[asyncio.Task[None]] = field(default_factory=list)
+    """The node's long-running jobs (``start_job``), cancelled at shutdown."""
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         """Run ``work`` without making the caller wait (kept referenced until done)."""
         task = asyncio.get_running_loop().create_task(work, name=name)
         self.background.add(task)
         task.add_done_callback(self._finished)
+
+    def start_job(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run one of the node's jobs (a loop) until shutdown."""
+        self.jobs.append(asyncio.get_running_loop().create_task(work, name=name))
+
+    async def cancel_background(self) -> None:
+        tasks = [*self.jobs, *self.background]
+        self.jobs.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self.background.discard(task)

@@ -16,7 +16,6 @@ from groups import service
 from groups.models import Group, User
 from groups.push import messages
 from signaling.deps import AppState
-from signaling.routes.devices import push_dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +32,9 @@ async def _names(state: AppState, group_id: int, user_id: int) -> tuple[str, str
 
 async def invite_accepted(state: AppState, group_id: int, new_member_id: int) -> None:
     """Tell the group's other members that someone joined."""
-    dispatcher = push_dispatcher(state)
-    found = await _names(state, group_id, new_member_id) if dispatcher else None
-    if dispatcher is None or found is None:
+    dispatcher = state.push
+    found = await _names(state, group_id, new_member_id)
+    if found is None:
         return
     group_name, member_name, members = found
     dispatcher.notify([m for m in members if m != new_member_id],
@@ -44,9 +43,7 @@ async def invite_accepted(state: AppState, group_id: int, new_member_id: int) ->
 
 async def group_events(state: AppState, events: Iterable[dict[str, Any]]) -> None:
     """Push place enter/leave and SOS events to the group's other members."""
-    dispatcher = push_dispatcher(state)
-    if dispatcher is None:
-        return
+    dispatcher = state.push
     for event in events:
         group_id, user_id = int(event["group_id"]), int(event["user_id"])
         found = await _names(state, group_id, user_id)
@@ -70,9 +67,9 @@ async def group_events(state: AppState, events: Iterable[dict[str, Any]]) -> Non
 async def call_started(state: AppState, group_id: int, started_by: int,
                        present: Iterable[int]) -> None:
     """The first person in a group room: push to members who are not in it."""
-    dispatcher = push_dispatcher(state)
-    found = await _names(state, group_id, started_by) if dispatcher else None
-    if dispatcher is None or found is None:
+    dispatcher = state.push
+    found = await _names(state, group_id, started_by)
+    if found is None:
         return
     group_name, member_name, members = found
     here = set(present) | {started_by}

@@ -70,19 +70,37 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
-    """Redis database 15, flushed before and after the test."""
+    """The test Redis; pair it with ``redis_prefix`` so suites sharing it never meet."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
         await client.ping()
     except Exception:
-        await client.aclose()
         missing(f"Redis at {REDIS_URL}")
-    await client.flushdb()
+    finally:
+        await client.aclose()
     yield REDIS_URL
-    await client.flushdb()
-    await client.aclose()
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A channel and key prefix of this test's own; its keys are deleted afterwards.
+
+    Several suites (CI, developers, helpers) may share one Redis: nothing is
+    flushed, and no test hears another's messages.
+    """
+    import redis.asyncio as aioredis
+
+    prefix = f"disco-test-{secrets.token_hex(6)}:"
+    yield prefix
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=prefix + "*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

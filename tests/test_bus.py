@@ -32,8 +32,8 @@ async def test_slow_subscriber_loses_oldest_not_the_publisher() -> None:
     assert (await sub.get()) == ("t", {"n": 100})
 
 
-async def test_redis_bus_crosses_nodes(redis_url: str) -> None:
-    node_a, node_b = RedisBus(redis_url, "t:"), RedisBus(redis_url, "t:")
+async def test_redis_bus_crosses_nodes(redis_url: str, redis_prefix: str) -> None:
+    node_a, node_b = RedisBus(redis_url, redis_prefix), RedisBus(redis_url, redis_prefix)
     await node_a.start()
     await node_b.start()
     try:
@@ -53,3 +53,23 @@ async def test_redis_bus_crosses_nodes(redis_url: str) -> None:
     finally:
         await node_a.close()
         await node_b.close()
+
+
+async def test_deployments_with_other_prefixes_do_not_hear_each_other(
+    redis_url: str, redis_prefix: str
+) -> None:
+    ours, theirs = RedisBus(redis_url, redis_prefix), RedisBus(redis_url, redis_prefix + "other:")
+    await ours.start()
+    await theirs.start()
+    try:
+        sub = ours.subscription()
+        await sub.add("group:9")
+        await asyncio.sleep(0.1)
+        await theirs.publish("group:9", {"type": "theirs"})
+        await ours.publish("group:9", {"type": "ours"})
+        assert await asyncio.wait_for(sub.get(), 3) == ("group:9", {"type": "ours"})
+        await asyncio.sleep(0.2)
+        assert sub._queue.empty()
+    finally:
+        await ours.close()
+        await theirs.close()

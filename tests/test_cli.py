@@ -79,6 +79,11 @@ def test_serve_on_embedded_defaults(served: tuple[str, subprocess.Popen[str]],
     proc.terminate()
     output, _ = proc.communicate(timeout=10)
     assert "DEV MODE" in output and DEV_JWT_SECRET in output  # dev keys printed plainly
+    # The web client's address is printed once the server answers, not before the
+    # nearby index is ready (the first start compiles it for a while).
+    ready = output.index(f"Disco is ready: web client at {base}/app/")
+    assert output.index("preparing the nearby index") < ready
+    assert output.index("Uvicorn running on") < ready
 
 
 def test_prod_mode_refuses_placeholder_secrets(tmp_path: Path) -> None:

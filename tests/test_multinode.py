@@ -17,8 +17,9 @@ from tests.server_helpers import PASSWORD, LiveServer, auth, live_server
 
 @pytest.fixture
 async def nodes(settings: Settings, postgres_url: str,
-                redis_url: str) -> AsyncIterator[tuple[LiveServer, LiveServer]]:
-    shared = {"database_url": postgres_url, "redis_url": redis_url}
+                redis_url: str, redis_prefix: str
+                ) -> AsyncIterator[tuple[LiveServer, LiveServer]]:
+    shared = {"database_url": postgres_url, "redis_url": redis_url, "redis_prefix": redis_prefix}
     async with live_server(settings.model_copy(update={**shared, "node_id": "a"})) as a, \
             live_server(settings.model_copy(update={**shared, "node_id": "b"})) as b:
         yield a, b

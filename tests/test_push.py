@@ -22,10 +22,11 @@ from common.settings import Settings
 from groups.models import User
 from groups.push import messages, store
 from groups.push.apns import ApnsSender
+from groups.push.configure import make_senders
 from groups.push.dispatcher import PushDispatcher
 from groups.push.fcm import FcmSender
 from groups.push.messages import Category, Platform
-from groups.push.senders import LogSender, SendResult, make_senders
+from groups.push.senders import LogSender, SendResult
 from tests.push_support import (
     APNS_KEY_ID,
     APNS_TEAM_ID,

@@ -16,7 +16,6 @@ import pytest
 from common.settings import Settings
 from groups.push.fcm import FcmSender
 from groups.push.messages import Platform
-from signaling.routes.devices import push_dispatcher
 from tests.push_support import FakeFcm, android_token, fake_fcm
 from tests.server_helpers import LiveServer, auth, live_server
 
@@ -27,9 +26,7 @@ LAT, LON = 46.0207, 7.7491  # Zermatt
 async def pushing(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[LiveServer, FakeFcm]]:
     with fake_fcm(tmp_path) as (fake, account):
         async with live_server(settings) as server:
-            dispatcher = push_dispatcher(server.app_state)
-            assert dispatcher is not None
-            dispatcher.senders[Platform.android] = FcmSender(
+            server.app_state.push.senders[Platform.android] = FcmSender(
                 service_account_file=str(account), endpoint_base=fake.url
             )
             yield server, fake
@@ -46,9 +43,7 @@ async def device(server: LiveServer, token: str, n: int) -> str:
 async def drained(server: LiveServer) -> None:
     """Wait for the server's background work (push look-ups), then for the sends."""
     await asyncio.gather(*server.app_state.background)
-    dispatcher = push_dispatcher(server.app_state)
-    assert dispatcher is not None
-    await dispatcher.drain()
+    await server.app_state.push.drain()
 
 
 def bodies(fake: FakeFcm, token: str) -> list[str]:

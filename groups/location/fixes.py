@@ -17,17 +17,23 @@ from typing import Any
 
 from common.errors import BadRequest
 from groups.ratelimit import TokenBucket
+from protocol.limits import (
+    ACCURACY_MAX_M,
+    BATTERY_MAX_PCT,
+    BATTERY_MIN_PCT,
+    HEADING_MAX_DEG,
+    HEADING_MIN_DEG,
+    LAT_MAX_DEG,
+    LAT_MIN_DEG,
+    LON_MAX_DEG,
+    LON_MIN_DEG,
+    SPEED_MAX_MPS,
+)
 
 log = logging.getLogger(__name__)
 
-LAT_MIN_DEG, LAT_MAX_DEG = -90.0, 90.0
-LON_MIN_DEG, LON_MAX_DEG = -180.0, 180.0
-ACCURACY_MAX_M = 100_000.0  # coarser than this is not a location (cell-tower guesses are ~5 km)
 FUTURE_SKEW_S = 60.0  # phone clocks drift; a minute ahead is tolerated, more is rejected
 MAX_FIX_AGE_S = 7 * 24 * 3600.0  # buffered offline fixes up to a week old are still history
-SPEED_MAX_MPS = 350.0  # airliner speed; faster is a bug, not a journey
-HEADING_MIN_DEG, HEADING_MAX_DEG = 0.0, 360.0
-BATTERY_MIN_PCT, BATTERY_MAX_PCT = 0, 100
 
 FIX_RATE_PER_S = 1.0  # sustained fixes per member per second
 FIX_BURST = 30  # a background wake-up may flush this many buffered fixes at once

@@ -22,7 +22,7 @@ from typing import Any
 from common.bus import Bus
 from common.db import SessionFactory, session_scope
 from groups.location import store
-from groups.location.fixes import Fix
+from groups.location.fixes import Fix, FixLimiter, parse_fix
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +97,45 @@ async def run_retention(
     returns the number of location points deleted."""
     async with session_scope(session_factory) as db:
         return await store.apply_retention(db, now, days, group_cutoffs)
+
+
+class LocationService:
+    """The location use cases both edges call (REST routes and WebSocket handlers).
+
+    Built once in the composition root. ``report_fix`` is the one path a fix
+    takes: validated by ``parse_fix`` (the one validator), rate-limited per
+    sender, then stored and published for account holders. Guests' fixes are
+    only validated and limited: they live in the nearby index, never here.
+    """
+
+    def __init__(self, sessions: SessionFactory, bus: Bus, limiter: FixLimiter) -> None:
+        self.sessions = sessions
+        self.bus = bus
+        self.limiter = limiter
+
+    async def report_fix(
+        self, sender: str, user_id: int | None, data: Mapping[str, Any], now: float
+    ) -> tuple[Fix, list[dict[str, Any]]]:
+        """Validate and limit one fix; store and publish it if ``user_id`` is an account.
+
+        Returns the fix and the place events it caused (already published)."""
+        fix = parse_fix(data, now)
+        self.limiter.check(sender, now)
+        if user_id is None:
+            return fix, []
+        return fix, await publish_fix(self.sessions, self.bus, user_id, fix, now)
+
+    async def raise_sos(self, user_id: int, now: float) -> list[dict[str, Any]]:
+        return await raise_sos(self.sessions, self.bus, user_id, now)
+
+    async def change_sharing(
+        self, group_id: int, user_id: int, paused: bool, precision: str, now: float
+    ) -> dict[str, Any]:
+        return await change_sharing(
+            self.sessions, self.bus, group_id, user_id, paused, precision, now
+        )
+
+    async def run_retention(
+        self, days: float, now: float, group_cutoffs: Mapping[int, float] | None = None
+    ) -> int:
+        return await run_retention(self.sessions, days, now, group_cutoffs)

@@ -77,11 +77,10 @@ from common.errors import BadRequest, NotFound
 from groups.geo import EARTH_RADIUS_M, haversine_m, unit_vector
 from groups.location.fixes import validate_lat_lon
 from groups.nearby import kernel
+from protocol.limits import RADIUS_MAX_M, RADIUS_MIN_M
 
 log = logging.getLogger(__name__)
 
-RADIUS_MIN_M = 100.0
-RADIUS_MAX_M = 2_000.0
 RADIUS_DEFAULT_M = 500.0
 GAIN_STEPS = 100  # gains are multiples of 1/GAIN_STEPS
 RESOLUTIONS = (8, 9)  # H3 resolutions people are filed under (edges ~530 and ~200 m)

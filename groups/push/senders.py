@@ -1,13 +1,9 @@
-"""The push sender protocol, the log-only sender, and the factory that picks senders.
+"""The push sender protocol and the log-only sender.
 
 A sender delivers one message to one token and says what happened; it never
 retries (the dispatcher owns retries and backoff, so the policy lives in one
-place) and never raises for a delivery problem.
-
-``make_senders(settings)``: APNs when its four settings are present, FCM when
-its service account is; in dev mode a platform without credentials gets the
-log-only sender, in production it gets none and its devices are skipped (with
-one warning at start-up).
+place) and never raises for a delivery problem. ``groups.push.configure``
+picks the senders from the settings.
 """
 
 from __future__ import annotations
@@ -16,8 +12,7 @@ import logging
 from enum import StrEnum
 from typing import Protocol
 
-from common.settings import Settings
-from groups.push.messages import Platform, PushMessage
+from groups.push.messages import PushMessage
 
 logger = logging.getLogger(__name__)
 
@@ -54,36 +49,3 @@ class LogSender:
 
     async def close(self) -> None:
         return None
-
-
-def make_senders(settings: Settings) -> dict[Platform, PushSender]:
-    senders: dict[Platform, PushSender] = {}
-    apns_fields = (settings.apns_key_file, settings.apns_key_id, settings.apns_team_id,
-                   settings.apns_topic)
-    if all(apns_fields):
-        from groups.push.apns import ApnsSender
-
-        assert settings.apns_key_file is not None
-        senders[Platform.ios] = ApnsSender(
-            key=settings.apns_key_file.read_text(encoding="utf-8"),
-            key_id=str(settings.apns_key_id), team_id=str(settings.apns_team_id),
-            topic=str(settings.apns_topic), use_sandbox=settings.apns_use_sandbox,
-        )
-    elif any(apns_fields):
-        logger.warning("APNs is partly configured: set DISCO_APNS_KEY_FILE, DISCO_APNS_KEY_ID, "
-                       "DISCO_APNS_TEAM_ID and DISCO_APNS_TOPIC together")
-    if settings.fcm_service_account_file is not None:
-        from groups.push.fcm import FcmSender
-
-        senders[Platform.android] = FcmSender(
-            service_account_file=str(settings.fcm_service_account_file),
-            project_id=settings.fcm_project_id,
-        )
-    for platform in Platform:
-        if platform in senders:
-            continue
-        if settings.dev:
-            senders[platform] = LogSender(platform.value)
-        else:
-            logger.warning("push to %s devices is off: no credentials configured", platform)
-    return senders

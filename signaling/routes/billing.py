@@ -11,15 +11,14 @@ effect on the next request.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from billing.plans import Plan
+from billing.plans import Plan, PlanCatalog
 from billing.service import (
     ENTITLEMENTS_TOPIC,
     BillingService,
@@ -28,24 +27,22 @@ from billing.service import (
 )
 from billing.store import get_subscription
 from billing.stripe_api import StripeGateway
+from common.bus import Subscription
+from common.db import SessionFactory
+from common.settings import Settings
 from signaling.deps import AppState, Db, State, UserId
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/billing", tags=["billing"])
 
-SERVICE_KEY = "billing"
-FOLLOWER_KEY = "billing_follower"
-
-
 class CheckoutBody(BaseModel):
     plan: str = Field(max_length=64)
 
 
-async def startup(state: AppState) -> None:
-    """Build the service on the plans the app loaded."""
-    settings = state.settings
-    catalog = state.plans
+def make_billing_service(settings: Settings, catalog: PlanCatalog, sessions: SessionFactory,
+                         clock: Callable[[], float]) -> BillingService:
+    """The billing service on the plans the app loaded; Stripe only when its key is set."""
     gateway = None
     if settings.stripe_api_key:
         gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
@@ -55,32 +52,15 @@ async def startup(state: AppState) -> None:
     else:
         logger.info("billing: no Stripe key; everyone is on the %s plan unless granted",
                     catalog.default.name)
-    state.extras[SERVICE_KEY] = BillingService(
-        state.sessions, catalog, gateway=gateway,
+    return BillingService(
+        sessions, catalog, gateway=gateway,
         webhook_secret=settings.stripe_webhook_secret, public_url=settings.public_url,
-        clock=lambda: state.clock(),
+        clock=clock,
     )
-    subscription = state.bus.subscription()
-    await subscription.add(ENTITLEMENTS_TOPIC)
-    task = asyncio.create_task(_follow_entitlements(state, subscription),
-                               name="billing-entitlements")
-    state.extras[FOLLOWER_KEY] = (subscription, task)
-
-
-async def shutdown(state: AppState) -> None:
-    follower = state.extras.pop(FOLLOWER_KEY, None)
-    if follower is not None:
-        subscription, task = follower
-        await subscription.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def apply_to_rooms(state: AppState, message: dict[str, Any]) -> int:
     """Switch music on/off in this node's live rooms of the groups in ``message``."""
-    if state.rooms is None:
-        return 0
     allowed = bool(message.get("music"))
     changed = 0
     for group_id in message.get("group_ids", []):
@@ -94,8 +74,19 @@ def apply_to_rooms(state: AppState, message: dict[str, Any]) -> int:
     return changed
 
 
-async def _follow_entitlements(state: AppState, subscription: Any) -> None:
-    """Every node applies every plan change to its own rooms (a downgrade stops music)."""
+async def follow_entitlements(state: AppState) -> None:
+    """Every node applies every plan change to its own rooms (a downgrade stops music).
+
+    A job of the node, started by the composition root and cancelled at shutdown."""
+    subscription = state.bus.subscription()
+    await subscription.add(ENTITLEMENTS_TOPIC)
+    try:
+        await _apply_entitlements(state, subscription)
+    finally:
+        await subscription.close()
+
+
+async def _apply_entitlements(state: AppState, subscription: Subscription) -> None:
     async for _topic, message in subscription:
         try:
             if apply_to_rooms(state, message):
@@ -104,12 +95,6 @@ async def _follow_entitlements(state: AppState, subscription: Any) -> None:
                             message.get("user_id"))
         except Exception:
             logger.exception("could not apply new entitlements to live rooms")
-
-
-def billing_service(state: AppState) -> BillingService:
-    service = state.extras.get(SERVICE_KEY)
-    assert isinstance(service, BillingService), "routes_billing.startup did not run"
-    return service
 
 
 def plan_json(plan: Plan) -> dict[str, object]:
@@ -138,17 +123,17 @@ async def plans(state: State) -> dict[str, object]:
 
 @router.post("/checkout")
 async def checkout(body: CheckoutBody, user_id: UserId, state: State) -> dict[str, str]:
-    return {"url": await billing_service(state).checkout(user_id, body.plan)}
+    return {"url": await state.billing.checkout(user_id, body.plan)}
 
 
 @router.post("/portal")
 async def portal(user_id: UserId, state: State) -> dict[str, str]:
-    return {"url": await billing_service(state).portal(user_id)}
+    return {"url": await state.billing.portal(user_id)}
 
 
 @router.post("/webhook")
 async def webhook(request: Request, state: State) -> dict[str, object]:
-    service = billing_service(state)
+    service = state.billing
     raw = await request.body()
     result = await service.handle_webhook(raw, request.headers.get("stripe-signature"))
     if result.changed and result.user_id is not None:

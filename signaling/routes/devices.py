@@ -1,9 +1,7 @@
-"""REST: push device tokens and push settings; owns the app's push dispatcher.
+"""REST: push device tokens and push settings.
 
-Other parts of the server push through ``push_dispatcher(state)`` and the
-builders in ``groups.push.messages``, e.g.
-``push_dispatcher(state).notify(member_ids, messages.sos(...))``; ``notify``
-never waits on Apple or Google.
+The app's push dispatcher is ``state.push`` (built in the composition root);
+``signaling.push_hooks`` decides when to push and to whom.
 """
 
 from __future__ import annotations
@@ -12,15 +10,10 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from groups.push import store
-from groups.push.dispatcher import PushDispatcher
 from groups.push.messages import Category
-from groups.push.senders import make_senders
-from signaling.deps import AppState, Db, State, UserId
+from signaling.deps import Db, State, UserId
 
 router = APIRouter(prefix="/api", tags=["push"])
-
-DISPATCHER_KEY = "push"
-
 
 class DeviceBody(BaseModel):
     platform: str = Field(max_length=16)
@@ -29,22 +22,6 @@ class DeviceBody(BaseModel):
 
 class PushSettingsBody(BaseModel):
     muted: list[str] = Field(max_length=16)
-
-
-async def startup(state: AppState) -> None:
-    state.extras[DISPATCHER_KEY] = PushDispatcher(state.sessions, make_senders(state.settings))
-
-
-async def shutdown(state: AppState) -> None:
-    dispatcher = state.extras.pop(DISPATCHER_KEY, None)
-    if isinstance(dispatcher, PushDispatcher):
-        await dispatcher.close()
-
-
-def push_dispatcher(state: AppState) -> PushDispatcher | None:
-    """The app's dispatcher (None before start-up)."""
-    dispatcher = state.extras.get(DISPATCHER_KEY)
-    return dispatcher if isinstance(dispatcher, PushDispatcher) else None
 
 
 @router.post("/devices", status_code=201)

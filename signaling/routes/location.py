@@ -6,14 +6,14 @@ the store-then-publish sequences in ``groups.location.service``. The same
 one, so a phone waking in the background (REST) and a live session (WS)
 cannot be held to different rules. Guests get 403 on every route here.
 
-Start-up registers ``state.extras["publish_fix"]`` (what the WebSocket
-location handler calls) and starts the retention job.
+Fixes go through ``state.locations`` (``groups.location.service.LocationService``),
+the same service the WebSocket handler calls. ``retention_loop`` is the
+node's history retention job, started by the composition root.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Annotated, Any
 
@@ -23,8 +23,7 @@ from pydantic import BaseModel, Field
 from billing.entitlements import check_places, history_cutoff
 from billing.service import entitlements_for_group, history_cutoffs
 from common.errors import BadRequest
-from groups.location import service, store
-from groups.location.fixes import Fix, parse_fix
+from groups.location import store
 from groups.location.models import Precision
 from groups.service import require_member
 from signaling import push_hooks
@@ -35,8 +34,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api", tags=["location"])
 
 RETENTION_INTERVAL_S = 3600.0
-PUBLISH_FIX_KEY = "publish_fix"
-RETENTION_TASK_KEY = "location_retention"
 
 
 class PlaceCreate(BaseModel):
@@ -56,11 +53,7 @@ async def post_location(
     user_id: UserId, state: State, body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, Any]:
     """One fix, as the WebSocket ``location`` message carries it (lat, lon, accuracy_m, ts...)."""
-    now = state.clock()
-    fix = parse_fix(body, now)
-    if state.fix_limiter is not None:
-        state.fix_limiter.check(str(user_id), now)
-    events = await service.publish_fix(state.sessions, state.bus, user_id, fix, now)
+    fix, events = await state.locations.report_fix(str(user_id), user_id, body, state.clock())
     await push_hooks.group_events(state, events)
     return {"ok": True, "ts": fix.ts, "events": events}
 
@@ -125,34 +118,33 @@ async def list_events(
 async def put_sharing(
     group_id: int, body: SharingChange, user_id: UserId, state: State
 ) -> dict[str, Any]:
-    return await service.change_sharing(
-        state.sessions, state.bus, group_id, user_id, body.paused, body.precision.value,
-        state.clock(),
+    return await state.locations.change_sharing(
+        group_id, user_id, body.paused, body.precision.value, state.clock()
     )
 
 
 @router.post("/sos")
 async def post_sos(user_id: UserId, state: State) -> dict[str, Any]:
-    messages = await service.raise_sos(state.sessions, state.bus, user_id, state.clock())
+    messages = await state.locations.raise_sos(user_id, state.clock())
     if not messages:
         raise BadRequest("you are in no group: nobody to alert")
     await push_hooks.group_events(state, messages)
     return {"alerted_groups": [m["group_id"] for m in messages], "events": messages}
 
 
-# --- start-up: the WebSocket hook and the retention job ------------------
+# --- the retention job (started by the composition root) -----------------
 
 
 async def retention_pass(state: AppState) -> int:
     now = state.clock()
     async with state.sessions() as db:  # per-group history windows from the owners' plans
         cutoffs = await history_cutoffs(db, now, state.plans)
-    return await service.run_retention(
-        state.sessions, state.settings.location_retention_days, now, cutoffs
+    return await state.locations.run_retention(
+        state.settings.location_retention_days, now, cutoffs
     )
 
 
-async def _retention_loop(state: AppState) -> None:
+async def retention_loop(state: AppState) -> None:
     while True:
         try:
             await retention_pass(state)
@@ -161,24 +153,3 @@ async def _retention_loop(state: AppState) -> None:
         except Exception:
             log.exception("location retention pass failed; retrying in an hour")
         await asyncio.sleep(RETENTION_INTERVAL_S)
-
-
-async def startup(state: AppState) -> None:
-    async def publish_fix(
-        app_state: AppState, user_id: int, fix: Fix, now: float
-    ) -> list[dict[str, Any]]:
-        return await service.publish_fix(app_state.sessions, app_state.bus, user_id, fix, now)
-
-    state.extras[PUBLISH_FIX_KEY] = publish_fix
-    state.extras[RETENTION_TASK_KEY] = asyncio.create_task(
-        _retention_loop(state), name="location-retention"
-    )
-
-
-async def shutdown(state: AppState) -> None:
-    state.extras.pop(PUBLISH_FIX_KEY, None)
-    task = state.extras.pop(RETENTION_TASK_KEY, None)
-    if isinstance(task, asyncio.Task):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -7,22 +7,19 @@ reaches exactly the people who can hear the sender.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common.errors import RateLimited
 from groups.accounts import clean_display_name
 from protocol import wire
 from signaling.nearby import NEARBY_ROOM
-
-if TYPE_CHECKING:
-    from signaling.ws.session import ClientSession
+from signaling.ws.connection import Connection
 
 DISPLAY_NAME_CHANGES_PER_SESSION = 3
 
 
-async def on_chat(session: ClientSession, msg: wire.Chat) -> dict[str, Any]:
+async def on_chat(session: Connection, msg: wire.Chat) -> dict[str, Any]:
     state = session.state
-    assert state.chat is not None and state.nearby is not None
     participant = session.participant(msg.room)
     recipients: set[str] | None = None
     if msg.room == NEARBY_ROOM:
@@ -39,16 +36,16 @@ async def on_chat(session: ClientSession, msg: wire.Chat) -> dict[str, Any]:
             if recipients is not None else len(room.participants) - 1 if room else 0}
 
 
-async def on_display_name(session: ClientSession, msg: wire.DisplayName) -> dict[str, Any]:
+async def on_display_name(session: Connection, msg: wire.DisplayName) -> dict[str, Any]:
     """Rename yourself in your rooms (at most three times per connection)."""
-    changes = int(session.values.get("renames", 0))
+    changes = session.renames
     if changes >= DISPLAY_NAME_CHANGES_PER_SESSION:
         raise RateLimited(
             f"display names can change at most {DISPLAY_NAME_CHANGES_PER_SESSION} times "
             "per session"
         )
     name = clean_display_name(msg.display_name)
-    session.values["renames"] = changes + 1
+    session.renames = changes + 1
     session.display_name = name
     for room_id, participant in session.participants.items():
         session.rooms.broadcast(

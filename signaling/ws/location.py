@@ -1,60 +1,51 @@
 """WebSocket handlers for positions: ``location`` and ``radius``.
 
-A fix is validated once (``groups.location.fixes.parse_fix``), rate-limited per
-sender, then goes where it matters: into the nearby room's proximity index
-if the sender is there, and to the sender's groups (live and history) if the
-sender has an account.
+A fix goes through ``state.locations.report_fix`` (validated once, rate-limited
+per sender, stored and published to the sender's groups if the sender has an
+account: the same call the REST route makes), then into the nearby room's
+proximity index if the sender is there.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common.errors import BadRequest, Forbidden
-from groups.location import service as location_service
-from groups.location.fixes import parse_fix
 from protocol import wire
 from signaling import push_hooks
 from signaling.nearby import NEARBY_ROOM
-
-if TYPE_CHECKING:
-    from signaling.ws.session import ClientSession
+from signaling.ws.connection import Connection
 
 
-async def on_location(session: ClientSession, msg: wire.Location) -> dict[str, Any] | None:
+async def on_location(session: Connection, msg: wire.Location) -> dict[str, Any] | None:
     state = session.state
-    assert state.fix_limiter is not None and state.nearby is not None
-    now = state.clock()
-    fix = parse_fix(msg.model_dump(exclude={"type", "id"}, exclude_none=True), now)
-    state.fix_limiter.check(session.subject, now)
-    session.values["last_fix"] = (fix.lat, fix.lon)
+    fix, events = await state.locations.report_fix(
+        session.subject, session.identity.user_id,
+        msg.model_dump(exclude={"type", "id"}, exclude_none=True), state.clock(),
+    )
+    session.last_fix = (fix.lat, fix.lon)
     participant = session.participants.get(NEARBY_ROOM)
     if participant is not None:
         state.nearby.move(participant, fix.lat, fix.lon)
-    events: list[dict[str, Any]] = []
-    publish = state.extras.get("publish_fix")
-    if session.identity.user_id is not None and publish is not None:
-        events = await publish(state, session.identity.user_id, fix, now)
     # Place events reach the sender through the group's bus topic, like everyone.
     await push_hooks.group_events(state, events)
     return {"type": "location_ok", "ts": fix.ts} if msg.id is not None else None
 
 
-async def on_radius(session: ClientSession, msg: wire.Radius) -> dict[str, Any]:
+async def on_radius(session: Connection, msg: wire.Radius) -> dict[str, Any]:
     participant = session.participants.get(NEARBY_ROOM)
     if participant is None:
         raise BadRequest("join the nearby room before setting a radius")
-    assert session.state.nearby is not None
     session.state.nearby.set_radius(participant, msg.radius_m)
     return {"type": "radius", "room": NEARBY_ROOM, "radius_m": msg.radius_m}
 
 
-async def on_sos(session: ClientSession, msg: wire.Sos) -> dict[str, Any]:
+async def on_sos(session: Connection, msg: wire.Sos) -> dict[str, Any]:
     """An alert to every member of all the sender's groups, with the last position."""
     user_id = session.identity.user_id
     if user_id is None:
         raise Forbidden("SOS goes to your groups; guests have none")
     state = session.state
-    sent = await location_service.raise_sos(state.sessions, state.bus, user_id, state.clock())
+    sent = await state.locations.raise_sos(user_id, state.clock())
     await push_hooks.group_events(state, sent)
     return {"type": "sos_sent", "groups": [m["group_id"] for m in sent]}

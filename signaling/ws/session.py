@@ -47,7 +47,6 @@ Handler = Callable[["ClientSession", Any], Awaitable[dict[str, Any] | None]]
 
 class ClientSession:
     def __init__(self, state: AppState, websocket: WebSocket, identity: Identity) -> None:
-        assert state.rooms is not None
         self.state = state
         self.rooms: RoomRegistry = state.rooms
         self.websocket = websocket
@@ -58,7 +57,10 @@ class ClientSession:
         self.subscription: Subscription = state.bus.subscription()
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_MAX_MESSAGES)
         self.closed = False
-        self.values: dict[str, Any] = {}  # per-feature per-connection state
+        self.last_fix: tuple[float, float] | None = None
+        """The last (lat, lon) this connection sent: a fix sent before joining nearby counts."""
+        self.renames = 0
+        """Display-name changes on this connection (limited per session)."""
 
     # -- outbound -----------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -219,9 +221,8 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
               if pid != participant.participant_id]
     if room_id == NEARBY_ROOM:
         others = []  # strangers learn of each other only by proximity (``nearby`` events)
-        last_fix = session.values.get("last_fix")
-        if last_fix is not None and session.state.nearby is not None:
-            session.state.nearby.move(participant, *last_fix)  # a fix sent before joining counts
+        if session.last_fix is not None:
+            session.state.nearby.move(participant, *session.last_fix)
     if room_id.startswith("group:") and len(room.participants) == 1:
         # In the background: awaiting here would let another member's
         # participant_joined overtake this joined reply.
