@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,19 +238,7 @@ async def _run_client(
             answer = await expect("answer")
             await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
             tasks.append(asyncio.ensure_future(_drain_ws(ws)))
-            deadline = time.monotonic() + CONNECT_TIMEOUT_S
-            # arrivals are appended from aiortc's receive path: polling is simplest
-            while not arrivals and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            if not arrivals:
-                raise TimeoutError("no audio from the server")
-            with ready.get_lock():
-                ready.value += 1
-            # the parent opens the measurement window once everybody hears audio
-            # ``window`` is shared memory written by another process: poll it
-            while window[1] == 0.0 or time.monotonic() < window[1]:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-            result.packets_in_window = sum(1 for a in arrivals if window[0] <= a < window[1])
+            await wait_until_heard(arrivals, ready, window, result)
     except Exception as exc:  # reported, not raised: one bad client must not hide the rest
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
@@ -258,6 +247,25 @@ async def _run_client(
         with contextlib.suppress(Exception):
             await pc.close()
     return result
+
+
+async def wait_until_heard(
+    arrivals: list[float], ready: Any, window: Any, result: ClientResult
+) -> None:
+    """Say ready once audio arrives, then count the packets in the parent's window."""
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    # arrivals are appended from aiortc's receive path: polling is simplest
+    while not arrivals and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    if not arrivals:
+        raise TimeoutError("no audio from the server")
+    with ready.get_lock():
+        ready.value += 1
+    # the parent opens the measurement window once everybody hears audio
+    # ``window`` is shared memory written by another process: poll it
+    while window[1] == 0.0 or time.monotonic() < window[1]:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    result.packets_in_window = sum(1 for a in arrivals if window[0] <= a < window[1])
 
 
 async def _drain_ws(ws: Any) -> None:
@@ -471,8 +479,12 @@ def _setup_accounts(base: str, n: int) -> tuple[int, list[str]]:
 
 
 def measure(
-    base: str, server_pid: int, gid: int, tokens: list[str], seconds: float, workers: int
+    base: str, server_pid: int, gid: int, tokens: list[str], seconds: float, workers: int,
+    worker: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
+    """One size: N clients (``worker`` runs them; Disco's by default) for ``seconds``."""
+    disco = worker is None
+    target = _worker if worker is None else worker
     n = len(tokens)
     roles = ["talker"] * TALKERS + ["probe"] * PROBES + ["listener"] * (n - TALKERS - PROBES)
     jobs = [(tokens[i], roles[i], i) for i in range(n)]
@@ -486,10 +498,10 @@ def measure(
     room = f"group:{gid}"
     # Talkers and probes get a process of their own: their timestamps must
     # not wait behind twenty listeners' packets on a shared event loop.
-    procs = [ctx.Process(target=_worker, args=(base, measuring, room, t0, ready, window, out))]
+    procs = [ctx.Process(target=target, args=(base, measuring, room, t0, ready, window, out))]
     procs += [
         ctx.Process(
-            target=_worker,
+            target=target,
             args=(base, listening[w::workers], room, t0, ready, window, out, LISTENER_NICE),
         )
         for w in range(workers)
@@ -503,11 +515,11 @@ def measure(
     start = time.monotonic() + WARMUP_S
     window[0], window[1] = start, start + seconds  # type: ignore[index]
     time.sleep(max(0.0, window[0] - time.monotonic()))
-    waits0 = _wait_buckets(base)
+    waits0 = _wait_buckets(base) if disco else {"jitter": {}, "send": {}}
     cpu0, wall0 = _cpu_seconds(server_pid), time.monotonic()
     time.sleep(max(0.0, window[1] - time.monotonic()))
     cpu1, wall1 = _cpu_seconds(server_pid), time.monotonic()
-    waits1 = _wait_buckets(base)
+    waits1 = _wait_buckets(base) if disco else {"jitter": {}, "send": {}}
     results: list[dict[str, Any]] = []
     for _ in procs:
         results += out.get(timeout=120)
@@ -537,7 +549,7 @@ def measure(
         )
         for role in ("talker", "probe", "listener")
     }
-    if os.environ.get("BENCH_VERBOSE"):
+    if os.environ.get("BENCH_VERBOSE") and disco:
         import httpx
 
         text = httpx.get(f"http://{base}/metrics", timeout=10).text
