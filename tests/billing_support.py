@@ -11,19 +11,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import SessionFactory, make_engine, make_session_factory, migrate, session_scope
 from groups.models import User
+from tests.fake_http import json_server
 
 PRICE_PLUS = "price_plus_test"
 PRICE_PRO = "price_pro_test"
@@ -160,34 +159,13 @@ def fake_stripe() -> Iterator[FakeStripe]:
     """A local HTTP server standing in for https://api.stripe.com."""
     fake = FakeStripe()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            raw = self.rfile.read(length).decode()
-            form = dict(urllib.parse.parse_qsl(raw, keep_blank_values=True))
-            req = StripeRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
-                                form)
-            status, payload = fake.handle(req)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Request-Id", "req_test")
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(path: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, Any]:
+        form = dict(urllib.parse.parse_qsl(raw.decode(), keep_blank_values=True))
+        return fake.handle(StripeRequest("POST", path, dict(headers), form))
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with json_server(respond, {"Request-Id": "req_test"}) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def migrated_with_user(url: str) -> tuple[AsyncEngine, SessionFactory, int]:

@@ -15,13 +15,11 @@ import ipaddress
 import json
 import secrets
 import ssl
-import threading
 import urllib.parse
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,8 @@ from cryptography.x509.oid import NameOID
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded
+
+from tests.fake_http import json_server
 
 APNS_KEY_ID = "ABC123DEFG"
 APNS_TEAM_ID = "TEAM123456"
@@ -242,26 +242,18 @@ def fake_fcm(directory: Path) -> Iterator[tuple[FakeFcm, Path]]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     fake = FakeFcm(key.public_key())
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.path == "/token":
-                status, payload = fake.issue_token(dict(urllib.parse.parse_qsl(raw.decode())))
-            else:
-                status, payload = fake.send(self.path, self.headers.get("Authorization", ""),
-                                            raw)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(path: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, Any]:
+        if path == "/token":
+            return fake.issue_token(dict(urllib.parse.parse_qsl(raw.decode())))
+        return fake.send(path, headers.get("authorization", ""), raw)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+    with json_server(respond) as url:
+        fake.url = url
+        yield fake, _service_account(directory, key, url)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+
+def _service_account(directory: Path, key: rsa.RSAPrivateKey, url: str) -> Path:
+    """A service-account file whose token_uri points at the stand-in."""
     account = directory / "service-account.json"
     account.write_text(json.dumps({
         "type": "service_account",
@@ -272,12 +264,6 @@ def fake_fcm(directory: Path) -> Iterator[tuple[FakeFcm, Path]]:
                                          serialization.NoEncryption()).decode(),
         "client_email": f"push@{FCM_PROJECT}.iam.gserviceaccount.com",
         "client_id": "1234567890",
-        "token_uri": f"{fake.url}/token",
+        "token_uri": f"{url}/token",
     }))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield fake, account
-    finally:
-        server.shutdown()
-        server.server_close()
+    return account
