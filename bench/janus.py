@@ -129,12 +129,7 @@ def janus_server(workdir: Path, cpu: int | None = None) -> Iterator[tuple[str, i
         _wait_for_api(base, proc)
         yield base, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        voice.stop(proc)
 
 
 def _wait_for_api(base: str, proc: subprocess.Popen[bytes]) -> None:
@@ -333,11 +328,7 @@ def main() -> None:
                 ratios.sort()
                 print(f"{n:>4} median Disco/Janus CPU ratio: {ratios[len(ratios) // 2]:.2f}")
     finally:
-        disco.terminate()
-        try:
-            disco.wait(10)
-        except subprocess.TimeoutExpired:
-            disco.kill()
+        voice.stop(disco)
     print(f"logs: {workdir}")
 
 

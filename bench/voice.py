@@ -431,6 +431,16 @@ def _start_server(workdir: Path, port: int, cpu: int | None = None) -> subproces
     )
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a server; kill it if it is still there after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _setup_accounts(base: str, n: int) -> tuple[int, list[str]]:
     import httpx
 
@@ -634,11 +644,7 @@ def main() -> None:
                 print(f"     client error: {err}")
             time.sleep(2.0)  # let the server drop the previous clients
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
     ok = [
         r
         for r in rows

@@ -39,6 +39,7 @@ history_days = 1
 max_places = 2
 
 [plans.plus]
+display_name = "Disco Plus"
 stripe_price_id = "{PRICE_PLUS}"
 max_group_members = 25
 voice = true

@@ -10,26 +10,7 @@ import pytest
 from billing.errors import PlansFileError, UnknownPlan
 from billing.plans import BUILTIN_PLANS, load_catalog, parse_catalog
 from common.errors import BadRequest
-
-PLUS_TOML = """
-default = "free"
-
-[plans.free]
-max_group_members = 5
-voice = true
-music = false
-history_days = 1
-max_places = 2
-
-[plans.plus]
-display_name = "Disco Plus"
-stripe_price_id = "price_plus_monthly"
-max_group_members = 25
-voice = true
-music = true
-history_days = 30
-max_places = "unlimited"
-"""
+from tests.billing_support import PLANS_TOML, PRICE_PLUS
 
 
 def test_builtin_defaults_match_the_product_description() -> None:
@@ -45,10 +26,10 @@ def test_builtin_defaults_match_the_product_description() -> None:
 
 def test_toml_file(tmp_path: Path) -> None:
     path = tmp_path / "plans.toml"
-    path.write_text(PLUS_TOML)
+    path.write_text(PLANS_TOML)
     catalog = load_catalog(path)
     assert catalog.get("plus").display_name == "Disco Plus"
-    assert catalog.by_price("price_plus_monthly") is catalog.get("plus")
+    assert catalog.by_price(PRICE_PLUS) is catalog.get("plus")
     assert catalog.by_price("price_other") is None
 
 
