@@ -147,6 +147,10 @@ class InboundStream:
                 self._warned_codec = True
                 logger.info("%s: inbound %s is not decoded (Opus only)", self._label, mime)
             return 0
+        if not payload:
+            # Padding only. An empty av.Packet would put the decoder into
+            # draining mode (end of stream), and it would never decode again.
+            return 0
         try:
             frames = self._decoder.decode(payload)
         except (av.FFmpegError, ValueError) as exc:
