@@ -24,6 +24,11 @@ and quietly running without it:
     event loop, after aiortc's SRTP, RTCP statistics and RTX unwrapping, and
     gives aiortc's decoder nothing.
 
+Two reads, for tests: ``nominated_local_candidate`` (which path ICE chose:
+host or relay) and ``go_silent`` (close a peer's sockets with no goodbye, as
+a phone leaving coverage does), both through the aioice ``Connection`` that
+aiortc keeps privately under its ``RTCIceTransport``.
+
 This module lives in ``protocol/`` because it is the one leaf package that the
 server (``sfu``, ``signaling``) and the desktop client may both import: it
 imports nothing but aiortc and aioice. ``tests/test_aiortc_compat.py`` has a
@@ -39,7 +44,9 @@ from collections.abc import Callable, Sequence
 from types import FunctionType
 
 import aioice.ice
+from aioice.candidate import Candidate
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
@@ -188,3 +195,43 @@ def take_rtp(receiver: RTCRtpReceiver, sink: RtpSink) -> None:
             f"found {type(current).__name__} and {type(codecs).__name__}"
         )
     setattr(receiver, _JITTER_BUFFER, _Tap(codecs, sink))
+
+
+# --- ICE internals (for tests) ------------------------------------------------------------
+
+
+def ice_connection(transport: RTCIceTransport) -> aioice.ice.Connection:
+    """The aioice connection aiortc keeps under ``transport`` (its private ``_connection``)."""
+    connection = getattr(transport, "_connection", None)
+    if not isinstance(connection, aioice.ice.Connection):
+        raise CompatError(
+            f"RTCIceTransport has no aioice Connection in _connection: found "
+            f"{type(connection).__name__}"
+        )
+    return connection
+
+
+def nominated_local_candidate(transport: RTCIceTransport, component: int = 1) -> Candidate | None:
+    """Our side of the candidate pair ICE nominated (None before it has)."""
+    nominated = getattr(ice_connection(transport), "_nominated", None)
+    if not isinstance(nominated, dict):
+        raise CompatError("aioice's Connection has no _nominated pairs (dict)")
+    pair = nominated.get(component)
+    return None if pair is None else pair.local_candidate
+
+
+def go_silent(transport: RTCIceTransport) -> None:
+    """Close ``transport``'s UDP sockets with no DTLS close or RTCP BYE: a vanished peer."""
+    connection = ice_connection(transport)
+    protocols = getattr(connection, "_protocols", None)
+    if not isinstance(protocols, list):
+        raise CompatError("aioice's Connection has no _protocols (list)")
+
+    async def drop(data: bytes) -> None:
+        return None
+
+    setattr(connection, "send", drop)  # noqa: B010 (an instance attribute over a method)
+    for protocol in list(protocols):
+        udp = getattr(protocol, "transport", None)
+        if udp is not None:
+            udp.close()

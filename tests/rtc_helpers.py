@@ -425,21 +425,12 @@ class RtcClient:
         if self.music is not None:
             self.music.stop()
         for transceiver in self.pc.getTransceivers():
-            connection = transceiver.receiver.transport.transport._connection
-            connection.send = _drop  # type: ignore[method-assign]
-            for protocol in list(getattr(connection, "_protocols", [])):
-                transport = getattr(protocol, "transport", None)
-                if transport is not None:
-                    transport.close()
+            aiortc_compat.go_silent(transceiver.receiver.transport.transport)
 
     async def close(self) -> None:
         await self.recorder.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
-
-
-async def _drop(data: bytes) -> None:
-    return None
 
 
 async def join(

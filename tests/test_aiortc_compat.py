@@ -189,11 +189,27 @@ async def test_take_rtp_hands_over_each_packet_on_arrival(
         assert [p for p, _ in got[1:]] == [bytes([0xF8, i]) for i in range(5)]
         await asyncio.sleep(0.1)
         assert decoded and not decoded[0].done()  # aiortc's decoder got nothing
+
+        # the two reads for tests: the path ICE chose, and vanishing without a goodbye
+        sender_ice = sender.getTransceivers()[0].receiver.transport.transport
+        local = aiortc_compat.nominated_local_candidate(sender_ice)
+        assert local is not None and (local.type, local.host) == ("host", "127.0.0.1")
+        aiortc_compat.go_silent(sender_ice)
+        track.queue.put_nowait(b"\xf8after")
+        await asyncio.sleep(0.3)
+        assert len(got) == 6  # nothing more arrives
     finally:
         for future in decoded:
             future.cancel()
         await sender.close()
         await receiver.close()
+
+
+def test_ice_reads_refuse_a_transport_without_an_aioice_connection() -> None:
+    with pytest.raises(CompatError, match="_connection"):
+        aiortc_compat.nominated_local_candidate(SimpleNamespace())  # type: ignore[arg-type]
+    with pytest.raises(CompatError, match="_connection"):
+        aiortc_compat.go_silent(SimpleNamespace(_connection=object()))  # type: ignore[arg-type]
 
 
 async def test_take_rtp_refuses_a_receiver_without_the_parts_it_replaces() -> None:
