@@ -86,7 +86,6 @@ class Peer:
         self.state = "new"
         self._connected_at: float | None = None
         self._voice_in: InboundStream | None = None
-        self._inbound: list[InboundStream] = []
         self._public_ip = public_ip
         self._music_mids = frozenset(music_mids)
         self._on_state: Callable[[Peer, str], None] | None = on_state
@@ -129,10 +128,6 @@ class Peer:
         """Stop reporting state (the peer is being replaced or removed on purpose)."""
         self._on_state = None
 
-    @property
-    def frames_in(self) -> int:
-        return sum(s.frames_in for s in self._inbound)
-
     # --- aiortc -------------------------------------------------------------------
 
     def _state_changed(self) -> None:
@@ -173,18 +168,15 @@ class Peer:
                 client_sends = sends_by_mid[mid]
             else:
                 client_sends = index < len(sends_in_order) and sends_in_order[index]
-            if mid is not None and mid in self._music_mids:
+            stream: InboundStream | None = None  # nothing sent here, or a second voice
+            if not client_sends:
+                pass
+            elif mid is not None and mid in self._music_mids:
                 slot = self.music.setdefault(mid, JitterSlot())
-                stream: InboundStream | None = InboundStream(slot, f"{self.participant_id}/{mid}")
+                stream = InboundStream(slot, f"{self.participant_id}/{mid}")
             elif t is voice[0]:
-                stream = InboundStream(self.voice, self.participant_id)
-                if client_sends:
-                    self._voice_in = stream
-            else:
-                stream = None  # a second voice track: only the first is mixed
-            aiortc_compat.take_rtp(t.receiver, self._sink(stream) if client_sends else _ignore)
-            if stream is not None and client_sends:
-                self._inbound.append(stream)
+                stream = self._voice_in = InboundStream(self.voice, self.participant_id)
+            aiortc_compat.take_rtp(t.receiver, self._sink(stream))
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
