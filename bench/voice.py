@@ -87,9 +87,10 @@ class ClientResult:
 
 
 def _patch_loopback() -> None:
-    import aioice.ice
+    from protocol import aiortc_compat
 
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    aiortc_compat.install()
+    aiortc_compat.set_host_addresses(("127.0.0.1",))
 
 
 def _burst_on(index: int, t: float, t0: float) -> bool:
@@ -103,7 +104,7 @@ class _OnsetDetector:
     """Decodes Opus payloads as they arrive and timestamps each silence -> tone switch."""
 
     def __init__(self, heard: list[float]) -> None:
-        from sfu.peer import MonoOpusDecoder
+        from sfu.inbound import MonoOpusDecoder
 
         self._decoder = MonoOpusDecoder()
         self._heard = heard
@@ -119,34 +120,30 @@ class _OnsetDetector:
             self._loud = level >= ONSET_DBOV - 10 if self._loud else level >= ONSET_DBOV
 
 
-def _arrival_buffer(arrivals: list[float], detector: _OnsetDetector | None) -> Any:
-    """A receiver jitter buffer that records packet arrival times and passes nothing on.
+def _arrival_sink(arrivals: list[float], detector: _OnsetDetector | None) -> Any:
+    """A receiver's RTP packets: record arrival times, pass nothing on.
 
     Nothing reaches aiortc's decoder thread: a probe decodes here, at arrival,
     so its onset times are when the packet came off the socket, not when a
     busy client got round to a decoded frame.
     """
-    from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 
-    class Arrivals(JitterBuffer):
-        def __init__(self) -> None:
-            super().__init__(capacity=16)
+    def sink(packet: Any, mime: str) -> None:
+        now = time.monotonic()
+        arrivals.append(now)
+        if detector is not None:
+            detector(packet.payload, now)
 
-        def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
-            now = time.monotonic()
-            arrivals.append(now)
-            if detector is not None:
-                detector(packet.payload, now)
-            return False, None
-
-    return Arrivals()
+    return sink
 
 
 def _install_arrival_buffers(
     pc: Any, arrivals: list[float], detector: _OnsetDetector | None
 ) -> None:
+    from protocol import aiortc_compat
+
     for t in pc.getTransceivers():
-        t.receiver._RTCRtpReceiver__jitter_buffer = _arrival_buffer(arrivals, detector)
+        aiortc_compat.take_rtp(t.receiver, _arrival_sink(arrivals, detector))
 
 
 def _opus_track(index: int | None, t0: float, onsets: list[float] | None = None) -> Any:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fractions
 
 import av
-import numpy as np
 from av.audio.codeccontext import AudioCodecContext
 
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ, Pcm
@@ -56,24 +55,6 @@ class OpusEncoder:
         packets = self._codec.encode(frame)
         # libopus with 20 ms input returns exactly one packet per frame.
         return b"".join(bytes(p) for p in packets)
-
-
-class OpusDecoder:
-    """Mono decode, for tests and for validating uploads' round trips."""
-
-    def __init__(self) -> None:
-        codec = av.CodecContext.create("libopus", "r")
-        assert isinstance(codec, AudioCodecContext)
-        codec.sample_rate = SAMPLE_RATE_HZ
-        codec.layout = "mono"
-        codec.format = "s16"
-        self._codec = codec
-
-    def decode(self, payload: bytes) -> Pcm:
-        out = [f.to_ndarray().reshape(-1) for f in self._codec.decode(av.Packet(payload))]
-        if not out:
-            return np.zeros(0, dtype=np.int16)
-        return np.concatenate(out).astype(np.int16)
 
 
 def make_packet(payload: bytes, pts: int) -> av.Packet:

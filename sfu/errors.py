@@ -12,8 +12,7 @@ so the edge's one error table maps them to wire codes without knowing ``sfu``)::
     │   │                       a path that leaves the music folder, not audio
     │   └── MusicTooLarge       [MessageTooLarge] an upload over the size limit
     ├── MusicNotFound           [NotFound] no such music file or upload
-    ├── MusicNotAllowed         [LimitExceeded] the room's plan has no music
-    └── UnknownParticipant      [NotFound] no such participant in this room
+    └── MusicNotAllowed         [LimitExceeded] the room's plan has no music
 """
 
 from __future__ import annotations
@@ -51,7 +50,3 @@ class MusicNotFound(SfuError, errors.NotFound):
 
 class MusicNotAllowed(SfuError, errors.LimitExceeded):
     code = errors.LimitExceeded.code
-
-
-class UnknownParticipant(SfuError, errors.NotFound):
-    code = errors.NotFound.code

@@ -1,11 +1,9 @@
-"""Which addresses the server offers as ICE candidates, and STUN (off by default).
+"""What the server's ICE offers: STUN (off by default) and a public address behind NAT.
 
-aioice gathers host candidates from ``aioice.ice.get_host_addresses``, which
-lists every interface except 127.0.0.1. There is no per-connection option, so
-``use_host_addresses`` replaces that function for the whole process: the
-server has one network identity, chosen once from
-``DISCO_RTC_HOST_ADDRESSES``. Tests pass ``("127.0.0.1",)`` so that nothing
-leaves the loopback.
+Which host addresses aioice offers is chosen process-wide through
+``protocol.aiortc_compat.set_host_addresses`` (the composition root passes
+``DISCO_RTC_HOST_ADDRESSES``; tests pass ``("127.0.0.1",)`` so that nothing
+leaves the loopback).
 
 Behind a 1:1 NAT (a cloud VM with a public IP) the server knows only its
 private address; ``announce_public_ip`` adds a server-reflexive candidate with
@@ -20,35 +18,10 @@ are configured.
 from __future__ import annotations
 
 import ipaddress
-import logging
 from collections.abc import Sequence
 
-import aioice.ice
 from aioice.candidate import candidate_priority
 from aiortc import RTCConfiguration, RTCIceServer
-
-logger = logging.getLogger(__name__)
-
-_aioice_default = aioice.ice.get_host_addresses
-
-
-def use_host_addresses(addresses: Sequence[str]) -> None:
-    """Make aioice offer exactly ``addresses`` as host candidates (process-wide).
-
-    An empty sequence restores aioice's default (all interfaces but loopback).
-    """
-    if not addresses:
-        aioice.ice.get_host_addresses = _aioice_default
-        return
-    chosen = tuple(str(ipaddress.ip_address(a.strip())) for a in addresses)
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [
-            a for a in chosen if (use_ipv6 if ipaddress.ip_address(a).version == 6 else use_ipv4)
-        ]
-
-    aioice.ice.get_host_addresses = get_host_addresses
-    logger.info("ICE host candidates limited to %s", ", ".join(chosen))
 
 
 def rtc_configuration(stun_urls: Sequence[str] = ()) -> RTCConfiguration:

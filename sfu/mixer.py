@@ -90,6 +90,36 @@ class MixPlan:
         else:
             per_listener[speaker] = float(gain)
 
+    def set_audible(self, rows: dict[str, dict[str, float]] | None) -> None:
+        """Replace who hears whom (None: a group room); rows are taken, not copied."""
+        self.audible = rows
+
+    def set_mutual(
+        self, pid: str, row: Mapping[str, float] | None, lost: Collection[str] = ()
+    ) -> None:
+        """``pid`` hears ``row`` and each of them hears ``pid`` at the same gain; ``lost``
+        and ``pid`` no longer hear each other; ``row`` None: ``pid`` left (its row goes).
+
+        A nearby room's pairs are mutual, so one person's move changes exactly
+        these entries: O(their neighbours), not O(room).
+        """
+        if self.audible is None:
+            self.audible = {}
+        audible = self.audible
+        for other in lost:
+            audible.get(other, {}).pop(pid, None)
+        if row is None:
+            audible.pop(pid, None)
+            return
+        audible[pid] = dict(row)
+        for other, gain in row.items():
+            audible.setdefault(other, {})[pid] = gain
+
+    def audibility(self) -> dict[str, dict[str, float]] | None:
+        """A copy of the rows (None: a group room)."""
+        audible = self.audible
+        return None if audible is None else {k: dict(v) for k, v in audible.items()}
+
     def forget(self, participant: str) -> None:
         """Drop volume settings by and for a participant who left.
 

@@ -231,7 +231,6 @@ class MusicQueue:
     status: str = "stopped"  # "playing" | "paused" | "stopped"
     current: Track | None = None
     queue: list[Track] = field(default_factory=list)
-    allowed: bool = True
 
     def play(self, track: Track) -> None:
         """Play ``track`` now, replacing the current one; the queue stays."""
@@ -281,7 +280,6 @@ class MusicQueue:
             "status": self.status,
             "current": self.current.wire() if self.current else None,
             "queue": [t.wire() for t in self.queue],
-            "allowed": self.allowed,
         }
 
 
@@ -293,7 +291,9 @@ class MusicPlayer:
     """What the room's tick pulls music frames from.
 
     ``open_decoder`` is injectable so tests can feed synthetic audio.
-    ``changed`` is set whenever the wire state changed (the room broadcasts it).
+    ``changed`` is set whenever the wire state changed; the room reads and
+    clears it with ``take_changed``. Whether music is allowed at all is not
+    the player's business: the room asks its controls and stops the player.
     """
 
     open_decoder: Callable[[Path], FileDecoder] = FileDecoder
@@ -350,14 +350,10 @@ class MusicPlayer:
             raise BadMusicRequest(f"unknown music action: {action!r}")
         self.changed = True
 
-    def set_allowed(self, allowed: bool) -> None:
-        if self.queue.allowed == allowed:
-            return
-        self.queue.allowed = allowed
-        if not allowed and self.queue.current is not None:
-            self._close_decoder(fade_out=self.queue.status == "playing")
-            self.queue.stop()
-        self.changed = True
+    def take_changed(self) -> bool:
+        """Has the wire state changed since the last call? (The room then broadcasts it.)"""
+        changed, self.changed = self.changed, False
+        return changed
 
     def next_frame(self) -> Pcm | None:
         """This tick's music frame, or None when silent."""

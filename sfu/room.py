@@ -13,6 +13,14 @@ mixing at the same instant (a burst delays every sender behind it), and
 because a room's lifecycle (start/close, a crash in one room's tick) stays
 its own. After a long stall (the process was starved) the clock catches up
 at most ``MAX_CATCHUP_TICKS`` ticks and then skips ahead, counting the loss.
+
+The tick itself (``MediaRoom.tick(now)``) never awaits and reads the time it
+is given: its inputs are the peers' jitter slots (``MediaPeer``), the music
+player, the mix plan and the room's controls (``RoomControls``: who is muted,
+whether music is allowed, owned by the signaling layer and asked every
+tick); its outputs are Opus payloads handed to ``MediaPeer.send``, events,
+and the peers it gave up on. Peers come from an injected ``PeerFactory``, so
+``tests/test_sfu_tick.py`` drives it with fake peers and a fake clock.
 """
 
 from __future__ import annotations
@@ -24,9 +32,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -35,7 +43,7 @@ from sfu import metrics
 from sfu.codec import OpusEncoder
 from sfu.ducking import Ducker
 from sfu.errors import BadCandidate, BadMusicRequest, BadVolume, MusicNotAllowed
-from sfu.ice import use_host_addresses
+from sfu.inbound import JitterSlot
 from sfu.levels import SpeakingDetector, levels_dbov
 from sfu.mixer import FRAME_MS, MAX_GAIN, Acc, MixPlan, Pcm, assign_encoders, mix
 from sfu.music import ACTIONS, MusicPlayer, Track, probe_audio, resolve_source
@@ -58,8 +66,6 @@ JITTER_WAIT_SAMPLE_EVERY_TICKS = 5
 class MediaConfig:
     """What a room needs from the settings (see ``from_settings``)."""
 
-    host_addresses: tuple[str, ...] = ()
-    """ICE host candidates offered; () = aioice's default (all but loopback)."""
     public_ip: str | None = None
     stun_urls: tuple[str, ...] = ()
     duck_db: float = -12.0
@@ -73,7 +79,6 @@ class MediaConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> MediaConfig:
         return cls(
-            host_addresses=tuple(settings.rtc_host_addresses),
             public_ip=settings.rtc_public_ip,
             stun_urls=tuple(settings.stun_urls),
             duck_db=settings.music_duck_db,
@@ -84,25 +89,121 @@ class MediaConfig:
         )
 
 
+class RoomControls(Protocol):
+    """What the room's owner decides and the tick asks: who is muted, may music play.
+
+    The signaling layer's room is the one owner of these facts (they exist
+    before media starts); the media room keeps no copy.
+    """
+
+    @property
+    def music_allowed(self) -> bool: ...
+
+    def is_muted(self, participant_id: str) -> bool: ...
+
+
+@dataclass
+class StaticControls:
+    """``RoomControls`` held in memory: for a media room used without signaling (tests)."""
+
+    muted: set[str] = field(default_factory=set)
+    music_allowed: bool = True
+
+    def is_muted(self, participant_id: str) -> bool:
+        return participant_id in self.muted
+
+
+class MediaPeer(Protocol):
+    """One participant's connection as the room sees it (``sfu.peer.Peer`` in production)."""
+
+    @property
+    def participant_id(self) -> str: ...
+
+    @property
+    def voice(self) -> JitterSlot: ...
+
+    @property
+    def music(self) -> Mapping[str, JitterSlot]: ...
+
+    @property
+    def listening(self) -> bool: ...
+
+    def send(self, payload: bytes) -> None: ...
+
+    def skip(self, frames: int) -> None: ...
+
+    def last_heard(self) -> float | None: ...
+
+    def fail(self) -> None: ...
+
+    def detach(self) -> None: ...
+
+    async def answer(self, offer_sdp: str) -> str: ...
+
+    async def add_candidate(self, candidate: dict[str, Any] | None) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+PeerStateCallback = Callable[[MediaPeer, str], None]
+PeerFactory = Callable[[str, Collection[str], PeerStateCallback], MediaPeer]
+"""(participant id, music mids, on_state) -> a new peer, not yet answered."""
+
+
+def aiortc_peers(config: MediaConfig) -> PeerFactory:
+    """The production factory: an aiortc ``Peer`` per connection."""
+
+    def make(pid: str, music_mids: Collection[str], on_state: PeerStateCallback) -> MediaPeer:
+        return Peer(
+            pid,
+            stun_urls=config.stun_urls,
+            public_ip=config.public_ip,
+            music_mids=music_mids,
+            on_state=on_state,
+        )
+
+    return make
+
+
+@dataclass
+class TickResult:
+    """What one tick did, besides the payloads and events it handed out."""
+
+    encodes: int = 0
+    expired: list[MediaPeer] = field(default_factory=list)
+    """Peers found silent for too long: reported failed; the shell drops them."""
+
+
 class MediaRoom:
     """Mixes a room's voices and music for each listener, 50 times a second."""
 
     def __init__(
-        self, room_id: str, config: MediaConfig, on_event: Callable[[dict[str, Any]], None]
+        self,
+        room_id: str,
+        config: MediaConfig,
+        on_event: Callable[[dict[str, Any]], None],
+        *,
+        controls: RoomControls | None = None,
+        peer_factory: PeerFactory | None = None,
+        player: MusicPlayer | None = None,
     ) -> None:
         self.room_id = room_id
         self.config = config
         self._on_event = on_event
-        self._peers: dict[str, Peer] = {}
-        self._muted: set[str] = set()
+        self._controls: RoomControls = controls if controls is not None else StaticControls()
+        self._make_peer = peer_factory if peer_factory is not None else aiortc_peers(config)
+        self._peers: dict[str, MediaPeer] = {}
         self._plan = MixPlan()
         self._detector = SpeakingDetector()
         self._ducker = Ducker(duck_db=config.duck_db)
-        self._player = MusicPlayer()
+        self._player = player if player is not None else MusicPlayer()
+        self._music_allowed = self._controls.music_allowed
+        """The controls' answer at the last tick: a change is broadcast once."""
         self._encoders: dict[int, OpusEncoder] = {}
         self._listener_encoder: dict[str, int] = {}
         self._fresh_ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
+        self._drops: set[asyncio.Task[None]] = set()
         self._closed = False
         self._ticks = 0
         self.last_encodes = 0
@@ -112,8 +213,6 @@ class MediaRoom:
     async def start(self) -> None:
         if self._task is not None:
             return
-        if self.config.host_addresses:
-            use_host_addresses(self.config.host_addresses)
         metrics.ROOMS.inc()
         self._task = asyncio.create_task(self._run(), name=f"mix:{self.room_id}")
 
@@ -139,13 +238,7 @@ class MediaRoom:
         """Answer a participant's offer; a second call replaces their connection."""
         if self._closed:
             raise BadRequest("room is closed")
-        peer = Peer(
-            participant_id,
-            stun_urls=self.config.stun_urls,
-            public_ip=self.config.public_ip,
-            music_mids=music_mids,
-            on_state=self._peer_state,
-        )
+        peer = self._make_peer(participant_id, music_mids, self._peer_state)
         try:
             answer = await peer.answer(offer_sdp)
         except BaseException:
@@ -174,7 +267,6 @@ class MediaRoom:
     async def disconnect(self, participant_id: str) -> None:
         """Remove a participant from the room (idempotent)."""
         peer = self._peers.pop(participant_id, None)
-        self._muted.discard(participant_id)
         self._plan.forget(participant_id)
         self._listener_encoder.pop(participant_id, None)
         for event in self._detector.forget([participant_id]):
@@ -193,7 +285,7 @@ class MediaRoom:
     def participant_ids(self) -> list[str]:
         return list(self._peers)
 
-    def _peer_state(self, peer: Peer, state: str) -> None:
+    def _peer_state(self, peer: MediaPeer, state: str) -> None:
         if self._peers.get(peer.participant_id) is not peer:
             return
         if state in ("connected", "failed", "closed"):
@@ -204,9 +296,9 @@ class MediaRoom:
             )
         if state in ("failed", "closed"):
             # Drop this very peer object: a re-offer may already have replaced it.
-            asyncio.get_running_loop().create_task(self._drop(peer.participant_id, peer))
+            self._spawn_drop(peer)
 
-    def _expire_silent_peers(self, now: float) -> None:
+    def _expire_silent_peers(self, now: float) -> list[MediaPeer]:
         """Report peers whose inbound audio stopped (no goodbye, no ICE failure yet).
 
         aioice only notices a vanished peer after ~30 s of failed consent
@@ -214,33 +306,28 @@ class MediaRoom:
         included), so ``peer_timeout_s`` of nothing means it is gone.
         """
         timeout = self.config.peer_timeout_s
-        for pid, peer in list(self._peers.items()):
-            if not peer.has_voice_in or peer.last_frame_at is None or peer.state != "connected":
+        expired: list[MediaPeer] = []
+        for pid, peer in self._peers.items():
+            heard = peer.last_heard()
+            if heard is None or now - heard <= timeout:
                 continue
-            if now - peer.last_frame_at > timeout:
-                logger.info(
-                    "room %s: %s silent for %.1f s, dropping",
-                    self.room_id,
-                    pid,
-                    now - peer.last_frame_at,
-                )
-                metrics.PEER_FAILURES.inc()
-                peer.detach()
-                peer.state = "failed"
-                self._emit({"type": "peer_state", "participant_id": pid, "state": "failed"})
-                asyncio.get_running_loop().create_task(self._drop(pid, peer))
+            logger.info("room %s: %s silent for %.1f s, dropping", self.room_id, pid, now - heard)
+            metrics.PEER_FAILURES.inc()
+            peer.fail()
+            self._emit({"type": "peer_state", "participant_id": pid, "state": "failed"})
+            expired.append(peer)
+        return expired
 
-    async def _drop(self, pid: str, peer: Peer) -> None:
+    def _spawn_drop(self, peer: MediaPeer) -> None:
+        task = asyncio.get_running_loop().create_task(self._drop(peer.participant_id, peer))
+        self._drops.add(task)
+        task.add_done_callback(self._drops.discard)
+
+    async def _drop(self, pid: str, peer: MediaPeer) -> None:
         if self._peers.get(pid) is peer:
             await self.disconnect(pid)
 
     # --- who hears whom -------------------------------------------------------
-
-    def set_muted(self, participant_id: str, muted: bool) -> None:
-        if muted:
-            self._muted.add(participant_id)
-        else:
-            self._muted.discard(participant_id)
 
     def set_volume(self, listener_id: str, speaker_id: str, gain: float) -> None:
         if isinstance(gain, bool) or not isinstance(gain, (int, float)):
@@ -257,34 +344,20 @@ class MediaRoom:
 
         A listener without a row hears nobody.
         """
-        self._plan.audible = None if audible is None else _checked_rows(audible)
+        self._plan.set_audible(None if audible is None else _checked_rows(audible))
 
     def set_mutual(
         self, pid: str, row: Mapping[str, float] | None, lost: Collection[str] = ()
     ) -> None:
         """``pid`` hears ``row`` and each of them hears ``pid`` at the same gain; ``lost``
         and ``pid`` no longer hear each other; ``row`` None: ``pid`` left (its row goes).
-
-        A nearby room's pairs are mutual, so one person's move changes exactly
-        these entries: O(their neighbours), not O(room).
         """
         checked = None if row is None else _checked_rows({pid: row})[pid]
-        if self._plan.audible is None:
-            self._plan.audible = {}
-        audible = self._plan.audible
-        for other in lost:
-            audible.get(other, {}).pop(pid, None)
-        if checked is None:
-            audible.pop(pid, None)
-            return
-        audible[pid] = checked
-        for other, gain in checked.items():
-            audible.setdefault(other, {})[pid] = gain
+        self._plan.set_mutual(pid, checked, lost)
 
     def audibility(self) -> dict[str, dict[str, float]] | None:
         """A copy of the current rows (None: a group room)."""
-        audible = self._plan.audible
-        return None if audible is None else {k: dict(v) for k, v in audible.items()}
+        return self._plan.audibility()
 
     # --- music ---------------------------------------------------------------
 
@@ -292,7 +365,7 @@ class MediaRoom:
         if action not in ACTIONS:
             raise BadMusicRequest(f"unknown music action: {action!r}")
         track = None
-        if action in ("play", "queue", "resume") and not self._player.queue.allowed:
+        if action in ("play", "queue", "resume") and not self._controls.music_allowed:
             raise MusicNotAllowed("music is not included in this group's plan")
         if action in ("play", "queue"):
             if not source:
@@ -300,28 +373,34 @@ class MediaRoom:
             cfg = self.config
             path = resolve_source(source, cfg.music_dir, cfg.upload_dir, cfg.max_upload_bytes)
             await asyncio.to_thread(probe_audio, path)
-            if not self._player.queue.allowed:  # lost while probing
+            if not self._controls.music_allowed:  # lost while probing
                 raise MusicNotAllowed("music is not included in this group's plan")
             track = Track(source=source, by=by, path=path)
         self._player.apply(action, track)
         self._flush_music_state()
         return self._music_state()
 
-    def set_music_allowed(self, allowed: bool) -> None:
-        self._player.set_allowed(allowed)
-        self._flush_music_state()
-
     def music_state(self) -> dict[str, Any]:
         return self._music_state()
 
     def _music_state(self) -> dict[str, Any]:
         state = self._player.queue.state()
+        state["allowed"] = self._controls.music_allowed
         state["client_music"] = sorted(pid for pid, p in self._peers.items() if p.music)
         return state
 
     def _flush_music_state(self) -> None:
-        if self._player.changed:
-            self._player.changed = False
+        if self._player.take_changed():
+            self._emit(self._music_state())
+
+    def _follow_music_allowed(self) -> None:
+        """Stop music the controls no longer allow; broadcast a change of the answer."""
+        allowed = self._controls.music_allowed
+        if not allowed and self._player.queue.current is not None:
+            self._player.apply("stop")  # fades out; take_changed reports it
+        if allowed != self._music_allowed:
+            self._music_allowed = allowed
+            self._player.take_changed()
             self._emit(self._music_state())
 
     # --- the clock ------------------------------------------------------------
@@ -343,26 +422,35 @@ class MediaRoom:
                     metrics.SKIPPED_TICKS.inc(behind)
                     n += behind
                     for peer in self._peers.values():
-                        for _ in range(behind):
-                            peer.out.skip()
+                        peer.skip(behind)
                 await asyncio.sleep(0)  # let senders run even when behind
             t0 = time.perf_counter()
             try:
-                self.tick(loop.time())
+                result = self.tick(loop.time())
             except Exception:
                 logger.exception("room %s: tick failed", self.room_id)
+            else:
+                for peer in result.expired:
+                    self._spawn_drop(peer)
             metrics.TICK_SECONDS.observe(time.perf_counter() - t0)
 
-    def tick(self, now: float) -> None:
-        """One 20 ms step: pull frames, detect speech, mix, encode, hand out."""
+    def tick(self, now: float) -> TickResult:
+        """One 20 ms step at ``now``: pull frames, detect speech, mix, encode, hand out.
+
+        Never awaits and reads no clock but ``now``: the caller (``_run``, or
+        a test with a fake clock) drops the peers it returns as expired.
+        """
         self._ticks += 1
         peers = self._peers
+        controls = self._controls
+        muted = {pid for pid in peers if controls.is_muted(pid)}
+        self._follow_music_allowed()
         voice: dict[str, Pcm] = {}
         music_frames: list[Pcm] = []
         timed = self._ticks % JITTER_WAIT_SAMPLE_EVERY_TICKS == 0
         for pid, peer in peers.items():
             frame = peer.voice.pop()
-            if frame is not None and pid not in self._muted:
+            if frame is not None and pid not in muted:
                 voice[pid] = frame
                 if timed and peer.voice.ready_at is not None:
                     metrics.JITTER_WAIT_SECONDS.observe(now - peer.voice.ready_at)
@@ -383,7 +471,7 @@ class MediaRoom:
         # a talker whose frame is a few ms late contributes silence for one
         # tick but keeps their place, so recipes (and the encoder each listener
         # is fed by) do not churn with network jitter.
-        active = [pid for pid in self._detector.active() if pid in peers and pid not in self._muted]
+        active = [pid for pid in self._detector.active() if pid in peers and pid not in muted]
 
         server_music = self._player.next_frame()
         if server_music is not None:
@@ -397,14 +485,14 @@ class MediaRoom:
         else:
             self._ducker.gains(bool(active))  # keep the ramp moving between songs
 
-        listeners = [pid for pid, p in peers.items() if p.out.readyState == "live"]
+        listeners = [pid for pid, p in peers.items() if p.listening]
         recipes = self._plan.recipes(listeners, active)
         mixes, groups = mix(recipes, voice, bed)
         enc_ids = assign_encoders(groups, self._listener_encoder, self._fresh_ids)
         for recipe, pcm in mixes.items():
             payload = self._encoder(enc_ids[recipe]).encode(pcm)
             for listener in groups[recipe]:
-                peers[listener].out.push(payload)
+                peers[listener].send(payload)
         self._listener_encoder = {
             listener: enc_ids[recipe] for recipe, ls in groups.items() for listener in ls
         }
@@ -417,8 +505,10 @@ class MediaRoom:
         for event in events:
             self._emit(event)
         self._flush_music_state()
+        expired = []
         if self._ticks % LIVENESS_EVERY_TICKS == 0:
-            self._expire_silent_peers(now)
+            expired = self._expire_silent_peers(now)
+        return TickResult(encodes=len(mixes), expired=expired)
 
     def _encoder(self, enc_id: int) -> OpusEncoder:
         enc = self._encoders.get(enc_id)

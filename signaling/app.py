@@ -77,6 +77,12 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     took = await asyncio.to_thread(proximity.warm_up)
     if took > 1.0:
         log.info("nearby index compiled in %.1f s (numba caches it for later starts)", took)
+    # aiortc/aioice patches: fail at start, not at the first call, if one no longer takes
+    from protocol import aiortc_compat  # imports aiortc: here, not when the CLI loads
+
+    aiortc_compat.install()
+    if settings.rtc_host_addresses:
+        aiortc_compat.set_host_addresses(settings.rtc_host_addresses)
     bus = make_bus(settings.redis_url, settings.redis_prefix)
     await bus.start()
     sessions = make_session_factory(engine)

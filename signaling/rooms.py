@@ -60,6 +60,11 @@ class Room:
     media: MediaRoom | None = None
     music_allowed: bool = False
 
+    def is_muted(self, participant_id: str) -> bool:
+        """For the media room (``sfu.room.RoomControls``): this room owns who is muted."""
+        participant = self.participants.get(participant_id)
+        return participant is not None and participant.muted
+
     def by_subject(self, subject: str) -> Participant | None:
         return next((p for p in self.participants.values() if p.peer.subject == subject), None)
 
@@ -150,8 +155,8 @@ class RoomRegistry:
                 from sfu.room import MediaConfig, MediaRoom
 
                 config = self._media_config() if self._media_config else MediaConfig()
-                media = MediaRoom(room_id, config, lambda event: self._media_event(room_id, event))
-                media.set_music_allowed(room.music_allowed)
+                media = MediaRoom(room_id, config, lambda event: self._media_event(room_id, event),
+                                  controls=room)
                 await media.start()
                 room.media = media
                 started = self.media_started.get(room_id)

@@ -4,7 +4,8 @@ Reusable by any test that needs WebRTC audio on the loopback (signaling,
 proximity, billing). Everything stays on 127.0.0.1:
 
 * ``loopback_ice(monkeypatch)`` makes aioice offer 127.0.0.1 as the only host
-  candidate (aioice leaves loopback out by default), and clients are built
+  candidate (aioice leaves loopback out by default) through
+  ``protocol.aiortc_compat``, and clients are built
   with ``iceServers=[]`` so aiortc adds no public STUN server.
 * ``RtcClient`` is one participant: an ``RTCPeerConnection`` sending a sine
   tone (``ToneTrack``; change ``client.tone.frequency_hz`` at any time, None
@@ -42,7 +43,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aioice.ice
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -56,6 +56,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 
+from protocol import aiortc_compat
 from tests.services import stop_process
 
 SAMPLE_RATE_HZ = 48_000
@@ -72,8 +73,13 @@ Samples = npt.NDArray[np.int16]
 
 
 def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Offer only 127.0.0.1 as ICE host candidate (process-wide, undone after the test)."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    """Offer only 127.0.0.1 as ICE host candidate (process-wide, undone after the test).
+
+    Installs the aiortc/aioice patches as the server and client do at start
+    (idempotent), then chooses loopback through them.
+    """
+    aiortc_compat.install()
+    monkeypatch.setattr(aiortc_compat, "chosen_host_addresses", ("127.0.0.1",))
 
 
 # --- sending --------------------------------------------------------------------------
@@ -419,21 +425,12 @@ class RtcClient:
         if self.music is not None:
             self.music.stop()
         for transceiver in self.pc.getTransceivers():
-            connection = transceiver.receiver.transport.transport._connection
-            connection.send = _drop  # type: ignore[method-assign]
-            for protocol in list(getattr(connection, "_protocols", [])):
-                transport = getattr(protocol, "transport", None)
-                if transport is not None:
-                    transport.close()
+            aiortc_compat.go_silent(transceiver.receiver.transport.transport)
 
     async def close(self) -> None:
         await self.recorder.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
-
-
-async def _drop(data: bytes) -> None:
-    return None
 
 
 async def join(

@@ -12,12 +12,12 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aioice.ice
 import pytest
 
 from clients.desktop import cli
 from clients.desktop.errors import ExitCode
 from common.settings import Settings
+from protocol import aiortc_compat
 from tests.rtc_helpers import free_port
 from tests.server_helpers import PASSWORD, LiveServer, live_server
 from tests.test_client_support import crew, media_settings, run_client, write_mono_wav
@@ -34,7 +34,8 @@ async def server(settings: Settings) -> AsyncIterator[LiveServer]:
 @pytest.fixture(autouse=True)
 def _keep_aioice(monkeypatch: pytest.MonkeyPatch) -> None:
     """An in-process client may patch aioice for loopback; undo it after each test."""
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
+    monkeypatch.setattr(aiortc_compat, "chosen_host_addresses",
+                        aiortc_compat.chosen_host_addresses)
 
 
 async def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

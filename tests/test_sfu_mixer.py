@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sfu.ducking import Ducker, GainRamp, db_to_gain, fade
+from sfu.inbound import JitterSlot
 from sfu.levels import MIN_DBOV, SpeakingDetector, levels_dbov
 from sfu.mixer import (
     FRAME_SAMPLES,
@@ -19,7 +20,7 @@ from sfu.mixer import (
     mix,
     mix_one,
 )
-from sfu.peer import JitterSlot, check_offer_text
+from sfu.peer import check_offer_text
 
 
 def const(value: int) -> np.ndarray:
@@ -415,13 +416,10 @@ def test_announce_public_ip_adds_srflx_per_host_candidate() -> None:
     assert announce_public_ip(sdp, None) == sdp
 
 
-def test_use_host_addresses_patches_and_restores_aioice(monkeypatch: pytest.MonkeyPatch) -> None:
-    import aioice.ice
+def test_rtc_configuration_never_adds_a_public_stun_server() -> None:
+    from sfu.ice import rtc_configuration
 
-    from sfu.ice import rtc_configuration, use_host_addresses
-
-    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
-    use_host_addresses(["127.0.0.1", "::1"])
-    assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
-    assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1", "::1"]
     assert rtc_configuration().iceServers == []  # never aiortc's default public STUN
+    assert [s.urls for s in rtc_configuration(["stun:stun.example:3478"]).iceServers] == [
+        ["stun:stun.example:3478"]
+    ]

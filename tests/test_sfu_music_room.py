@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from common.errors import BadRequest, LimitExceeded, NotFound
-from sfu.room import MediaConfig, MediaRoom
+from sfu.room import MediaConfig, MediaRoom, StaticControls
 from tests.rtc_helpers import (
     RtcClient,
     describe_tones,
@@ -45,19 +45,24 @@ def music_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def controls() -> StaticControls:
+    """What the signaling room owns in the server: who is muted, whether music is allowed."""
+    return StaticControls()
+
+
+@pytest.fixture
 async def room(
-    monkeypatch: pytest.MonkeyPatch, music_dir: Path, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, music_dir: Path, tmp_path: Path, controls: StaticControls
 ) -> AsyncIterator[tuple[MediaRoom, list[dict[str, Any]]]]:
     loopback_ice(monkeypatch)
     events: list[dict[str, Any]] = []
     config = MediaConfig(
-        host_addresses=("127.0.0.1",),
         duck_db=DUCK_DB,
         music_dir=music_dir,
         upload_dir=tmp_path / "uploads",
         max_upload_bytes=LIMIT,
     )
-    media = MediaRoom("g-music", config, events.append)
+    media = MediaRoom("g-music", config, events.append, controls=controls)
     await media.start()
     yield media, events
     await media.close()
@@ -136,7 +141,7 @@ async def test_client_music_track_is_music_not_voice(
 
 
 async def test_music_stops_when_no_longer_allowed(
-    room: tuple[MediaRoom, list[dict[str, Any]]],
+    room: tuple[MediaRoom, list[dict[str, Any]]], controls: StaticControls,
 ) -> None:
     media, events = room
     client = RtcClient("a", None)
@@ -145,16 +150,18 @@ async def test_music_stops_when_no_longer_allowed(
         await media.music("play", by="a", source="tone.wav")
         await media.music("queue", by="a", source="tone.wav")
         await asyncio.sleep(0.5)
-        media.set_music_allowed(False)
-        assert media.music_state()["status"] == "stopped"
+        controls.music_allowed = False  # the owner's plan lost music; the tick asks
+        await eventually(lambda: media.music_state()["status"] == "stopped", 1.0,
+                         "music stopped on a tick after it was disallowed")
         assert media.music_state()["allowed"] is False
-        assert events[-1]["type"] == "music_state" and events[-1]["allowed"] is False
+        states = [e for e in events if e["type"] == "music_state"]
+        assert states[-1]["allowed"] is False and states[-1]["status"] == "stopped"
         with pytest.raises(LimitExceeded):
             await media.music("play", by="a", source="tone.wav")
         await asyncio.sleep(0.3)
         (heard,) = await record_for([client.recorder], 0.6)
         assert lacks_tone(heard, MUSIC_HZ)
-        media.set_music_allowed(True)
+        controls.music_allowed = True
         state = await media.music("play", by="a", source="tone.wav")
         assert state["status"] == "playing"
     finally:

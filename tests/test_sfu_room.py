@@ -14,7 +14,7 @@ import pytest
 
 from common.errors import BadRequest
 from sfu.errors import BadCandidate, BadOffer, BadVolume
-from sfu.room import MediaConfig, MediaRoom
+from sfu.room import MediaConfig, MediaRoom, StaticControls
 from tests.rtc_helpers import (
     RtcClient,
     describe_tones,
@@ -37,9 +37,12 @@ WINDOW_S = 1.0
 class Room:
     """A started MediaRoom, its events, and the clients joined to it."""
 
-    def __init__(self, room: MediaRoom, events: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, room: MediaRoom, events: list[dict[str, Any]], controls: StaticControls
+    ) -> None:
         self.media = room
         self.events = events
+        self.controls = controls
         self.clients: dict[str, RtcClient] = {}
 
     async def join(self, *names: str, **kwargs: Any) -> list[RtcClient]:
@@ -59,11 +62,10 @@ class Room:
 async def room(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Room]:
     loopback_ice(monkeypatch)
     events: list[dict[str, Any]] = []
-    media = MediaRoom(
-        "g1", MediaConfig(host_addresses=("127.0.0.1",), peer_timeout_s=2.0), events.append
-    )
+    controls = StaticControls()
+    media = MediaRoom("g1", MediaConfig(peer_timeout_s=2.0), events.append, controls=controls)
     await media.start()
-    r = Room(media, events)
+    r = Room(media, events, controls)
     yield r
     for c in r.clients.values():
         await c.close()
@@ -92,7 +94,7 @@ async def test_everyone_hears_the_others_not_themselves_then_mute(room: Room) ->
     speaking = {e["participant_id"] for e in room.events if e["type"] == "speaking"}
     assert speaking == everyone
 
-    room.media.set_muted("d", True)
+    room.controls.muted.add("d")  # the room's owner mutes d; the tick asks
     await asyncio.sleep(SETTLE_S)
     heard = await room.listen()
     for name in "abc":

@@ -42,7 +42,7 @@ async def turn(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Coturn]:
 @pytest.fixture
 async def room() -> AsyncIterator[MediaRoom]:
     events: list[dict[str, Any]] = []
-    media = MediaRoom("g-turn", MediaConfig(host_addresses=("127.0.0.1",)), events.append)
+    media = MediaRoom("g-turn", MediaConfig(), events.append)
     await media.start()
     yield media
     await media.close()

@@ -19,6 +19,7 @@ import pytest
 from aiortc import RTCIceServer
 
 from common.settings import Settings
+from protocol import aiortc_compat
 from tests.rtc_helpers import RtcClient, free_port, has_tone, loopback_ice
 from tests.server_helpers import LiveServer, live_server
 from tests.services import require_binary
@@ -107,9 +108,9 @@ async def test_relay_only_through_coturn_with_welcome_credentials(
     try:
         await alice.wait_connected()
         await bob.wait_connected()
-        pair = alice.pc.getTransceivers()[0].receiver.transport.transport
-        local = pair._connection._nominated[1].local_candidate  # the pair ICE chose
-        assert local.type == "relay", f"expected a relayed path, got {local.type}"
+        ice = alice.pc.getTransceivers()[0].receiver.transport.transport
+        local = aiortc_compat.nominated_local_candidate(ice)  # the pair ICE chose
+        assert local is not None and local.type == "relay", f"expected a relayed path: {local}"
         await alice.recorder.wait_frames(50)
         await asyncio.sleep(1.0)
         assert has_tone(alice.recorder.last(1.0), 660.0)

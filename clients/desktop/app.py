@@ -58,6 +58,7 @@ from clients.desktop.rtc import (
     MicTrack,
     MusicTrack,
     ice_servers,
+    install_rtc_patches,
     use_loopback_candidates,
 )
 
@@ -143,6 +144,7 @@ class Client:
     async def run(self) -> None:
         self._install_signal_handlers()
         try:
+            install_rtc_patches()
             self._prepare_media()
             await self._log_in_and_find_room()
             self._start_devices()

@@ -91,39 +91,39 @@ class SampleBuffer:
         if max_samples <= 0:
             raise ValueError("max_samples must be positive")
         self.max_samples = max_samples
-        self._data = np.zeros(0, dtype=np.int16)
+        self._pcm = np.zeros(0, dtype=np.int16)
         self._lock = threading.Lock()
         self.dropped_samples = 0
 
     def push(self, samples: Pcm) -> None:
         with self._lock:
-            data = np.concatenate((self._data, samples)) if self._data.size else samples.copy()
+            data = np.concatenate((self._pcm, samples)) if self._pcm.size else samples.copy()
             excess = data.size - self.max_samples
             if excess > 0:
                 self.dropped_samples += excess
                 data = data[excess:]
-            self._data = data
+            self._pcm = data
 
     def pop(self, n: int) -> Pcm | None:
         """Exactly ``n`` samples, or None (and nothing taken) if fewer are buffered."""
         with self._lock:
-            if self._data.size < n:
+            if self._pcm.size < n:
                 return None
-            out, self._data = self._data[:n], self._data[n:]
+            out, self._pcm = self._pcm[:n], self._pcm[n:]
             return out
 
     def pop_all(self) -> Pcm:
         """Everything buffered (possibly nothing)."""
         with self._lock:
-            out, self._data = self._data, np.zeros(0, dtype=np.int16)
+            out, self._pcm = self._pcm, np.zeros(0, dtype=np.int16)
             return out
 
     def clear(self) -> None:
         with self._lock:
-            self._data = np.zeros(0, dtype=np.int16)
+            self._pcm = np.zeros(0, dtype=np.int16)
 
     def __len__(self) -> int:
-        return int(self._data.size)
+        return int(self._pcm.size)
 
 
 class PlayoutBuffer(SampleBuffer):
@@ -141,11 +141,11 @@ class PlayoutBuffer(SampleBuffer):
 
     def read(self, n: int) -> Pcm:
         with self._lock:
-            available = self._data.size
+            available = self._pcm.size
             if not self._playing and available >= max(self.prefill, 1):
                 self._playing = True
             if self._playing and available >= n:
-                out, self._data = self._data[:n], self._data[n:]
+                out, self._pcm = self._pcm[:n], self._pcm[n:]
                 return out
             if self._playing:
                 self._playing = False

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import aioice.ice
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -42,6 +41,7 @@ from clients.desktop.audio import (
     Pcm,
     silence,
 )
+from protocol import aiortc_compat
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,15 @@ class MusicTrack(MediaStreamTrack):
         self._wake.set()
 
 
+def install_rtc_patches() -> None:
+    """Check and install the aiortc/aioice patches (``protocol.aiortc_compat``) at start.
+
+    Raises ``aiortc_compat.CompatError`` if an installed aiortc or aioice no
+    longer has what they rely on: better than a client that cannot connect.
+    """
+    aiortc_compat.install()
+
+
 def use_loopback_candidates() -> None:
     """Make aioice offer only 127.0.0.1 as our host candidate (process-wide).
 
@@ -176,13 +185,11 @@ def use_loopback_candidates() -> None:
     127.0.0.1. Only loopback can reach a loopback server, so we offer exactly
     127.0.0.1: ICE has one pair to check and nothing is sent off the machine.
     Called only when ``--server`` is a loopback address. There is no
-    per-connection option in aioice, hence the module-level replacement.
+    per-connection option in aioice: ``protocol.aiortc_compat`` (shared with
+    the server, importing nothing of it) owns the process-wide choice.
     """
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [LOOPBACK_V4] if use_ipv4 else []
-
-    aioice.ice.get_host_addresses = get_host_addresses
+    aiortc_compat.install()
+    aiortc_compat.set_host_addresses((LOOPBACK_V4,))
 
 
 def ice_servers(welcome_servers: Any) -> list[RTCIceServer]:

@@ -67,9 +67,7 @@ def apply_to_rooms(state: AppState, message: dict[str, Any]) -> int:
         room = state.rooms.get(f"group:{group_id}")
         if room is None or room.music_allowed == allowed:
             continue
-        room.music_allowed = allowed
-        if room.media is not None:
-            room.media.set_music_allowed(allowed)
+        room.music_allowed = allowed  # a live media room stops its music on its next tick
         changed += 1
     return changed
 

@@ -213,9 +213,7 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
     session.participants[room_id] = participant
     room = session.rooms.get(room_id)
     assert room is not None
-    room.music_allowed = music_allowed
-    if room.media is not None:
-        room.media.set_music_allowed(music_allowed)
+    room.music_allowed = music_allowed  # the media room asks the room (RoomControls)
     speaking = room.media.speaking() if room.media is not None else set()
     others = [{**p.public(), "speaking": pid in speaking} for pid, p in room.participants.items()
               if pid != participant.participant_id]
@@ -251,8 +249,6 @@ async def on_offer(session: ClientSession, msg: wire.Offer) -> dict[str, Any]:
     participant = session.participant(msg.room)
     media = await session.rooms.media(msg.room)
     answer = await media.connect(participant.participant_id, msg.sdp, msg.music_mids)
-    if participant.muted:
-        media.set_muted(participant.participant_id, True)
     return {"type": "answer", "room": msg.room, "sdp": answer}
 
 
@@ -267,10 +263,7 @@ async def on_candidate(session: ClientSession, msg: wire.Candidate) -> None:
 
 async def on_mute(session: ClientSession, msg: wire.Mute) -> dict[str, Any]:
     participant = session.participant(msg.room)
-    participant.muted = msg.muted
-    room = session.rooms.get(participant.room_id)
-    if room is not None and room.media is not None:
-        room.media.set_muted(participant.participant_id, msg.muted)
+    participant.muted = msg.muted  # the media room asks the room (RoomControls) each tick
     session.rooms.broadcast(
         participant.room_id,
         {"type": "participant_muted", "room": participant.room_id,

@@ -1,0 +1,325 @@
+"""The media room's tick on a fake clock with fake peers: frames in, Opus packets out.
+
+No aiortc, no sockets, no sleeps: ``MediaRoom`` gets a peer factory that
+builds ``FakePeer``s, the test pushes 20 ms tone frames into their voice and
+music slots and calls ``tick(now)`` with ``now`` advancing 20 ms a step. What
+each fake listener is sent is decoded (one libopus decoder per listener, as a
+client would) and checked by FFT: who is in whose mix, at which gain. The
+wiring with real aiortc peers stays in ``test_sfu_room.py`` and
+``test_sfu_music_room.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sfu.inbound import JitterSlot, MonoOpusDecoder
+from sfu.levels import HANGOVER_S
+from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ, Pcm
+from sfu.music import MusicPlayer, Track
+from sfu.room import (
+    LIVENESS_EVERY_TICKS,
+    MediaConfig,
+    MediaPeer,
+    MediaRoom,
+    PeerStateCallback,
+    StaticControls,
+    TickResult,
+)
+from tests.rtc_helpers import has_tone, lacks_tone, steady_tone_level_db
+
+FRAME_S = FRAME_SAMPLES / SAMPLE_RATE_HZ
+T0 = 1000.0
+"""The fake clock's start (any value: the room reads no other clock)."""
+TONES = {"a": 440.0, "b": 660.0, "c": 990.0, "d": None}
+MUSIC_HZ = 330.0
+AMPLITUDE = 0.25
+DUCK_DB = -12.0
+TIMEOUT_S = 1.0
+WINDOW_TICKS = 20
+"""Listen over the last 0.4 s."""
+
+
+def tone(freq_hz: float, index: int) -> Pcm:
+    """Frame ``index`` of a continuous sine (so consecutive frames join without a click)."""
+    n = np.arange(index * FRAME_SAMPLES, (index + 1) * FRAME_SAMPLES)
+    return (np.sin(2 * math.pi * freq_hz * n / SAMPLE_RATE_HZ) * AMPLITUDE * 32_767).astype(
+        np.int16
+    )
+
+
+@dataclass
+class FakePeer:
+    """A ``MediaPeer`` without a network: slots to fill, and a decoder for what it is sent."""
+
+    participant_id: str
+    music_mids: Collection[str] = ()
+    voice: JitterSlot = field(default_factory=JitterSlot)
+    music: dict[str, JitterSlot] = field(default_factory=dict)
+    listening: bool = True
+    heard_at: float | None = None
+    failed: bool = False
+    detached: bool = False
+    closed: bool = False
+    decoded: list[Pcm] = field(default_factory=list)
+    skipped: int = 0
+    _decoder: MonoOpusDecoder = field(default_factory=MonoOpusDecoder)
+
+    def __post_init__(self) -> None:
+        self.music = {mid: JitterSlot() for mid in self.music_mids}
+
+    def send(self, payload: bytes) -> None:
+        self.decoded.extend(self._decoder.decode(payload))
+
+    def skip(self, frames: int) -> None:
+        self.skipped += frames
+
+    def last_heard(self) -> float | None:
+        return None if self.failed else self.heard_at
+
+    def fail(self) -> None:
+        self.failed = True
+        self.detached = True
+
+    def detach(self) -> None:
+        self.detached = True
+
+    async def answer(self, offer_sdp: str) -> str:
+        return f"answer to {offer_sdp}"
+
+    async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def heard(self, ticks: int = WINDOW_TICKS) -> Pcm:
+        """The last ``ticks`` frames this listener was sent, decoded."""
+        return np.concatenate(self.decoded[-ticks:])
+
+
+class Harness:
+    """A MediaRoom on a fake clock: ``run(n)`` pushes each talker's frame and ticks."""
+
+    def __init__(self, controls: StaticControls | None = None,
+                 player: MusicPlayer | None = None) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.event_times: list[float] = []
+        self.peers: dict[str, FakePeer] = {}
+        self.controls = controls or StaticControls()
+        self.room = MediaRoom(
+            "g-tick",
+            MediaConfig(duck_db=DUCK_DB, peer_timeout_s=TIMEOUT_S),
+            self._event,
+            controls=self.controls,
+            peer_factory=self._make,
+            player=player,
+        )
+        self.talking: dict[str, float] = {}
+        """participant -> tone frequency they send now (absent: sends nothing)."""
+        self.music_hz: dict[tuple[str, str], float] = {}
+        self.n = 0
+        self.now = T0
+        self.results: list[TickResult] = []
+
+    def _make(self, pid: str, music_mids: Collection[str], on_state: PeerStateCallback
+              ) -> MediaPeer:
+        peer = FakePeer(pid, music_mids=music_mids)
+        self.peers[pid] = peer
+        return peer
+
+    def _event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        self.event_times.append(self.now)
+
+    async def join(self, *pids: str, music_mids: Collection[str] = ()) -> None:
+        for pid in pids:
+            answer = await self.room.connect(pid, f"offer {pid}", music_mids)
+            assert answer == f"answer to offer {pid}"
+            self.peers[pid].heard_at = self.now
+
+    def run(self, ticks: int) -> None:
+        for _ in range(ticks):
+            self.n += 1
+            self.now = T0 + self.n * FRAME_S
+            for pid, hz in self.talking.items():
+                peer = self.peers[pid]
+                peer.voice.push(tone(hz, self.n), self.now)
+                peer.heard_at = self.now
+            for (pid, mid), hz in self.music_hz.items():
+                self.peers[pid].music[mid].push(tone(hz, self.n), self.now)
+            self.results.append(self.room.tick(self.now))
+
+    def times_of(self, kind: str, pid: str) -> list[float]:
+        return [t for e, t in zip(self.events, self.event_times, strict=True)
+                if e["type"] == kind and e.get("participant_id") == pid]
+
+
+def assert_hears(peer: FakePeer, present: set[str], absent: set[str]) -> None:
+    heard = peer.heard()
+    for name in present:
+        assert has_tone(heard, TONES[name] or 0), f"{peer.participant_id} should hear {name}"
+    for name in absent:
+        hz = TONES[name]
+        if hz is not None:
+            assert lacks_tone(heard, hz), f"{peer.participant_id} should not hear {name}"
+
+
+async def test_mix_minus_speaking_events_and_one_encode_per_distinct_mix() -> None:
+    h = Harness()
+    await h.join("a", "b", "c", "d")
+    h.talking = {"a": 440.0, "b": 660.0, "c": 990.0}
+    h.run(25)
+    for name in "abc":
+        assert_hears(h.peers[name], present=set("abc") - {name}, absent={name})
+    assert_hears(h.peers["d"], present=set("abc"), absent=set())
+    assert h.results[-1].encodes == 4  # a, b, c each hear the two others; d hears all three
+    assert h.room.last_encodes == 4
+    # the gate opens on the first loud frame: one event each, on the first tick
+    for name in "abc":
+        assert h.times_of("speaking", name) == [pytest.approx(T0 + FRAME_S)]
+    assert h.times_of("speaking", "d") == []
+    assert h.room.speaking() == {"a", "b", "c"}
+    assert all(len(p.decoded) == 25 for p in h.peers.values())  # a packet every tick
+
+
+async def test_mute_is_asked_of_the_controls_each_tick() -> None:
+    h = Harness()
+    await h.join("a", "b", "c")
+    h.talking = {"a": 440.0, "b": 660.0, "c": 990.0}
+    h.run(25)
+    last_loud = h.now
+    h.controls.muted.add("c")  # the owner (the signaling room) mutes c; no call into media
+    h.run(50)
+    assert_hears(h.peers["a"], present={"b"}, absent={"a", "c"})
+    assert_hears(h.peers["b"], present={"a"}, absent={"b", "c"})
+    assert_hears(h.peers["c"], present={"a", "b"}, absent={"c"})  # muted still hears
+    # stopped_speaking once the hangover after c's last counted frame has passed
+    (stopped,) = h.times_of("stopped_speaking", "c")
+    assert stopped == pytest.approx(last_loud + HANGOVER_S, abs=FRAME_S + 1e-9)
+    h.controls.muted.discard("c")
+    h.run(25)
+    assert_hears(h.peers["a"], present={"b", "c"}, absent={"a"})
+
+
+async def test_volume_changes_one_listener_only() -> None:
+    h = Harness()
+    await h.join("a", "b", "c")
+    h.talking = {"a": 440.0, "b": 660.0}
+    h.run(25)
+    before_c, before_b = h.peers["c"].heard(), h.peers["b"].heard()
+    h.room.set_volume("c", "a", 0.25)  # c turns a down by 12 dB
+    h.run(25)
+    after_c, after_b = h.peers["c"].heard(), h.peers["b"].heard()
+
+    def change(before: Pcm, after: Pcm, hz: float) -> float:
+        return steady_tone_level_db(after, hz, 50) - steady_tone_level_db(before, hz, 50)
+
+    assert change(before_c, after_c, 440.0) == pytest.approx(20 * math.log10(0.25), abs=1.0)
+    assert abs(change(before_c, after_c, 660.0)) < 0.5  # b's voice in c's mix: untouched
+    assert abs(change(before_b, after_b, 440.0)) < 0.5  # a's voice in b's mix: untouched
+    h.room.set_volume("c", "a", 0.0)
+    h.run(25)
+    assert_hears(h.peers["c"], present={"b"}, absent={"a"})
+
+
+async def test_client_music_is_ducked_while_anyone_speaks() -> None:
+    h = Harness()
+    await h.join("dj", music_mids=["m1"])
+    await h.join("a", "l")
+    h.music_hz = {("dj", "m1"): MUSIC_HZ}
+    h.run(25)
+    quiet = h.peers["l"].heard()
+    assert has_tone(quiet, MUSIC_HZ)
+    assert h.times_of("speaking", "dj") == []  # music is not a voice
+    h.talking = {"a": 440.0}
+    h.run(25)
+    talking = h.peers["l"].heard()
+    h.talking = {}
+    h.run(int((HANGOVER_S + 0.4 + 0.2) / FRAME_S))  # hangover, release ramp, margin
+    after = h.peers["l"].heard()
+    base = steady_tone_level_db(quiet, MUSIC_HZ, 50)
+    assert steady_tone_level_db(talking, MUSIC_HZ, 50) - base == pytest.approx(DUCK_DB, abs=1.0)
+    assert steady_tone_level_db(after, MUSIC_HZ, 50) - base == pytest.approx(0.0, abs=0.5)
+    assert has_tone(talking, 440.0) and has_tone(h.peers["dj"].heard(WINDOW_TICKS), MUSIC_HZ)
+    assert h.room.music_state()["client_music"] == ["dj"]
+
+
+class ToneDecoder:
+    """A music file that is an endless sine at ``MUSIC_HZ`` (``MusicPlayer.open_decoder``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.index = 0
+
+    def next_frame(self) -> Pcm:
+        self.index += 1
+        return tone(MUSIC_HZ, self.index)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_music_stops_on_the_tick_after_the_controls_disallow_it() -> None:
+    controls = StaticControls(music_allowed=True)
+    player = MusicPlayer(open_decoder=ToneDecoder)  # type: ignore[arg-type]
+    h = Harness(controls, player)
+    await h.join("a", "b")
+    player.apply("play", Track(source="song.ogg", by="a", path=Path("song.ogg")))
+    h.run(25)
+    assert has_tone(h.peers["b"].heard(), MUSIC_HZ)
+    assert h.events[-1]["type"] == "music_state" and h.events[-1]["status"] == "playing"
+
+    controls.music_allowed = False  # a downgrade: the billing edge flips the room's fact
+    h.run(1)
+    states = [e for e in h.events if e["type"] == "music_state"]
+    assert states[-1]["status"] == "stopped" and states[-1]["allowed"] is False
+    assert h.event_times[-1] == pytest.approx(h.now)  # on the very next tick
+    h.run(25)
+    assert lacks_tone(h.peers["b"].heard(), MUSIC_HZ)
+    assert len([e for e in h.events if e["type"] == "music_state"]) == len(states)  # once
+    with pytest.raises(Exception, match="not included"):
+        await h.room.music("play", by="a", source="song.ogg")
+
+    controls.music_allowed = True
+    h.run(1)
+    assert h.events[-1] == {**h.events[-1], "type": "music_state", "allowed": True}
+
+
+async def test_a_silent_peer_is_expired_at_the_first_check_past_the_timeout() -> None:
+    h = Harness()
+    await h.join("a", "b")
+    h.talking = {"a": 440.0, "b": 660.0}
+    h.run(10)
+    b_last = h.now
+    del h.talking["b"]  # b vanishes: nothing more arrives, no goodbye
+    h.run(4 * LIVENESS_EVERY_TICKS)
+
+    checks = [T0 + n * FRAME_S for n in range(1, h.n + 1) if n % LIVENESS_EVERY_TICKS == 0]
+    expected = next(t for t in checks if t - b_last > TIMEOUT_S)
+    expired_at = [T0 + (i + 1) * FRAME_S for i, r in enumerate(h.results) if r.expired]
+    assert expired_at == [pytest.approx(expected)]  # once, at that check, not before
+    (result,) = [r for r in h.results if r.expired]
+    assert [p.participant_id for p in result.expired] == ["b"]
+    assert h.times_of("peer_state", "b") == [pytest.approx(expected)]
+    assert h.events[h.event_times.index(expected)] == {
+        "type": "peer_state", "participant_id": "b", "state": "failed"}
+    assert h.peers["b"].failed and not h.peers["a"].failed
+    # the shell drops it (here by hand: the test has no clock task)
+    await h.room.disconnect("b")
+    assert h.room.participant_ids() == ["a"] and h.peers["b"].closed
+
+
+async def test_a_listener_that_stopped_listening_is_sent_nothing() -> None:
+    h = Harness()
+    await h.join("a", "b")
+    h.talking = {"a": 440.0}
+    h.peers["b"].listening = False
+    h.run(5)
+    assert h.peers["b"].decoded == [] and len(h.peers["a"].decoded) == 5
