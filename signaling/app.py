@@ -29,12 +29,13 @@ from common.errors import DiscoError
 from common.settings import Settings
 from groups.chat import ChatLog
 from groups.location.fixes import FixLimiter
+from groups.login_limits import make_login_limits
 from groups.nearby import proximity
 from groups.nearby.proximity import GainCurve
 from signaling import __version__
 from signaling.auth import TokenSigner
 from signaling.deps import AppState, Clock
-from signaling.edge_errors import error_body, http_status
+from signaling.edge_errors import error_body, http_headers, http_status
 from signaling.nearby import NEARBY_ROOM, NearbyRoom
 from signaling.rooms import RoomRegistry
 from signaling.ws.session import serve_websocket
@@ -91,6 +92,7 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             nearby=nearby,
             chat=ChatLog(),
             fix_limiter=FixLimiter(),
+            limits=make_login_limits(settings),
         )
         app.state.disco = state
         for start in app.state.startup_hooks:
@@ -103,6 +105,8 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
             assert state.rooms is not None
             await state.rooms.close()
             await bus.close()
+            if state.limits is not None:
+                await state.limits.close()
             await engine.dispose()
 
     app = FastAPI(title="Disco", version=__version__, lifespan=lifespan)
@@ -111,7 +115,8 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
 
     @app.exception_handler(DiscoError)
     async def disco_error(_request: Request, exc: DiscoError) -> JSONResponse:
-        return JSONResponse(error_body(exc), status_code=http_status(exc))
+        return JSONResponse(error_body(exc), status_code=http_status(exc),
+                            headers=http_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
