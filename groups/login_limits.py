@@ -70,6 +70,7 @@ class LoginLimits:
             raise _limited("this account", self.per_account, retry_s)
 
     async def close(self) -> None:
+        self.passwords.close()
         if self.redis is not None:
             await self.redis.aclose()
 

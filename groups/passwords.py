@@ -6,12 +6,21 @@ finding 3); so hashing and checking run in threads (argon2-cffi releases
 the GIL), at most ``workers`` at once so the loop keeps a core, and at most
 ``max_waiting`` more may queue. A caller beyond that gets ``Unavailable``
 (503, ``retry_after_s``) at once instead of piling up behind the others.
+
+The threads are this pool's own (not the loop's default executor, which
+``asyncio.to_thread`` shares with everything else) and run at a lower CPU
+priority (nice +``HASH_NICENESS``, inherited by argon2's lane threads):
+when cores are short, the event loop, and so voice and pings, goes first
+and password checks wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -20,6 +29,7 @@ from common.errors import Unavailable
 
 BUSY_RETRY_AFTER_S = 1.0
 WAITING_PER_WORKER = 4
+HASH_NICENESS = 10
 
 _hasher = PasswordHasher()
 # Checked against when a username does not exist, so timing does not tell.
@@ -34,6 +44,12 @@ def default_workers() -> int:
 def hash_now(password: str) -> str:
     """Hash on the calling thread (for tools and tests that have no event loop)."""
     return _hasher.hash(password)
+
+
+def _lower_priority() -> None:
+    """Runs in each hashing thread: Linux niceness is per thread and inherited."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICENESS)
 
 
 def _verify(stored: str | None, password: str) -> bool:
@@ -58,6 +74,11 @@ class PasswordHashing:
         self._slots = asyncio.Semaphore(self.workers)
         self._admitted = 0  # running + waiting
         self.refused = 0
+        self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2",
+                                           initializer=_lower_priority)
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
 
     @property
     def in_flight(self) -> int:
@@ -74,7 +95,8 @@ class PasswordHashing:
         self._admit()
         try:
             async with self._slots:
-                return await asyncio.to_thread(_hasher.hash, password)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._threads, _hasher.hash, password)
         finally:
             self._admitted -= 1
 
@@ -83,6 +105,7 @@ class PasswordHashing:
         self._admit()
         try:
             async with self._slots:
-                return await asyncio.to_thread(_verify, stored, password)
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._threads, _verify, stored, password)
         finally:
             self._admitted -= 1
