@@ -98,6 +98,33 @@ async def history_cutoffs(session: AsyncSession, now: float,
             for gid, sub in rows.all() if gid is not None}
 
 
+async def music_by_group(session: AsyncSession, group_ids: list[int], now: float,
+                         catalog: PlanCatalog) -> dict[int, bool]:
+    """Group id -> whether its owner's plan allows music: one query for all of them.
+
+    For the periodic re-check of live rooms; groups that no longer exist are absent.
+    """
+    from billing.models import Subscription
+
+    if not group_ids:
+        return {}
+    rows = await session.exec(
+        select(Group.id, Subscription)
+        .join(Subscription, col(Subscription.user_id) == col(Group.owner_id), isouter=True)
+        .where(col(Group.id).in_(group_ids))
+    )
+    return {gid: entitlements_of(sub, now, catalog).music
+            for gid, sub in rows.all() if gid is not None}
+
+
+async def entitlements_notice(session: AsyncSession, user_id: int, now: float,
+                              catalog: PlanCatalog) -> dict[str, object]:
+    """The ``ENTITLEMENTS_TOPIC`` message for a plan change of ``user_id``."""
+    ent = await entitlements_for_user(session, user_id, now, catalog)
+    groups = await owned_group_ids(session, user_id)
+    return {"type": "entitlements", "user_id": user_id, "group_ids": groups, **ent.to_json()}
+
+
 async def owned_group_ids(session: AsyncSession, user_id: int) -> list[int]:
     rows = await session.exec(select(Group.id).where(Group.owner_id == user_id)
                               .order_by(col(Group.id)))

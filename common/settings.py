@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     stripe_webhook_secret: str | None = None
     stripe_api_base: str | None = Field(None, description="Override Stripe's API URL (tests).")
     plans_file: Path | None = None
+    # Each node re-reads the plans behind its live group rooms this often, so a
+    # change made elsewhere (``disco admin grant`` without Redis) lands anyway.
+    entitlements_recheck_s: float = Field(3.0, gt=0)
     public_url: str = "http://127.0.0.1:8080"
 
     # --- push --------------------------------------------------------------
