@@ -57,6 +57,8 @@ from groups.models import Group, User
 logger = logging.getLogger(__name__)
 
 ENTITLEMENTS_TOPIC = "billing:entitlements"  # bus topic: a user's plan changed
+# Stripe statuses of a subscription that bills no more ("none": never subscribed).
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired", "none"})
 
 def entitlements_of(sub: object | None, now: float, catalog: PlanCatalog) -> Entitlements:
     """Entitlements for a subscription row (None: never subscribed)."""
@@ -167,6 +169,22 @@ class BillingService:
         self.webhook_secret = webhook_secret
         self.public_url = public_url.rstrip("/")
         self.clock = clock
+
+    async def cancel_for_deletion(self, user_id: int) -> str | None:
+        """Cancel the user's Stripe subscription before their account is deleted.
+
+        Returns the cancelled subscription's id, or None if there was nothing
+        to cancel. Without a Stripe key a live subscription cannot be cancelled
+        here, so this raises ``BillingNotConfigured`` and the deletion stops.
+        """
+        async with self.sessions() as session:
+            sub = await store.get_subscription(session, user_id)
+        if sub is None or not sub.stripe_subscription_id or sub.status in ENDED_STATUSES:
+            return None
+        await self._stripe().cancel_subscription(sub.stripe_subscription_id)
+        logger.info("cancelled subscription %s of user %s (account deletion)",
+                    sub.stripe_subscription_id, user_id)
+        return sub.stripe_subscription_id
 
     def _stripe(self) -> StripeGateway:
         if self.gateway is None:

@@ -163,11 +163,13 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     async def websocket(ws: WebSocket) -> None:
         await serve_websocket(ws.app.state.disco, ws)
 
+    from signaling.routes import account as routes_account
     from signaling.routes import auth as routes_auth
     from signaling.routes import groups as routes_groups
     from signaling.routes import music as routes_music
 
     app.include_router(routes_auth.router)
+    app.include_router(routes_account.router)
     app.include_router(routes_groups.router)
     app.include_router(routes_music.router)
 

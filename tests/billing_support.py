@@ -149,6 +149,9 @@ class FakeStripe:
             return 200, {"id": f"cs_test_{n}", "object": "checkout.session",
                          "url": f"https://checkout.stripe.test/c/pay/cs_test_{n}",
                          "mode": req.form.get("mode")}
+        if req.method == "DELETE" and req.path.startswith("/v1/subscriptions/"):
+            sub_id = req.path.rsplit("/", 1)[1]
+            return 200, {"id": sub_id, "object": "subscription", "status": "canceled"}
         if req.path == "/v1/billing_portal/sessions":
             return 200, {"id": f"bps_{n}", "object": "billing_portal.session",
                          "url": f"https://billing.stripe.test/p/session/bps_{n}"}
@@ -162,11 +165,17 @@ def fake_stripe() -> Iterator[FakeStripe]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            self._answer("POST")
+
+        def do_DELETE(self) -> None:
+            self._answer("DELETE")
+
+        def _answer(self, method: str) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             raw = self.rfile.read(length).decode()
             form = dict(urllib.parse.parse_qsl(raw, keep_blank_values=True))
-            req = StripeRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()},
-                                form)
+            req = StripeRequest(method, self.path,
+                                {k.lower(): v for k, v in self.headers.items()}, form)
             status, payload = fake.handle(req)
             data = json.dumps(payload).encode()
             self.send_response(status)
