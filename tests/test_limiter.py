@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -31,7 +32,7 @@ def test_token_bucket_take_matches_allow() -> None:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> aioredis.Redis:
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
