@@ -57,6 +57,8 @@ from groups.models import Group, User
 logger = logging.getLogger(__name__)
 
 ENTITLEMENTS_TOPIC = "billing:entitlements"  # bus topic: a user's plan changed
+# Stripe statuses of a subscription that bills no more ("none": never subscribed).
+ENDED_STATUSES = frozenset({"canceled", "incomplete_expired", "none"})
 
 def entitlements_of(sub: object | None, now: float, catalog: PlanCatalog) -> Entitlements:
     """Entitlements for a subscription row (None: never subscribed)."""
@@ -96,6 +98,33 @@ async def history_cutoffs(session: AsyncSession, now: float,
     )
     return {gid: history_cutoff(entitlements_of(sub, now, catalog), now)
             for gid, sub in rows.all() if gid is not None}
+
+
+async def music_by_group(session: AsyncSession, group_ids: list[int], now: float,
+                         catalog: PlanCatalog) -> dict[int, bool]:
+    """Group id -> whether its owner's plan allows music: one query for all of them.
+
+    For the periodic re-check of live rooms; groups that no longer exist are absent.
+    """
+    from billing.models import Subscription
+
+    if not group_ids:
+        return {}
+    rows = await session.exec(
+        select(Group.id, Subscription)
+        .join(Subscription, col(Subscription.user_id) == col(Group.owner_id), isouter=True)
+        .where(col(Group.id).in_(group_ids))
+    )
+    return {gid: entitlements_of(sub, now, catalog).music
+            for gid, sub in rows.all() if gid is not None}
+
+
+async def entitlements_notice(session: AsyncSession, user_id: int, now: float,
+                              catalog: PlanCatalog) -> dict[str, object]:
+    """The ``ENTITLEMENTS_TOPIC`` message for a plan change of ``user_id``."""
+    ent = await entitlements_for_user(session, user_id, now, catalog)
+    groups = await owned_group_ids(session, user_id)
+    return {"type": "entitlements", "user_id": user_id, "group_ids": groups, **ent.to_json()}
 
 
 async def owned_group_ids(session: AsyncSession, user_id: int) -> list[int]:
@@ -140,6 +169,22 @@ class BillingService:
         self.webhook_secret = webhook_secret
         self.public_url = public_url.rstrip("/")
         self.clock = clock
+
+    async def cancel_for_deletion(self, user_id: int) -> str | None:
+        """Cancel the user's Stripe subscription before their account is deleted.
+
+        Returns the cancelled subscription's id, or None if there was nothing
+        to cancel. Without a Stripe key a live subscription cannot be cancelled
+        here, so this raises ``BillingNotConfigured`` and the deletion stops.
+        """
+        async with self.sessions() as session:
+            sub = await store.get_subscription(session, user_id)
+        if sub is None or not sub.stripe_subscription_id or sub.status in ENDED_STATUSES:
+            return None
+        await self._stripe().cancel_subscription(sub.stripe_subscription_id)
+        logger.info("cancelled subscription %s of user %s (account deletion)",
+                    sub.stripe_subscription_id, user_id)
+        return sub.stripe_subscription_id
 
     def _stripe(self) -> StripeGateway:
         if self.gateway is None:

@@ -1,5 +1,5 @@
-"""The three Stripe API calls Disco makes: create a customer, a Checkout session,
-and a customer-portal session.
+"""The Stripe API calls Disco makes: create a customer, a Checkout session, a
+customer-portal session, and cancel a subscription (account deletion).
 
 Uses the stripe package's ``StripeClient`` (no global ``stripe.api_key``), with
 its async methods (httpx underneath), so a slow Stripe never blocks the event
@@ -80,6 +80,22 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise _failed("open the billing portal", exc) from exc
         return str(session.url)
+
+
+    async def cancel_subscription(self, subscription_id: str) -> str:
+        """Cancel at once (no proration); returns Stripe's status for it.
+
+        An id Stripe no longer knows (already gone) counts as cancelled.
+        """
+        try:
+            sub = await self._client.v1.subscriptions.cancel_async(subscription_id)
+        except stripe.InvalidRequestError as exc:
+            if getattr(exc, "http_status", None) == 404:
+                return "canceled"
+            raise _failed("cancel the subscription", exc) from exc
+        except stripe.StripeError as exc:
+            raise _failed("cancel the subscription", exc) from exc
+        return str(sub.status)
 
 
 def _failed(what: str, exc: stripe.StripeError) -> StripeFailed:

@@ -83,6 +83,26 @@ def _upgrade(connection: Connection) -> None:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Apply every pending migration."""
-    async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+    """Apply every pending migration.
+
+    On SQLite, foreign keys are off while migrations run (a migration that
+    rebuilds a table drops the old one, and with foreign keys on that drop
+    would cascade into every referencing table) and checked once afterwards.
+    The pragma only takes effect outside a transaction, hence its own step.
+    """
+    async with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await conn.commit()
+        try:
+            async with conn.begin():
+                await conn.run_sync(_upgrade)
+                if sqlite:
+                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise RuntimeError(f"migration left dangling foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()

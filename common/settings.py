@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     jwt_ttl_s: int = Field(7 * 24 * 3600, gt=0)
     guest_ttl_s: int = Field(4 * 3600, gt=0)
     invite_ttl_s: int = Field(7 * 24 * 3600, gt=0)
+    # Password attempts (login, register, password change, deletion): a token
+    # bucket per account and per client address, shared via Redis if set.
+    login_account_burst: int = Field(10, ge=1)
+    login_account_per_min: float = Field(5.0, gt=0)
+    login_address_burst: int = Field(30, ge=1)
+    login_address_per_min: float = Field(30.0, gt=0)
+    password_workers: int | None = Field(
+        None, ge=1, description="argon2 threads at once (default: half the cores)."
+    )
 
     # --- signaling ---------------------------------------------------------
     max_message_bytes: int = Field(64 * 1024, gt=0)
@@ -94,6 +103,9 @@ class Settings(BaseSettings):
     stripe_webhook_secret: str | None = None
     stripe_api_base: str | None = Field(None, description="Override Stripe's API URL (tests).")
     plans_file: Path | None = None
+    # Each node re-reads the plans behind its live group rooms this often, so a
+    # change made elsewhere (``disco admin grant`` without Redis) lands anyway.
+    entitlements_recheck_s: float = Field(3.0, gt=0)
     public_url: str = "http://127.0.0.1:8080"
 
     # --- push --------------------------------------------------------------

@@ -1,16 +1,21 @@
-"""User accounts: validation, registration, password checks (argon2id)."""
+"""User accounts: validation, registration, password checks and changes, and
+the token generation check.
+
+Password hashing runs through ``groups.passwords.PasswordHashing`` (threads,
+bounded), never on the event loop. A token names an account and a generation
+(``users.token_gen``); ``current_user`` accepts it only while both still hold.
+"""
 
 from __future__ import annotations
 
 import re
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from common.errors import BadRequest, Conflict, Unauthorized
 from groups.models import User
+from groups.passwords import PasswordHashing
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{2,31}$")
 PASSWORD_MIN_CHARS = 8
@@ -20,8 +25,6 @@ COMMON_PASSWORDS = frozenset(
     {"password", "12345678", "123456789", "1234567890", "qwertyui", "qwerty123",
      "password1", "iloveyou", "11111111", "00000000", "abcdefgh", "letmein1"}
 )
-
-_hasher = PasswordHasher()
 
 
 def normalise_username(username: str) -> str:
@@ -52,7 +55,8 @@ def clean_display_name(name: str) -> str:
 
 
 async def register(
-    session: AsyncSession, username: str, password: str, display_name: str | None, now: float
+    session: AsyncSession, passwords: PasswordHashing, username: str, password: str,
+    display_name: str | None, now: float,
 ) -> User:
     name = normalise_username(username)
     check_password_strength(password, name)
@@ -61,25 +65,51 @@ async def register(
     if existing.first() is not None:
         raise Conflict("username is taken")
     user = User(
-        username=name, display_name=shown, password_hash=_hasher.hash(password), created_at=now
+        username=name, display_name=shown, password_hash=await passwords.hash(password),
+        created_at=now,
     )
     session.add(user)
     await session.flush()
     return user
 
 
-async def authenticate(session: AsyncSession, username: str, password: str) -> User:
+async def authenticate(
+    session: AsyncSession, passwords: PasswordHashing, username: str, password: str
+) -> User:
     result = await session.exec(select(User).where(User.username == username.strip().lower()))
     user = result.first()
-    try:
-        if user is None:
-            # Same work as a real check, so timing does not reveal which usernames exist.
-            _hasher.verify(_DUMMY_HASH, password)
-            raise Unauthorized("wrong username or password")
-        _hasher.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        raise Unauthorized("wrong username or password") from None
+    # A missing user costs the same check, so timing does not reveal which usernames exist.
+    if not await passwords.verify(user.password_hash if user else None, password) or not user:
+        raise Unauthorized("wrong username or password")
     return user
 
 
-_DUMMY_HASH = _hasher.hash("not-a-real-password-0")
+async def check_password(passwords: PasswordHashing, user: User, password: str) -> None:
+    """Re-entered password for a sensitive action (password change, account deletion)."""
+    if not await passwords.verify(user.password_hash, password):
+        raise Unauthorized("wrong password")
+
+
+async def change_password(
+    session: AsyncSession, passwords: PasswordHashing, user: User, current: str, new: str
+) -> User:
+    """Set a new password and bump the token generation: every older token dies."""
+    await check_password(passwords, user, current)
+    check_password_strength(new, user.username)
+    if new == current:
+        raise BadRequest("the new password must differ from the current one")
+    user.password_hash = await passwords.hash(new)
+    user.token_gen += 1
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def current_user(session: AsyncSession, user_id: int, generation: int) -> User:
+    """The account a token names, if it still exists at the token's generation."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise Unauthorized("this account no longer exists")
+    if user.token_gen != generation:
+        raise Unauthorized("token revoked: the password changed or the account was reset")
+    return user

@@ -1,6 +1,8 @@
 """Tables for users, groups, memberships and invites.
 
-Times are unix seconds (float, UTC). Ids are integers, except invite codes.
+Times are unix seconds (float, UTC). Ids are integers, except invite codes;
+a user id is never reused, even after the account is deleted (SQLite
+``AUTOINCREMENT`` since migration 0004, PostgreSQL sequences always).
 The schema itself is created by the Alembic migrations in common/migrations.
 """
 
@@ -28,6 +30,8 @@ class User(SQLModel, table=True):
     display_name: str = Field(max_length=64)
     password_hash: str = Field(max_length=255)
     created_at: float
+    # Bumped by a password change; tokens carry it (``gen``) and die when it moves.
+    token_gen: int = Field(default=0)
 
 
 class Group(SQLModel, table=True):

@@ -39,26 +39,29 @@ class TokenBucket:
 
     def allow(self, key: Hashable, now: float) -> bool:
         """Spend a token for ``key`` if one is left; False means over the rate."""
+        return self.take(key, now) == 0.0
+
+    def take(self, key: Hashable, now: float) -> float:
+        """Spend a token for ``key``: 0.0 if one was left, else seconds until one is."""
         self._calls += 1
         if self._calls % PRUNE_EVERY_CALLS == 0:
             self.prune(now)
         bucket = self._buckets.get(key)
         if bucket is None:
             self._buckets[key] = _Bucket(self.burst - 1.0, now)
-            return True
+            return 0.0
         elapsed = max(0.0, now - bucket.updated)
         bucket.tokens = min(float(self.burst), bucket.tokens + elapsed * self.rate_per_s)
         bucket.updated = max(bucket.updated, now)
         if bucket.tokens < 1.0:
-            return False
+            return (1.0 - bucket.tokens) / self.rate_per_s
         bucket.tokens -= 1.0
-        return True
+        return 0.0
 
     def check(self, key: Hashable, now: float) -> None:
         """Like ``allow`` but raises ``RateLimited`` with a retry hint."""
-        if not self.allow(key, now):
-            bucket = self._buckets[key]
-            retry_s = (1.0 - bucket.tokens) / self.rate_per_s
+        retry_s = self.take(key, now)
+        if retry_s > 0.0:
             raise RateLimited(
                 f"too many {self.what}: at most {self.rate_per_s:g}/s (burst {self.burst})",
                 detail={"retry_after_s": round(retry_s, 3)},

@@ -2,6 +2,9 @@
 
 Run against the same database as the server (same settings / ``--config``);
 migrations are applied first so the commands work on a fresh database too.
+A grant is announced on the bus when ``DISCO_REDIS_URL`` is set, so live
+rooms on every node follow at once; without Redis the nodes' periodic
+re-check (``DISCO_ENTITLEMENTS_RECHECK_S``) picks it up within seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 from billing import admin
 from billing.plans import load_catalog
+from billing.service import ENTITLEMENTS_TOPIC, entitlements_notice
+from common.bus import make_bus
 from common.db import make_engine, make_session_factory, migrate, session_scope
 from common.errors import DiscoError
 from common.settings import Settings
@@ -71,13 +76,24 @@ async def _run(args: argparse.Namespace, settings: Settings) -> str:
                     [(_when(e.received_at), e.id, e.type, e.outcome,
                       e.user_id if e.user_id is not None else "-", e.detail) for e in events],
                 ) if events else "no webhook deliveries yet"
-            sub = await admin.grant_plan(session, args.user, args.plan, catalog,
-                                         datetime.datetime.now(datetime.UTC).timestamp(),
-                                         args.days)
-            until = _when(sub.current_period_end) if sub.current_period_end else "no end date"
-            return f"user {sub.user_id} is now on {sub.plan} ({until})"
+            now = datetime.datetime.now(datetime.UTC).timestamp()
+            sub = await admin.grant_plan(session, args.user, args.plan, catalog, now, args.days)
+            notice = await entitlements_notice(session, sub.user_id, now, catalog)
+        until = _when(sub.current_period_end) if sub.current_period_end else "no end date"
+        if settings.redis_url:  # committed above; now tell every node's live rooms
+            await _announce(settings.redis_url, notice)
+        return f"user {sub.user_id} is now on {sub.plan} ({until})"
     finally:
         await engine.dispose()
+
+
+async def _announce(redis_url: str, notice: dict[str, object]) -> None:
+    bus = make_bus(redis_url)
+    await bus.start()
+    try:
+        await bus.publish(ENTITLEMENTS_TOPIC, notice)
+    finally:
+        await bus.close()
 
 
 def run_admin(args: argparse.Namespace, settings: Settings) -> int:

@@ -30,6 +30,7 @@ from common.settings import Settings
 from groups.chat import ChatLog
 from groups.location.fixes import FixLimiter
 from groups.location.service import LocationService
+from groups.login_limits import make_login_limits
 from groups.nearby import proximity
 from groups.nearby.proximity import GainCurve
 from groups.push.configure import make_senders
@@ -37,9 +38,10 @@ from groups.push.dispatcher import PushDispatcher
 from signaling import __version__
 from signaling.auth import TokenSigner
 from signaling.deps import AppState, Clock
-from signaling.edge_errors import error_body, http_status
+from signaling.edge_errors import error_body, http_headers, http_status
 from signaling.nearby import NEARBY_ROOM, NearbyRoom
 from signaling.rooms import RoomRegistry
+from signaling.routes import account as routes_account
 from signaling.routes import auth as routes_auth
 from signaling.routes import billing as routes_billing
 from signaling.routes import devices as routes_devices
@@ -107,6 +109,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         locations=LocationService(sessions, bus, FixLimiter()),
         billing=make_billing_service(settings, plans, sessions, lambda: state.clock()),
         push=PushDispatcher(sessions, make_senders(settings)),
+        limits=make_login_limits(settings),
         clock=clock,
     )
     return state
@@ -117,6 +120,7 @@ async def close_state(state: AppState) -> None:
     await state.cancel_background()
     await state.rooms.close()
     await state.push.close()
+    await state.limits.close()
     await state.bus.close()
     await state.engine.dispose()
 
@@ -139,7 +143,8 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
 
     @app.exception_handler(DiscoError)
     async def disco_error(_request: Request, exc: DiscoError) -> JSONResponse:
-        return JSONResponse(error_body(exc), status_code=http_status(exc))
+        return JSONResponse(error_body(exc), status_code=http_status(exc),
+                            headers=http_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -185,8 +190,8 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     async def websocket(ws: WebSocket) -> None:
         await serve_websocket(ws.app.state.disco, ws)
 
-    for routes in (routes_auth, routes_groups, routes_music, routes_billing, routes_devices,
-                   routes_location):
+    for routes in (routes_auth, routes_account, routes_groups, routes_music, routes_billing,
+                   routes_devices, routes_location):
         app.include_router(routes.router)
 
     if WEB_DIR.is_dir():

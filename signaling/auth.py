@@ -2,7 +2,12 @@
 
 Two kinds of subject: a registered user (``sub`` = user id) and a guest
 (``sub`` = ``guest:<random>``, ``kind`` = ``guest``) who may only use nearby
-rooms. Pure functions: the caller passes ``now``.
+rooms. A user's token also carries ``gen``, the account's token generation
+when it was issued: deleting the account or changing its password bumps the
+generation, and the edge (``signaling.deps``, ``signaling.ws.session``)
+refuses a token whose ``gen`` is not the account's current one. Tokens from
+before generations existed have no ``gen`` and count as generation 0.
+Pure functions: the caller passes ``now``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class Identity:
     kind: TokenKind
     display_name: str
     expires_at: int
+    generation: int = 0  # the account's token generation when issued (users only)
 
     @property
     def user_id(self) -> int | None:
@@ -43,10 +49,11 @@ class TokenSigner:
     issuer: str
 
     def issue(
-        self, subject: str, kind: TokenKind, display_name: str, now: float, ttl_s: int
+        self, subject: str, kind: TokenKind, display_name: str, now: float, ttl_s: int,
+        generation: int = 0,
     ) -> tuple[str, int]:
         expires_at = int(now) + ttl_s
-        claims = {
+        claims: dict[str, object] = {
             "sub": subject,
             "kind": kind,
             "name": display_name,
@@ -56,6 +63,8 @@ class TokenSigner:
             "exp": expires_at,
             "jti": secrets.token_urlsafe(8),
         }
+        if kind == "user":
+            claims["gen"] = generation
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM), expires_at
 
     def verify(self, token: str, now: float) -> Identity:
@@ -89,7 +98,11 @@ class TokenSigner:
             raise Unauthorized("invalid token: bad subject")
         if kind not in ("user", "guest"):
             raise Unauthorized("invalid token: bad kind")
-        return Identity(subject, kind, str(claims.get("name", "")), int(claims["exp"]))
+        generation = claims.get("gen", 0)
+        if type(generation) is not int or not 0 <= generation < 2**31:
+            raise Unauthorized("invalid token: bad generation")
+        return Identity(subject, kind, str(claims.get("name", "")), int(claims["exp"]),
+                        generation)
 
 
 def bearer_token(header: str | None) -> str:

@@ -22,6 +22,7 @@ from common.bus import LocalBus, RedisBus
 from common.db import SessionFactory
 from common.errors import Forbidden
 from common.settings import Settings
+from groups.accounts import current_user
 from signaling.auth import Identity, TokenSigner, bearer_token
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from billing.service import BillingService
     from groups.chat import ChatLog
     from groups.location.service import LocationService
+    from groups.login_limits import LoginLimits
     from groups.push.dispatcher import PushDispatcher
     from signaling.nearby import NearbyRoom
     from signaling.rooms import RoomRegistry
@@ -60,6 +62,8 @@ class AppState:
     locations: LocationService
     billing: BillingService
     push: PushDispatcher
+    limits: LoginLimits
+    """Password attempts per account/address and the argon2 thread pool."""
     clock: Clock = time.time
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Fire-and-forget work (``spawn``), awaited or cancelled at shutdown."""
@@ -116,17 +120,24 @@ async def db_session(state: State) -> AsyncIterator[AsyncSession]:
 Db = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
-def current_identity(
-    state: State, authorization: Annotated[str | None, Header()] = None
+async def current_identity(
+    state: State, db: Db, authorization: Annotated[str | None, Header()] = None
 ) -> Identity:
-    return state.signer.verify(bearer_token(authorization), state.clock())
+    """The caller's token, checked; a user's account must exist at the token's generation.
+
+    One query per request (FastAPI caches the dependency within a request).
+    """
+    identity = state.signer.verify(bearer_token(authorization), state.clock())
+    if identity.user_id is not None:
+        await current_user(db, identity.user_id, identity.generation)
+    return identity
 
 
 Caller = Annotated[Identity, Depends(current_identity)]
 
 
 def current_user_id(identity: Caller) -> int:
-    """The caller's user id; guests (nearby-only tokens) are refused."""
+    """The caller's user id (an account that still exists); guests are refused."""
     if identity.user_id is None:
         raise Forbidden("guest sessions can only use nearby rooms; register an account")
     return identity.user_id

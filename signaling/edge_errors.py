@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from common import errors
 
 HTTP_STATUS: dict[type[errors.DiscoError], int] = {
@@ -32,3 +34,11 @@ def error_body(exc: errors.DiscoError) -> dict[str, object]:
     if exc.detail:
         body["detail"] = exc.detail
     return body
+
+
+def http_headers(exc: errors.DiscoError) -> dict[str, str]:
+    """``Retry-After`` (whole seconds, at least 1) when the error says when to retry."""
+    retry = exc.detail.get("retry_after_s")
+    if isinstance(retry, int | float) and not isinstance(retry, bool) and math.isfinite(retry):
+        return {"Retry-After": str(max(1, math.ceil(retry)))}
+    return {}

@@ -149,6 +149,9 @@ class FakeStripe:
             return 200, {"id": f"cs_test_{n}", "object": "checkout.session",
                          "url": f"https://checkout.stripe.test/c/pay/cs_test_{n}",
                          "mode": req.form.get("mode")}
+        if req.method == "DELETE" and req.path.startswith("/v1/subscriptions/"):
+            sub_id = req.path.rsplit("/", 1)[1]
+            return 200, {"id": sub_id, "object": "subscription", "status": "canceled"}
         if req.path == "/v1/billing_portal/sessions":
             return 200, {"id": f"bps_{n}", "object": "billing_portal.session",
                          "url": f"https://billing.stripe.test/p/session/bps_{n}"}
@@ -160,9 +163,10 @@ def fake_stripe() -> Iterator[FakeStripe]:
     """A local HTTP server standing in for https://api.stripe.com."""
     fake = FakeStripe()
 
-    def respond(path: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, Any]:
+    def respond(method: str, path: str, headers: Mapping[str, str], raw: bytes
+                ) -> tuple[int, Any]:
         form = dict(urllib.parse.parse_qsl(raw.decode(), keep_blank_values=True))
-        return fake.handle(StripeRequest("POST", path, dict(headers), form))
+        return fake.handle(StripeRequest(method, path, dict(headers), form))
 
     with json_server(respond, {"Request-Id": "req_test"}) as url:
         fake.url = url

@@ -1,8 +1,8 @@
 """A local JSON-over-HTTP server for the stand-ins of outside services (Stripe, FCM).
 
-``json_server(respond)`` serves POSTs on 127.0.0.1 at a free port in a
-thread until the block ends; ``respond(path, headers, body)`` returns the
-status and the JSON payload. Header names reach it lower-cased.
+``json_server(respond)`` serves POST and DELETE on 127.0.0.1 at a free port
+in a thread until the block ends; ``respond(method, path, headers, body)``
+returns the status and the JSON payload. Header names reach it lower-cased.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Respond = Callable[[str, Mapping[str, str], bytes], tuple[int, Any]]
+Respond = Callable[[str, str, Mapping[str, str], bytes], tuple[int, Any]]
 
 
 @contextmanager
@@ -24,9 +24,15 @@ def json_server(respond: Respond, headers: Mapping[str, str] | None = None) -> I
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            self._answer("POST")
+
+        def do_DELETE(self) -> None:
+            self._answer("DELETE")
+
+        def _answer(self, method: str) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             status, payload = respond(
-                self.path, {k.lower(): v for k, v in self.headers.items()}, raw
+                method, self.path, {k.lower(): v for k, v in self.headers.items()}, raw
             )
             data = json.dumps(payload).encode()
             self.send_response(status)

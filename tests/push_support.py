@@ -242,7 +242,8 @@ def fake_fcm(directory: Path) -> Iterator[tuple[FakeFcm, Path]]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     fake = FakeFcm(key.public_key())
 
-    def respond(path: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, Any]:
+    def respond(_method: str, path: str, headers: Mapping[str, str], raw: bytes
+                ) -> tuple[int, Any]:
         if path == "/token":
             return fake.issue_token(dict(urllib.parse.parse_qsl(raw.decode())))
         return fake.send(path, headers.get("authorization", ""), raw)

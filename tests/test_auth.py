@@ -83,3 +83,16 @@ def test_token_expires_at_its_exp() -> None:
 def test_bearer_header_required(header: str | None) -> None:
     with pytest.raises(Unauthorized):
         bearer_token(header)
+
+
+def test_user_tokens_carry_the_account_generation() -> None:
+    token, _ = SIGNER.issue("7", "user", "A", NOW, 60, generation=3)
+    assert SIGNER.verify(token, NOW).generation == 3
+    legacy = _forge(GOOD)  # issued before generations existed: generation 0
+    assert SIGNER.verify(legacy, NOW).generation == 0
+
+
+@pytest.mark.parametrize("gen", ["1", -1, 1.5, True, 2**40, None])
+def test_bad_generation_is_refused(gen: object) -> None:
+    with pytest.raises(Unauthorized, match="bad generation"):
+        SIGNER.verify(_forge({**GOOD, "gen": gen}), NOW)

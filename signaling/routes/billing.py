@@ -6,11 +6,14 @@ every verified event gets 200, including types we ignore, so Stripe stops
 retrying them. When an event changes a user's plan, a message on the bus
 topic ``billing:entitlements`` names the user and the groups they own, so
 every node can re-check live rooms (music) at once; an upgrade simply takes
-effect on the next request.
+effect on the next request. A change the bus does not carry (``disco admin
+grant`` on a deployment without Redis) is caught by each node re-reading the
+plans behind its live group rooms every ``entitlements_recheck_s`` (one query).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +26,8 @@ from billing.service import (
     ENTITLEMENTS_TOPIC,
     BillingService,
     entitlements_for_user,
-    owned_group_ids,
+    entitlements_notice,
+    music_by_group,
 )
 from billing.store import get_subscription
 from billing.stripe_api import StripeGateway
@@ -62,8 +66,13 @@ def make_billing_service(settings: Settings, catalog: PlanCatalog, sessions: Ses
 def apply_to_rooms(state: AppState, message: dict[str, Any]) -> int:
     """Switch music on/off in this node's live rooms of the groups in ``message``."""
     allowed = bool(message.get("music"))
+    return _set_music(state, {int(g): allowed for g in message.get("group_ids", [])})
+
+
+def _set_music(state: AppState, allowed_by_group: dict[int, bool]) -> int:
+    """Set ``Room.music_allowed`` (the owner: a live media room asks it each tick)."""
     changed = 0
-    for group_id in message.get("group_ids", []):
+    for group_id, allowed in allowed_by_group.items():
         room = state.rooms.get(f"group:{group_id}")
         if room is None or room.music_allowed == allowed:
             continue
@@ -72,8 +81,23 @@ def apply_to_rooms(state: AppState, message: dict[str, Any]) -> int:
     return changed
 
 
+async def recheck_rooms(state: AppState) -> int:
+    """Re-read the plans behind this node's live group rooms; apply what changed."""
+    live = [int(r.room_id[6:]) for r in state.rooms.rooms()
+            if r.room_id.startswith("group:") and r.room_id[6:].isdigit()]
+    if not live:
+        return 0
+    async with state.sessions() as db:
+        allowed = await music_by_group(db, live, state.clock(), state.plans)
+    changed = _set_music(state, allowed)
+    if changed:
+        logger.info("re-check: music changed in %d live room(s)", changed)
+    return changed
+
+
 async def follow_entitlements(state: AppState) -> None:
-    """Every node applies every plan change to its own rooms (a downgrade stops music).
+    """Every node applies every plan change to its own rooms (a downgrade stops music),
+    and re-checks its live rooms whenever ``entitlements_recheck_s`` passes quietly.
 
     A job of the node, started by the composition root and cancelled at shutdown."""
     subscription = state.bus.subscription()
@@ -85,12 +109,26 @@ async def follow_entitlements(state: AppState) -> None:
 
 
 async def _apply_entitlements(state: AppState, subscription: Subscription) -> None:
-    async for _topic, message in subscription:
+    every_s = state.settings.entitlements_recheck_s
+    next_check = asyncio.get_running_loop().time() + every_s
+    while True:
         try:
+            wait_s = max(0.0, next_check - asyncio.get_running_loop().time())
+            try:
+                item = await asyncio.wait_for(subscription.get(), wait_s)
+            except TimeoutError:
+                next_check = asyncio.get_running_loop().time() + every_s
+                await recheck_rooms(state)
+                continue
+            if item is None:
+                return
+            _topic, message = item
             if apply_to_rooms(state, message):
                 logger.info("music %s in the rooms of user %s's groups",
                             "allowed" if message.get("music") else "stopped",
                             message.get("user_id"))
+        except asyncio.CancelledError:
+            raise
         except Exception:
             logger.exception("could not apply new entitlements to live rooms")
 
@@ -104,13 +142,9 @@ def plan_json(plan: Plan) -> dict[str, object]:
 
 async def announce_entitlements(state: AppState, user_id: int) -> None:
     """Tell every node that ``user_id``'s limits (and so their groups') changed."""
-    catalog = state.plans
     async with state.sessions() as db:
-        ent = await entitlements_for_user(db, user_id, state.clock(), catalog)
-        groups = await owned_group_ids(db, user_id)
-    await state.bus.publish(ENTITLEMENTS_TOPIC, {
-        "type": "entitlements", "user_id": user_id, "group_ids": groups, **ent.to_json(),
-    })
+        notice = await entitlements_notice(db, user_id, state.clock(), state.plans)
+    await state.bus.publish(ENTITLEMENTS_TOPIC, notice)
 
 
 @router.get("/plans")

@@ -4,7 +4,8 @@ The session owns the connection's rooms and its bus subscription. Replies go
 through ``send``, which never blocks: a bounded outbox drained by a writer
 task; a client too slow to drain it is disconnected rather than let memory
 grow. Errors become ``{"type": "error", ...}`` messages and the connection
-stays open; only a bad or expired token closes it (code 4401).
+stays open; only a bad, expired or revoked token (account deleted, password
+changed: an ``account`` event on the bus, on every node) closes it (code 4401).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from billing.service import entitlements_for_group
 from common.bus import Subscription
 from common.errors import BadRequest, DiscoError, Forbidden, LimitExceeded, NotFound, Unauthorized
 from groups import service
+from groups.accounts import current_user
 from protocol import wire
 from signaling import push_hooks
 from signaling.auth import Identity
@@ -85,6 +87,9 @@ class ClientSession:
 
     async def _bus_reader(self) -> None:
         async for _topic, event in self.subscription:
+            if event.get("type") == "account" and self._revoked_by(event):
+                await self._close_revoked(str(event.get("reason") or "token revoked"))
+                return
             if event.get("type") == "membership" and event.get("user_id") == self.identity.user_id:
                 await self._membership_changed(event)
             if event.get("type") not in FORWARDED_EVENTS:
@@ -93,6 +98,18 @@ class ClientSession:
             if own and event.get("type") == "member_location":
                 continue  # your own position, echoed by the bus
             self.send(event)
+
+    def _revoked_by(self, event: dict[str, Any]) -> bool:
+        """An ``account`` event (deletion, password change) that ends this token."""
+        if event.get("user_id") != self.identity.user_id or self.identity.user_id is None:
+            return False
+        generation = event.get("token_gen")
+        return generation is None or self.identity.generation < int(generation)
+
+    async def _close_revoked(self, reason: str) -> None:
+        self.closed = True
+        with contextlib.suppress(RuntimeError):
+            await self.websocket.close(WS_CLOSE_UNAUTHORIZED, reason[:120])
 
     async def _membership_changed(self, event: dict[str, Any]) -> None:
         group_id = int(event["group_id"])
@@ -322,6 +339,9 @@ async def serve_websocket(state: AppState, websocket: WebSocket) -> None:
     token = websocket.query_params.get("token", "")
     try:
         identity = state.signer.verify(token, state.clock())
+        if identity.user_id is not None:
+            async with state.sessions() as db:
+                await current_user(db, identity.user_id, identity.generation)
     except Unauthorized as exc:
         await websocket.send_text(json.dumps(
             {"type": "error", "code": "unauthorized", "message": exc.message}
