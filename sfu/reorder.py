@@ -185,6 +185,8 @@ class ReorderBuffer:
         self._playing = False
         self._expect_ts: int | None = None
         self._conceal_run = 0
+        self._underrun_run = 0
+        """Underrun concealments since the last packet played."""
         self._last_was_dtx = False
         self._played: collections.deque[int] = collections.deque(maxlen=RECENT_PLAYED)
         self._played_set: set[int] = set()
@@ -292,6 +294,18 @@ class ReorderBuffer:
         if packet is not None:
             return self._play(packet)
         if self._buf:  # later packets are here: this one is lost
+            # Ticks already concealed while the buffer was dry stood in for the
+            # missing packets: skip that many rather than conceal them twice
+            # (which would add their length to the delay).
+            skip = min(min(self._buf) - self._next, self._underrun_run)
+            if skip:
+                self.counters.lost += skip
+                self._underrun_run -= skip
+                for _ in range(skip):
+                    self._advance(self._next, None)
+                packet = self._buf.get(self._next)
+                if packet is not None:
+                    return self._play(packet)
             return self._lose()
         # Nothing buffered at all.
         if self._last_was_dtx:
@@ -304,6 +318,7 @@ class ReorderBuffer:
             return SILENCE
         self.counters.underruns += 1
         self.counters.concealed += 1
+        self._underrun_run += 1
         return Conceal(None)
 
     def _start(self, now: float) -> bool:
@@ -320,6 +335,7 @@ class ReorderBuffer:
         self._playing = True
         self._expect_ts = None
         self._conceal_run = 0
+        self._underrun_run = 0
         self._pops = 0
         self._min_level = math.inf
         return True
@@ -336,6 +352,7 @@ class ReorderBuffer:
         del self._buf[seq]
         self._advance(seq, packet.ts, played=True)
         self._conceal_run = 0
+        self._underrun_run = 0
         self._last_was_dtx = len(packet.payload) <= OPUS_DTX_MAX_BYTES
         if packet.from_red:
             self.counters.red_recovered += 1

@@ -21,8 +21,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-DEFAULT_MAX_AVERAGE_BITRATE_BPS = 40_000
-"""Voice at 32 kbps plus room for FEC."""
+DEFAULT_MAX_AVERAGE_BITRATE_BPS = 48_000
+"""Voice at 32 kbps plus 16 kbps for FEC (``fec_policy.FEC_EXTRA_BPS``): browsers take
+maxaveragebitrate as their Opus target, and under loss FEC needs the bits."""
 
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+) ([^/\s]+)/(\d+)(?:/(\d+))?\s*$", re.IGNORECASE)
 _FMTP = re.compile(r"^a=fmtp:(\d+) ?(.*)$", re.IGNORECASE)

@@ -96,7 +96,7 @@ def test_apply_sets_only_what_changed() -> None:
     assert calls == [("fec", False), ("loss", 0), ("bitrate", 32_000)]
     calls.clear()
     apply(Fake(), on(10), OFF)
-    assert calls == [("fec", True), ("loss", 10), ("bitrate", 40_000)]
+    assert calls == [("fec", True), ("loss", 10), ("bitrate", 48_000)]
     calls.clear()
     apply(Fake(), on(15), on(10))
     assert calls == [("loss", 15)]
@@ -107,7 +107,7 @@ def test_fec_settings_drive_a_real_encoder() -> None:
 
     enc = Encoder()
     apply(enc, on(15), OFF)
-    assert (enc.fec, enc.packet_loss_perc, enc.bitrate_bps) == (True, 15, 40_000)
+    assert (enc.fec, enc.packet_loss_perc, enc.bitrate_bps) == (True, 15, 48_000)
 
 
 RED_TIMELINE = [(0.0, 3.0, False), (1.0, 5.0, True), (2.0, 1.0, True), (11.9, 1.0, True),

@@ -73,7 +73,7 @@ def test_answer_gets_an_opus_fmtp_after_its_rtpmap_and_nothing_else_changes() ->
     before, after = AIORTC_ANSWER.split("\r\n"), out.split("\r\n")
     i = before.index("a=rtpmap:96 opus/48000/2")
     assert after[i + 1] == ("a=fmtp:96 useinbandfec=1;usedtx=1;stereo=0;"
-                            "maxaveragebitrate=40000")
+                            "maxaveragebitrate=48000")
     assert after[: i + 1] + after[i + 2 :] == before
     assert "\n" not in out.replace("\r\n", "")  # CRLF kept
     assert fmtp_of(out, "opus") == {96: opus_params()}

@@ -1,0 +1,85 @@
+"""One inbound Opus stream: packets in as they arrive, one 20 ms PCM frame out per tick.
+
+The glue between ``sfu.reorder`` (what to do this tick) and ``sfu.opus``
+(doing it): a ``Frame`` is decoded, a ``Recover`` rebuilds the lost frame
+from the next packet's in-band FEC, a ``Conceal`` runs libopus PLC, and
+``Silence`` is zeros. RED packets go through ``sfu.red.push_red``. No I/O and
+no clock of its own: the receive path calls ``push``/``push_red`` on each RTP
+packet and ``pop`` on each mixing tick, passing ``now``.
+
+This is what replaces ``peer.JitterSlot`` + ``MonoOpusDecoder`` once the
+receive-path refactor lands: the slot re-chunked whatever aiortc had decoded;
+this owns the decoding, so it can decode what was never received.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from sfu.opus import FRAME_SAMPLES, Decoder, OpusError, Pcm
+from sfu.red import RedError, push_red
+from sfu.reorder import Conceal, Counters, Frame, Recover, ReorderBuffer, Silence
+
+logger = logging.getLogger(__name__)
+
+
+class InboundStream:
+    """Reorder buffer + decoder for one sender's Opus stream (mono 48 kHz out)."""
+
+    def __init__(self, buffer: ReorderBuffer | None = None,
+                 decoder: Decoder | None = None) -> None:
+        self.buffer = buffer if buffer is not None else ReorderBuffer()
+        self._decoder = decoder if decoder is not None else Decoder()
+        self.corrupt = 0
+        """Packets libopus could not decode (played as concealment)."""
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+
+    @property
+    def counters(self) -> Counters:
+        return self.buffer.counters
+
+    def push(self, seq: int, timestamp: int, payload: bytes, now: float) -> None:
+        """One RTP packet carrying Opus."""
+        self.buffer.push(seq, timestamp, payload, now)
+
+    def push_red(self, seq: int, timestamp: int, payload: bytes, now: float,
+                 opus_pt: int | None = None) -> None:
+        """One RTP packet carrying RED (RFC 2198) around Opus; malformed ones are dropped."""
+        try:
+            push_red(self.buffer, seq, timestamp, payload, now, opus_pt=opus_pt)
+        except RedError as exc:
+            self.corrupt += 1
+            if self._debug:
+                logger.debug("dropped a RED packet: %s", exc)
+
+    def pop(self, now: float) -> Pcm:
+        """This tick's 960 samples (zeros when there is nothing to play)."""
+        action = self.buffer.pop(now)
+        try:
+            if isinstance(action, Frame):
+                pcm = self._decoder.decode(action.payload)
+            elif isinstance(action, Recover):
+                pcm = self._decoder.decode_fec(action.next_payload)
+            elif isinstance(action, Conceal):
+                pcm = self._decoder.conceal()
+            else:
+                assert isinstance(action, Silence)
+                return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        except OpusError as exc:
+            self.corrupt += 1
+            if self._debug:
+                logger.debug("undecodable Opus packet: %s", exc)
+            pcm = self._decoder.conceal()
+        return _fit(pcm)
+
+
+def _fit(pcm: Pcm) -> Pcm:
+    """Exactly one 20 ms frame (the answer negotiates 20 ms; a longer packet is cut)."""
+    n = pcm.shape[0]
+    if n == FRAME_SAMPLES:
+        return pcm
+    if n > FRAME_SAMPLES:
+        return pcm[:FRAME_SAMPLES]
+    return np.concatenate((pcm, np.zeros(FRAME_SAMPLES - n, dtype=np.int16)))
