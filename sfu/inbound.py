@@ -24,6 +24,10 @@ from sfu.reorder import Conceal, Counters, Frame, Recover, ReorderBuffer, Silenc
 
 logger = logging.getLogger(__name__)
 
+QUIET_DBFS = -45.0
+"""A decoded frame under this level is a pause: the buffer may shed delay there."""
+_QUIET_POWER = (32768.0 * 10 ** (QUIET_DBFS / 20)) ** 2 * FRAME_SAMPLES
+
 
 class InboundStream:
     """Reorder buffer + decoder for one sender's Opus stream (mono 48 kHz out)."""
@@ -35,6 +39,7 @@ class InboundStream:
         self.corrupt = 0
         """Packets libopus could not decode (played as concealment)."""
         self._debug = logger.isEnabledFor(logging.DEBUG)
+        self._quiet = True
 
     @property
     def counters(self) -> Counters:
@@ -56,7 +61,7 @@ class InboundStream:
 
     def pop(self, now: float) -> Pcm:
         """This tick's 960 samples (zeros when there is nothing to play)."""
-        action = self.buffer.pop(now)
+        action = self.buffer.pop(now, quiet=self._quiet)
         try:
             if isinstance(action, Frame):
                 pcm = self._decoder.decode(action.payload)
@@ -66,13 +71,17 @@ class InboundStream:
                 pcm = self._decoder.conceal()
             else:
                 assert isinstance(action, Silence)
+                self._quiet = True
                 return np.zeros(FRAME_SAMPLES, dtype=np.int16)
         except OpusError as exc:
             self.corrupt += 1
             if self._debug:
                 logger.debug("undecodable Opus packet: %s", exc)
             pcm = self._decoder.conceal()
-        return _fit(pcm)
+        pcm = _fit(pcm)
+        as_float = pcm.astype(np.float32)
+        self._quiet = float(np.dot(as_float, as_float)) < _QUIET_POWER
+        return pcm
 
 
 def _fit(pcm: Pcm) -> Pcm:

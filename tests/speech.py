@@ -37,6 +37,10 @@ HOLE_RATIO_DB = -30.0
 """An output frame this far under the reference frame's energy is a hole."""
 SPEECH_FRAME_DBFS = -45.0
 """Reference frames quieter than this are pauses, not speech."""
+HOLE_BLOCK_FRAMES = 50
+"""Holes are looked for one second at a time..."""
+HOLE_SEARCH_FRAMES = 6
+"""...each second aligned within +-120 ms of the overall delay."""
 
 Pcm = npt.NDArray[np.int16]
 
@@ -114,8 +118,28 @@ def _frame_dbfs(pcm: Pcm) -> npt.NDArray[np.float64]:
 
 
 def holes(reference: Pcm, degraded: Pcm) -> int:
-    """Runs of 20 ms frames that are (near) silent in ``degraded`` while ``reference`` speaks."""
+    """Runs of 20 ms frames that are (near) silent in ``degraded`` while ``reference`` speaks.
+
+    The delay may change along the way (a jitter buffer grows or sheds a frame),
+    so each second is aligned on its own, within ``HOLE_SEARCH_FRAMES`` of the
+    overall delay, before frames are compared.
+    """
     ref = _frame_dbfs(reference)
     deg = _frame_dbfs(align(reference, degraded))
-    gap = (ref > SPEECH_FRAME_DBFS) & (deg < ref + HOLE_RATIO_DB)
-    return int(np.sum(gap[1:] & ~gap[:-1]) + int(gap[0])) if gap.size else 0
+    n = ref.shape[0]
+    padded = np.concatenate((np.full(HOLE_SEARCH_FRAMES, -120.0), deg,
+                             np.full(HOLE_SEARCH_FRAMES, -120.0)))
+    gap = np.zeros(n, dtype=bool)
+    for start in range(0, n, HOLE_BLOCK_FRAMES):
+        block = slice(start, min(n, start + HOLE_BLOCK_FRAMES))
+        r = ref[block]
+        best = None
+        for shift in range(-HOLE_SEARCH_FRAMES, HOLE_SEARCH_FRAMES + 1):
+            lo = start + HOLE_SEARCH_FRAMES + shift
+            d = padded[lo : lo + r.shape[0]]
+            mask = (r > SPEECH_FRAME_DBFS) & (d < r + HOLE_RATIO_DB)
+            if best is None or mask.sum() < best.sum():
+                best = mask
+        assert best is not None
+        gap[block] = best
+    return int(np.sum(gap[1:] & ~gap[:-1]) + int(gap[0])) if n else 0

@@ -7,7 +7,7 @@ import numpy as np
 from sfu.inbound import InboundStream
 from sfu.opus import FRAME_SAMPLES, SAMPLE_RATE_HZ, Encoder
 from sfu.red import RedPacketizer
-from sfu.reorder import FRAME_TS
+from sfu.reorder import FRAME_TS, ReorderBuffer
 
 TICK_S = 0.02
 
@@ -36,7 +36,7 @@ def test_losses_are_repaired_not_silenced() -> None:
     packets = dict(enumerate(tone_packets(60)))
     for lost in (20, 30, 31, 45):
         del packets[lost]
-    stream = InboundStream()
+    stream = InboundStream(ReorderBuffer(initial_depth_frames=2))
     out = play(stream, packets, 62)
     assert all(f.shape == (FRAME_SAMPLES,) and f.dtype == np.int16 for f in out)
     # Output lags one tick (the buffer's depth). No tick of playout is silent...

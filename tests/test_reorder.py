@@ -38,8 +38,11 @@ Arrival = int | tuple[int, int] | tuple[int, int, bytes]
 
 def run(ticks: list[list[Arrival]], extra: int = 0,
         buffer: ReorderBuffer | None = None) -> tuple[list[str], ReorderBuffer]:
-    """Push each tick's arrivals, then pop once; ``extra`` more empty ticks at the end."""
-    buf = buffer or ReorderBuffer()
+    """Push each tick's arrivals, then pop once; ``extra`` more empty ticks at the end.
+
+    The tables use a 2-frame start depth (one frame of slack) to keep them short.
+    """
+    buf = buffer or ReorderBuffer(initial_depth_frames=2)
     out = []
     for i, arrivals in enumerate([*ticks, *([[]] * extra)]):
         now = i * TICK_S
@@ -153,16 +156,23 @@ def test_jitter_of_60_ms_loses_little() -> None:
     assert buf.counters.late + buf.counters.lost <= 30
 
 
-def test_extra_depth_is_shed() -> None:
+def test_extra_depth_is_shed_in_pauses_only() -> None:
     buf = ReorderBuffer()
     for seq in range(6):  # a burst: five frames more than needed
-        buf.push(seq, seq * FRAME_TS, b"x", 0.0)
-    for tick in range(200):
-        seq = tick + 6
-        buf.push(seq, seq * FRAME_TS, b"x", tick * TICK_S)
-        buf.pop(tick * TICK_S)
+        buf.push(seq, seq * FRAME_TS, b"xxx", 0.0)
+    seq = 6
+    for tick in range(200):  # someone talking: no pause to skip a frame in
+        buf.push(seq, seq * FRAME_TS, b"xxx", tick * TICK_S)
+        seq += 1
+        assert isinstance(buf.pop(tick * TICK_S, quiet=False), Frame)
+    assert buf.counters.shed == 0
+    for tick in range(200, 400):  # a pause
+        buf.push(seq, seq * FRAME_TS, b"xxx", tick * TICK_S)
+        seq += 1
+        buf.pop(tick * TICK_S, quiet=True)
     assert buf.counters.shed >= 3
     assert len(buf) <= buf.target_frames + 1
+    assert buf.counters.lost == 0  # shedding is not loss
 
 
 def test_sender_restart_resyncs() -> None:
