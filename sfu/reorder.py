@@ -192,6 +192,7 @@ class ReorderBuffer:
         self._underrun_run = 0
         """Underrun concealments since the last packet played."""
         self._last_was_dtx = False
+        self._in_dtx = False
         self._played: collections.deque[int] = collections.deque(maxlen=RECENT_PLAYED)
         self._played_set: set[int] = set()
         self._jitter = _Jitter()
@@ -300,6 +301,8 @@ class ReorderBuffer:
         """
         self._quiet = quiet
         if not self._playing and not self._start(now):
+            if self._in_dtx:
+                self.counters.dtx += 1
             return SILENCE
         assert self._next is not None
         packet = self._buf.get(self._next)
@@ -322,6 +325,7 @@ class ReorderBuffer:
         # Nothing buffered at all.
         if self._last_was_dtx:
             self._playing = False
+            self._in_dtx = True
             self.counters.dtx += 1
             return SILENCE
         self._conceal_run += 1
@@ -345,6 +349,7 @@ class ReorderBuffer:
             self.counters.lost += first - self._next
         self._next = first
         self._playing = True
+        self._in_dtx = False
         self._expect_ts = None
         self._conceal_run = 0
         self._underrun_run = 0

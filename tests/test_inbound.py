@@ -78,3 +78,40 @@ def test_corrupt_packets_are_concealed_and_counted() -> None:
     assert rms(out[6]) > 1_000
     stream.push_red(11, 11 * FRAME_TS, b"\xef", 0.22)  # malformed RED
     assert stream.corrupt == 2
+
+
+def test_dtx_pause_from_libopus_is_silence_not_loss() -> None:
+    """Talk, 1 s of silence, talk, silence, with DTX on and sent as WebRTC sends it."""
+    t = np.arange(25 * FRAME_SAMPLES) / SAMPLE_RATE_HZ
+    burst = (8_000 * np.sin(2 * np.pi * 300 * t) * np.sin(np.pi * t / t[-1])).astype(np.int16)
+    pause = np.zeros(50 * FRAME_SAMPLES, dtype=np.int16)
+    pcm = np.concatenate((burst, pause, burst, pause[: 30 * FRAME_SAMPLES]))
+    enc = Encoder(32_000, dtx=True)
+    sent = []
+    in_dtx = False
+    seq = 0
+    for i in range(pcm.shape[0] // FRAME_SAMPLES):
+        payload = enc.encode(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
+        if len(payload) <= 2:  # WebRtcOpus_Encode: the first DTX packet goes, later ones don't
+            if in_dtx:
+                continue
+            in_dtx = True
+        else:
+            in_dtx = False
+        sent.append((seq, i * FRAME_TS, payload, i * TICK_S))
+        seq += 1
+    assert len(sent) < pcm.shape[0] // FRAME_SAMPLES - 20  # DTX really skipped packets
+    stream = InboundStream()
+    out = []
+    j = 0
+    for k in range(pcm.shape[0] // FRAME_SAMPLES + 10):
+        now = k * TICK_S + 0.007
+        while j < len(sent) and sent[j][3] <= now:
+            stream.push(sent[j][0], sent[j][1], sent[j][2], sent[j][3])
+            j += 1
+        out.append(stream.pop(now))
+    c = stream.counters
+    assert (c.lost, c.concealed, c.late) == (0, 0, 0)
+    assert c.dtx >= 20
+    levels = [rms(f) for f in out]
+    assert max(levels[5:20]) > 3_000 and max(levels[80:95]) > 3_000  # both bursts heard
