@@ -32,6 +32,7 @@ import numpy as np
 from sfu.fec_policy import EncoderSettings, FecController
 from sfu.inbound import InboundStream
 from sfu.opus import FRAME_SAMPLES, Decoder, Encoder, OpusError, Pcm
+from sfu.red import RedPacketizer
 from sfu.reorder import FRAME_TS, SEQ_MOD
 from tests.impair import CLEAN, Arrival, Impairment, impair
 
@@ -43,6 +44,10 @@ TAIL_FRAMES = 15
 """Ticks run this long after the last packet so the buffers drain (300 ms)."""
 BITRATE_BPS = 32_000
 NAIVE_SLOT_FRAMES = 3
+RED_OPUS_PT = 111
+RED_DISTANCE = 2
+"""Frames repeated in each RED packet (Chrome's RED repeats up to 2 when it has them)."""
+MODES = ("disco", "disco+red", "naive")
 
 
 @dataclass(frozen=True)
@@ -53,19 +58,24 @@ class Condition:
 
 
 def encode(pcm: Pcm, encoder: Encoder, start_s: float = 0.0,
-           ) -> list[tuple[int, bytes, float]]:
-    """Frames -> ``(seq, payload, send_time)``, seq starting near the wrap on purpose."""
+           red: RedPacketizer | None = None) -> list[tuple[int, bytes, float]]:
+    """Frames -> ``(seq, payload, send_time)``, seq starting near the wrap on purpose.
+
+    With ``red``, each payload is a RED packet carrying the frames before it too.
+    """
     frames = pcm.shape[0] // FRAME_SAMPLES
     first_seq = SEQ_MOD - 100
     out = []
     for i in range(frames):
         payload = encoder.encode(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
+        if red is not None:
+            payload = red.wrap(payload, i * FRAME_TS)
         out.append(((first_seq + i) % SEQ_MOD, payload, start_s + i * FRAME_S))
     return out
 
 
 def receive_disco(arrivals: list[Arrival], ticks: int, phase_s: float,
-                  stream: InboundStream | None = None) -> Pcm:
+                  stream: InboundStream | None = None, red: bool = False) -> Pcm:
     """Arrivals -> one frame per tick through the reorder buffer, FEC and PLC."""
     stream = stream if stream is not None else InboundStream()
     out = []
@@ -77,7 +87,10 @@ def receive_disco(arrivals: list[Arrival], ticks: int, phase_s: float,
             a = arrivals[i]
             # RTP timestamps follow sequence numbers (no DTX in this clip).
             ts = ((a.seq - base_seq) % SEQ_MOD) * FRAME_TS
-            stream.push(a.seq, ts, a.payload, a.time)
+            if red:
+                stream.push_red(a.seq, ts, a.payload, a.time, opus_pt=RED_OPUS_PT)
+            else:
+                stream.push(a.seq, ts, a.payload, a.time)
             i += 1
         out.append(stream.pop(now))
     return np.concatenate(out)
@@ -108,9 +121,13 @@ def receive_naive(arrivals: list[Arrival], ticks: int, phase_s: float) -> Pcm:
 
 def run(pcm: Pcm, condition: Condition, mode: str) -> Pcm:
     """What the listener hears of ``pcm`` said by the talker, through Disco in ``mode``."""
-    if mode not in ("disco", "naive"):
-        raise ValueError(f"mode is 'disco' or 'naive', not {mode!r}")
-    disco = mode == "disco"
+    if mode not in MODES:
+        raise ValueError(f"mode is one of {MODES}, not {mode!r}")
+    disco = mode != "naive"
+    use_red = mode == "disco+red"
+
+    def packetizer() -> RedPacketizer | None:
+        return RedPacketizer(RED_OPUS_PT, RED_DISTANCE) if use_red else None
     frames = pcm.shape[0] // FRAME_SAMPLES
     ticks = frames + TAIL_FRAMES
 
@@ -126,13 +143,15 @@ def run(pcm: Pcm, condition: Condition, mode: str) -> Pcm:
     # A browser told useinbandfec=1 and maxaveragebitrate=48000 (sdp_opus) sends FEC at
     # the loss it measures, at that bitrate: what the policy gives the server's encoders.
     talker = Encoder(up.bitrate_bps, fec=up.fec, packet_loss_perc=up.packet_loss_perc)
-    uplink = impair(encode(pcm, talker), condition.up)
+    uplink = impair(encode(pcm, talker, red=packetizer()), condition.up)
     if disco:
-        heard = receive_disco(uplink, ticks, SERVER_TICK_PHASE_S)
+        heard = receive_disco(uplink, ticks, SERVER_TICK_PHASE_S, red=use_red)
     else:
         heard = receive_naive(uplink, ticks, SERVER_TICK_PHASE_S)
 
     down = settings_for(condition.down)
     server = Encoder(down.bitrate_bps, fec=down.fec, packet_loss_perc=down.packet_loss_perc)
-    downlink = impair(encode(heard, server, start_s=SERVER_TICK_PHASE_S), condition.down)
-    return receive_disco(downlink, ticks + TAIL_FRAMES, SERVER_TICK_PHASE_S + CLIENT_TICK_PHASE_S)
+    downlink = impair(encode(heard, server, start_s=SERVER_TICK_PHASE_S, red=packetizer()),
+                      condition.down)
+    return receive_disco(downlink, ticks + TAIL_FRAMES, SERVER_TICK_PHASE_S + CLIENT_TICK_PHASE_S,
+                         red=use_red)
