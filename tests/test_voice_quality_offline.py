@@ -39,9 +39,9 @@ def score(condition: Condition, mode: str) -> tuple[float, int]:
 
 
 @pytest.mark.parametrize(("condition", "floor"), [
-    (CLEAN, 3.2),      # measured 3.59
-    (LOSS_10, 2.6),    # measured 2.80
-    (JITTER_60, 2.8),  # measured 3.10
+    (CLEAN, 3.2),      # measured 3.56
+    (LOSS_10, 2.6),    # measured 2.81
+    (JITTER_60, 2.8),  # measured 3.60
 ], ids=lambda x: x.name if isinstance(x, Condition) else str(x))
 def test_disco_meets_the_floors(reference: Pcm, condition: Condition, floor: float) -> None:
     mos, gaps = score(condition, "disco")
@@ -52,12 +52,19 @@ def test_disco_meets_the_floors(reference: Pcm, condition: Condition, floor: flo
 @pytest.mark.parametrize("condition", [LOSS_10, JITTER_60], ids=lambda c: c.name)
 def test_naive_silence_for_loss_scores_lower(reference: Pcm, condition: Condition) -> None:
     disco, disco_holes = score(condition, "disco")
-    naive, naive_holes = score(condition, "naive")  # measured 1.26 and 1.09
+    naive, naive_holes = score(condition, "naive")  # measured 1.26 (3 holes), 1.09 (16)
     assert naive < disco - 0.8, (naive, disco)
     assert naive_holes > disco_holes
 
 
 def test_clean_path_is_not_made_worse(reference: Pcm) -> None:
     disco, _ = score(CLEAN, "disco")
-    naive, _ = score(CLEAN, "naive")
+    naive, _ = score(CLEAN, "naive")  # measured 3.60: disco sheds its 60 ms start in pauses
     assert disco >= naive - 0.1
+
+
+def test_red_repairs_what_fec_cannot(reference: Pcm) -> None:
+    red, gaps = score(LOSS_10, "disco+red")  # measured 3.68
+    fec_only, _ = score(LOSS_10, "disco")
+    assert red >= 3.2 and red > fec_only + 0.4
+    assert gaps == 0
