@@ -37,7 +37,8 @@ Rules (Janus and WebRTC's NetEQ do the same in spirit):
   (20-100 ms). If the buffer never ran below target during
   ``SHED_AFTER_POPS`` pops, one frame is skipped to take latency back, at the
   next pause the caller reports (``pop(now, quiet=True)``), so the skip does
-  not cut a word.
+  not cut a word. A queue of ``FLUSH_AT_FRAMES`` (300 ms, a stall released at
+  once) is cut back to target at once.
 
 Assumes 20 ms packets (the answer's ptime; what browsers send).
 """
@@ -73,6 +74,9 @@ MAX_CONCEAL_FRAMES = 5
 """100 ms of PLC in a row; then silence (libopus's PLC has faded out by then)."""
 SHED_AFTER_POPS = 50
 """Judge the depth over 1 s of ticks before skipping a frame."""
+FLUSH_AT_FRAMES = 3 * MAX_DEPTH_FRAMES
+"""300 ms queued (a stall released at once): drop all but the newest target at once,
+rather than keep that delay until pauses shed it a frame at a time."""
 MAX_AHEAD_FRAMES = 250
 """A packet more than 5 s ahead of playout means the sender restarted: resync."""
 OPUS_DTX_MAX_BYTES = 2
@@ -305,6 +309,8 @@ class ReorderBuffer:
                 self.counters.dtx += 1
             return SILENCE
         assert self._next is not None
+        if self._hi_seq is not None and self._hi_seq - self._next >= FLUSH_AT_FRAMES:
+            self._flush()
         packet = self._buf.get(self._next)
         if packet is not None:
             return self._play(packet)
@@ -405,6 +411,20 @@ class ReorderBuffer:
             self._played_set.discard(self._played[0])
         self._played.append(seq)
         self._played_set.add(seq)
+
+    def _flush(self) -> None:
+        """Far too much queued (a stall, then everything at once): keep the newest target."""
+        assert self._next is not None and self._hi_seq is not None
+        keep_from = self._hi_seq - self._target + 1
+        while self._next < keep_from:
+            seq = self._next
+            packet = self._buf.pop(seq, None)
+            if packet is None:
+                self.counters.lost += 1
+                self._advance(seq, None)
+            else:
+                self.counters.shed += 1
+                self._advance(seq, packet.ts, played=True)
 
     def _maybe_shed(self) -> None:
         self._pops += 1

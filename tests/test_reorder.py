@@ -175,6 +175,19 @@ def test_extra_depth_is_shed_in_pauses_only() -> None:
     assert buf.counters.lost == 0  # shedding is not loss
 
 
+def test_a_released_stall_is_flushed_to_target() -> None:
+    buf = ReorderBuffer()
+    for seq in range(5):
+        buf.push(seq, seq * FRAME_TS, b"xxx", seq * TICK_S)
+        buf.pop(seq * TICK_S)
+    for seq in range(5, 40):  # 700 ms of packets stuck in the network, then all at once
+        buf.push(seq, seq * FRAME_TS, b"xxx", 0.8)
+    first = buf.pop(0.8)
+    assert isinstance(first, Frame) and first.seq >= 40 - buf.target_frames
+    assert buf.counters.shed >= 30 and buf.counters.lost == 0
+    assert len(buf) <= buf.target_frames
+
+
 def test_sender_restart_resyncs() -> None:
     out, buf = run([[0], [1], [2], [10_000], [10_001], [10_002]])
     assert out == ["S", "F0", "F1", "S", "F10000", "F10001"]
