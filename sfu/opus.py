@@ -109,18 +109,19 @@ def _lib() -> ctypes.CDLL:
 
 def _declare(lib: ctypes.CDLL) -> None:
     c_int, c_void_p, c_char_p = ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p
-    i16p = ctypes.POINTER(ctypes.c_int16)
     lib.opus_encoder_create.argtypes = [ctypes.c_int32, c_int, c_int, ctypes.POINTER(c_int)]
     lib.opus_encoder_create.restype = c_void_p
     lib.opus_encoder_destroy.argtypes = [c_void_p]
     lib.opus_encoder_destroy.restype = None
-    lib.opus_encode.argtypes = [c_void_p, i16p, c_int, c_char_p, ctypes.c_int32]
+    # PCM goes in as a plain address (an int from numpy): building a ctypes
+    # pointer object per call costs more than the call itself.
+    lib.opus_encode.argtypes = [c_void_p, c_void_p, c_int, c_char_p, ctypes.c_int32]
     lib.opus_encode.restype = ctypes.c_int32
     lib.opus_decoder_create.argtypes = [ctypes.c_int32, c_int, ctypes.POINTER(c_int)]
     lib.opus_decoder_create.restype = c_void_p
     lib.opus_decoder_destroy.argtypes = [c_void_p]
     lib.opus_decoder_destroy.restype = None
-    lib.opus_decode.argtypes = [c_void_p, c_char_p, ctypes.c_int32, i16p, c_int, c_int]
+    lib.opus_decode.argtypes = [c_void_p, c_char_p, ctypes.c_int32, c_void_p, c_int, c_int]
     lib.opus_decode.restype = c_int
     lib.opus_strerror.argtypes = [c_int]
     lib.opus_strerror.restype = c_char_p
@@ -224,9 +225,8 @@ class Encoder:
         frame = _pcm_in(pcm)
         if self._state is None:
             raise OpusError("encoder is closed")
-        n = _lib().opus_encode(ctypes.c_void_p(self._state),
-                               frame.ctypes.data_as(ctypes.POINTER(ctypes.c_int16)),
-                               FRAME_SAMPLES, self._out, MAX_PACKET_BYTES)
+        n = _lib().opus_encode(self._state, frame.ctypes.data, FRAME_SAMPLES, self._out,
+                               MAX_PACKET_BYTES)
         return self._out.raw[: _check(n, "opus_encode")]
 
     def set_bitrate(self, bitrate_bps: int) -> None:
@@ -303,13 +303,13 @@ class Decoder:
             raise OpusError("opus_decoder_create returned no decoder")
         self._state: int | None = state
         self._pcm = np.zeros(MAX_FRAME_SAMPLES, dtype=np.int16)
-        self._pcm_ptr = self._pcm.ctypes.data_as(ctypes.POINTER(ctypes.c_int16))
+        self._pcm_addr = self._pcm.ctypes.data
 
     def _decode(self, data: bytes | None, frame_samples: int, fec: int) -> Pcm:
         if self._state is None:
             raise OpusError("decoder is closed")
-        n = _lib().opus_decode(ctypes.c_void_p(self._state), data,
-                               len(data) if data else 0, self._pcm_ptr, frame_samples, fec)
+        n = _lib().opus_decode(self._state, data, len(data) if data else 0, self._pcm_addr,
+                               frame_samples, fec)
         return self._pcm[: _check(n, "opus_decode")].copy()
 
     def decode(self, payload: bytes) -> Pcm:
