@@ -15,6 +15,7 @@ this owns the decoding, so it can decode what was never received.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,6 +30,19 @@ QUIET_DBFS = -45.0
 _QUIET_POWER = (32768.0 * 10 ** (QUIET_DBFS / 20)) ** 2 * FRAME_SAMPLES
 
 
+@dataclass(frozen=True, slots=True)
+class UplinkStats:
+    """What one inbound stream went through since the last ``take_stats``."""
+
+    expected: int
+    """Packets whose turn came (played, recovered, concealed or skipped as lost)."""
+    lost_perc: float
+    """Share of ``expected`` that did not arrive in time (lost, or too late), in %,
+    before FEC or PLC repaired anything (that is the network's loss)."""
+    jitter_ms: float
+    """RFC 3550 interarrival jitter, now."""
+
+
 class InboundStream:
     """Reorder buffer + decoder for one sender's Opus stream (mono 48 kHz out)."""
 
@@ -40,6 +54,7 @@ class InboundStream:
         """Packets libopus could not decode (played as concealment)."""
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._quiet = True
+        self._stats_base = (0, 0)
 
     @property
     def counters(self) -> Counters:
@@ -58,6 +73,18 @@ class InboundStream:
             self.corrupt += 1
             if self._debug:
                 logger.debug("dropped a RED packet: %s", exc)
+
+    def take_stats(self) -> UplinkStats:
+        """Loss and jitter since the previous call: the server's view of this uplink
+        (for ``fec_policy.QualityTracker``; what an RTCP receiver report would say).
+        """
+        c = self.buffer.counters
+        delivered = c.delivered - self._stats_base[0]
+        lost = c.lost - self._stats_base[1]
+        self._stats_base = (c.delivered, c.lost)
+        expected = delivered + lost
+        perc = 100.0 * lost / expected if expected > 0 else 0.0
+        return UplinkStats(expected, perc, self.buffer.jitter_s * 1000.0)
 
     def pop(self, now: float) -> Pcm:
         """This tick's 960 samples (zeros when there is nothing to play)."""

@@ -119,6 +119,8 @@ Playout = Frame | Recover | Conceal | Silence
 class Counters:
     received: int = 0
     """Primary packets pushed (including the duplicates and late ones below)."""
+    delivered: int = 0
+    """Sequence numbers whose packet was here in time (played, or skipped as ``shed``)."""
     lost: int = 0
     """Sequence numbers whose time came with no packet (recovered or concealed or skipped)."""
     recovered: int = 0
@@ -374,6 +376,7 @@ class ReorderBuffer:
             return SILENCE
         seq = self._next
         del self._buf[seq]
+        self.counters.delivered += 1
         self._advance(seq, packet.ts, played=True)
         self._conceal_run = 0
         self._underrun_run = 0
@@ -424,6 +427,7 @@ class ReorderBuffer:
                 self._advance(seq, None)
             else:
                 self.counters.shed += 1
+                self.counters.delivered += 1
                 self._advance(seq, packet.ts, played=True)
 
     def _maybe_shed(self) -> None:
@@ -439,4 +443,5 @@ class ReorderBuffer:
             skipped = self._buf.pop(self._next)
             self._advance(self._next, skipped.ts, played=True)
             self.counters.shed += 1
+            self.counters.delivered += 1
             self._shed_wanted = False

@@ -115,3 +115,22 @@ def test_dtx_pause_from_libopus_is_silence_not_loss() -> None:
     assert c.dtx >= 20
     levels = [rms(f) for f in out]
     assert max(levels[5:20]) > 3_000 and max(levels[80:95]) > 3_000  # both bursts heard
+
+
+def test_uplink_stats_between_calls() -> None:
+    packets = dict(enumerate(tone_packets(50)))
+    for lost in (10, 20, 21, 30, 40):
+        del packets[lost]
+    stream = InboundStream(ReorderBuffer(initial_depth_frames=2))
+    play(stream, packets, 26)
+    first = stream.take_stats()
+    assert first.expected == 25 and first.lost_perc == 100.0 * 3 / 25
+    play_from = {k: v for k, v in packets.items() if k >= 26}
+    for k in range(26, 52):
+        if k in play_from:
+            stream.push(k, k * FRAME_TS, play_from[k], k * TICK_S)
+        stream.pop(k * TICK_S)
+    second = stream.take_stats()
+    assert second.lost_perc == 100.0 * 2 / second.expected
+    assert second.jitter_ms < 1.0
+    assert stream.take_stats().expected == 0

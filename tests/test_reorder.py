@@ -243,3 +243,4 @@ def test_invariants_under_any_arrival_order(first_seq: int, n: int, loss: float,
     c = buf.counters
     assert c.received == len(events)
     assert len(played) + c.late + c.duplicate + c.shed + len(buf) == c.received
+    assert c.delivered == len(played) + c.shed
