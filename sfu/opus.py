@@ -7,13 +7,14 @@ from the next packet's FEC data (``opus_decode`` with ``decode_fec=1``) and
 packet loss concealment (``opus_decode`` with no data). This module binds
 those few calls directly.
 
-Which libopus: PyAV's wheel bundles one (``site-packages/av.libs/
-libopus-<hash>.so.0.x``, libopus 1.6 in the wheel installed here) and it exports the whole
-``opus_*`` API, so Disco needs no system package; ``ctypes.util.find_library
-("opus")`` (Debian ``libopus0``) is the fallback. That reach into PyAV's
-install layout lives here and nowhere else. ``opuslib-next`` was the other
-option; it needs a system libopus anyway and adds nothing over these ~150
-lines (its ctl wrappers are the same ctypes calls).
+Which libopus: PyAV's manylinux wheel bundles one (``site-packages/av.libs/
+libopus-<hash>.so.0.x``; libopus 1.6.1 in the wheel installed here) and it
+exports the whole ``opus_*`` API, so Disco needs no system package;
+``ctypes.util.find_library("opus")`` (Debian ``libopus0``) is the fallback,
+and ``OpusUnavailable`` says plainly when neither is there. That reach into
+PyAV's install layout lives here and nowhere else. ``opuslib-next`` was the
+other option; it needs a system libopus anyway and its ctl wrappers are the
+same ctypes calls as here.
 
 Only mono 48 kHz int16 is supported: that is what the room mixes and hears.
 Not thread-safe per object (libopus states are not); one encoder or decoder

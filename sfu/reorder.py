@@ -23,7 +23,11 @@ Rules (Janus and WebRTC's NetEQ do the same in spirit):
 * A missing packet while later ones are buffered is *lost*: the buffer has
   already waited its depth for it. Missing with the buffer empty is an
   *underrun*: conceal without advancing, so a merely late packet still plays
-  (the delay grows by a frame; shedding takes it back when jitter calms).
+  (the delay grows by a frame; shedding takes it back when jitter calms). If
+  later packets show the missing ones were lost, the ticks already concealed
+  stand in for them (they are skipped, not concealed twice), and the last
+  one before a packet that arrived is still rebuilt from its FEC if no
+  underrun tick covered it.
 * DTX: a sender in DTX sends nothing for silent stretches, so the timestamp
   jumps while the sequence number does not. WebRTC marks the entry into DTX
   with a payload of at most ``OPUS_DTX_MAX_BYTES`` bytes (its
