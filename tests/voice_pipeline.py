@@ -10,7 +10,7 @@ impairments):
    packet every 20 ms;
 2. the uplink (``tests.impair``) loses, delays and reorders them;
 3. the server's receive path turns arrivals into one frame per 20 ms tick:
-   ``disco`` mode is ``sfu.inbound.InboundStream`` (reorder buffer, FEC from
+   ``disco`` mode is ``sfu.playout.PlayoutStream`` (reorder buffer, FEC from
    the next packet, PLC); ``naive`` mode is what Disco did before (a packet
    older than the newest is dropped, frames queue in a 3-frame slot, an empty
    slot mixes silence);
@@ -19,7 +19,7 @@ impairments):
    mode, plain in ``naive`` mode;
 5. the downlink impairs those packets;
 6. the listener's client (a browser: its NetEQ reorders, uses FEC, conceals,
-   so ``InboundStream`` in both modes) plays one frame per 20 ms.
+   so ``PlayoutStream`` in both modes) plays one frame per 20 ms.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sfu.fec_policy import EncoderSettings, FecController
-from sfu.inbound import InboundStream
 from sfu.opus import FRAME_SAMPLES, Decoder, Encoder, OpusError, Pcm
+from sfu.playout import PlayoutStream
 from sfu.red import RedPacketizer
 from sfu.reorder import FRAME_TS, SEQ_MOD
 from tests.impair import CLEAN, Arrival, Impairment, impair
@@ -75,9 +75,9 @@ def encode(pcm: Pcm, encoder: Encoder, start_s: float = 0.0,
 
 
 def receive_disco(arrivals: list[Arrival], ticks: int, phase_s: float,
-                  stream: InboundStream | None = None, red: bool = False) -> Pcm:
+                  stream: PlayoutStream | None = None, red: bool = False) -> Pcm:
     """Arrivals -> one frame per tick through the reorder buffer, FEC and PLC."""
-    stream = stream if stream is not None else InboundStream()
+    stream = stream if stream is not None else PlayoutStream()
     out = []
     i = 0
     base_seq = arrivals[0].seq if arrivals else 0

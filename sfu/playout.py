@@ -7,9 +7,12 @@ from the next packet's in-band FEC, a ``Conceal`` runs libopus PLC, and
 no clock of its own: the receive path calls ``push``/``push_red`` on each RTP
 packet and ``pop`` on each mixing tick, passing ``now``.
 
-This is what replaces ``peer.JitterSlot`` + ``MonoOpusDecoder`` once the
-receive-path refactor lands: the slot re-chunked whatever aiortc had decoded;
-this owns the decoding, so it can decode what was never received.
+This is what replaces ``sfu.inbound``'s path (``InboundStream.packet`` ->
+``MonoOpusDecoder`` -> ``JitterSlot``, since the receive-path refactor) when
+it is wired in: the slot re-chunks whatever was decoded on arrival and mixes
+silence for the rest; this decodes at the tick, so it can decode what was
+never received. It needs each packet's RTP timestamp too (DTX pauses, and
+the jitter it measures), which ``InboundStream.packet`` is not given today.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class UplinkStats:
     """RFC 3550 interarrival jitter, now."""
 
 
-class InboundStream:
+class PlayoutStream:
     """Reorder buffer + decoder for one sender's Opus stream (mono 48 kHz out)."""
 
     def __init__(self, buffer: ReorderBuffer | None = None,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sfu.inbound import InboundStream
 from sfu.opus import FRAME_SAMPLES, SAMPLE_RATE_HZ, Encoder
+from sfu.playout import PlayoutStream
 from sfu.red import RedPacketizer
 from sfu.reorder import FRAME_TS, ReorderBuffer
 
@@ -23,7 +23,7 @@ def rms(pcm: np.ndarray) -> float:
     return float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2)))
 
 
-def play(stream: InboundStream, packets: dict[int, bytes], ticks: int) -> list[np.ndarray]:
+def play(stream: PlayoutStream, packets: dict[int, bytes], ticks: int) -> list[np.ndarray]:
     out = []
     for k in range(ticks):
         if k in packets:
@@ -36,7 +36,7 @@ def test_losses_are_repaired_not_silenced() -> None:
     packets = dict(enumerate(tone_packets(60)))
     for lost in (20, 30, 31, 45):
         del packets[lost]
-    stream = InboundStream(ReorderBuffer(initial_depth_frames=2))
+    stream = PlayoutStream(ReorderBuffer(initial_depth_frames=2))
     out = play(stream, packets, 62)
     assert all(f.shape == (FRAME_SAMPLES,) and f.dtype == np.int16 for f in out)
     # Output lags one tick (the buffer's depth). No tick of playout is silent...
@@ -50,7 +50,7 @@ def test_losses_are_repaired_not_silenced() -> None:
 
 
 def test_silence_before_the_stream_and_after_it_ends() -> None:
-    stream = InboundStream()
+    stream = PlayoutStream()
     assert not stream.pop(0.0).any()
     out = play(stream, dict(enumerate(tone_packets(10))), 25)
     assert not out[-1].any()  # concealment ran out
@@ -59,7 +59,7 @@ def test_silence_before_the_stream_and_after_it_ends() -> None:
 def test_red_packets_fill_losses_bit_exactly() -> None:
     opus = tone_packets(20, fec=False)
     red = RedPacketizer(63)
-    stream = InboundStream()
+    stream = PlayoutStream()
     for k, payload in enumerate(opus):
         data = red.wrap(payload, k * FRAME_TS)
         if k != 10:
@@ -70,7 +70,7 @@ def test_red_packets_fill_losses_bit_exactly() -> None:
 
 
 def test_corrupt_packets_are_concealed_and_counted() -> None:
-    stream = InboundStream()
+    stream = PlayoutStream()
     packets = dict(enumerate(tone_packets(10)))
     packets[5] = b"\xff\xff\xff"
     out = play(stream, packets, 10)
@@ -101,7 +101,7 @@ def test_dtx_pause_from_libopus_is_silence_not_loss() -> None:
         sent.append((seq, i * FRAME_TS, payload, i * TICK_S))
         seq += 1
     assert len(sent) < pcm.shape[0] // FRAME_SAMPLES - 20  # DTX really skipped packets
-    stream = InboundStream()
+    stream = PlayoutStream()
     out = []
     j = 0
     for k in range(pcm.shape[0] // FRAME_SAMPLES + 10):
@@ -121,7 +121,7 @@ def test_uplink_stats_between_calls() -> None:
     packets = dict(enumerate(tone_packets(50)))
     for lost in (10, 20, 21, 30, 40):
         del packets[lost]
-    stream = InboundStream(ReorderBuffer(initial_depth_frames=2))
+    stream = PlayoutStream(ReorderBuffer(initial_depth_frames=2))
     play(stream, packets, 26)
     first = stream.take_stats()
     assert first.expected == 25 and first.lost_perc == 100.0 * 3 / 25
