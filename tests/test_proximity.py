@@ -8,6 +8,7 @@ moves some of them and checks the incremental sets and the reported changes.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -26,6 +27,7 @@ from groups.nearby.proximity import (
     ProximityIndex,
     _ring_k,
     brute_force_pairs,
+    stranger_gain,
     validate_radius,
 )
 
@@ -229,3 +231,28 @@ def test_ring_reaches_across_the_antimeridian_at_the_equator() -> None:
     index.upsert("a", -0.0008629933376500106, 179.99946502245712, 688.7622092650072)
     index.upsert("b", 0.0008836752736689437, -179.9947353932729, 1317.8478556533055)
     assert index.neighbours("a") == {"b"}
+
+
+@pytest.mark.parametrize(("near", "far", "range_m"), [
+    (110.0, 124.9, 300.0),  # both "~100 m"
+    (126.0, 174.9, 300.0),  # both "~150 m"
+    (260.0, 274.0, 280.0),  # "~250 m"
+    (275.0, 280.0, 280.0),  # "~300 m", past the range: capped to the range's floor gain
+    (1510.0, 1520.0, 2000.0),
+])
+def test_stranger_gain_is_a_function_of_the_rounded_distance(near: float, far: float,
+                                                               range_m: float) -> None:
+    curve = GainCurve()
+    assert stranger_gain(near, range_m, curve) == stranger_gain(far, range_m, curve)
+    # while the exact curve tells them apart (what a stranger could invert before)
+    assert curve.quantized(near, range_m) != curve.quantized(far, range_m)
+    gain = stranger_gain(near, range_m, curve)
+    assert curve.floor <= gain <= 1.0 and round(gain * GAIN_STEPS) == gain * GAIN_STEPS
+
+
+def test_stranger_gain_still_falls_with_distance() -> None:
+    curve = GainCurve()
+    gains = [stranger_gain(d, 2000.0, curve) for d in range(0, 2001, 50)]
+    assert gains[0] == 1.0 and gains[-1] == curve.floor
+    assert all(a >= b for a, b in itertools.pairwise(gains))
+    assert len(set(gains)) > 20
