@@ -9,8 +9,10 @@ Messages published (all JSON-able dicts)::
 
     member_location  {group_id, user_id, precision, location: {lat, lon, accuracy_m, ts, ...}}
     member_sharing   {group_id, user_id, paused, precision}
-    place_event      {id, group_id, user_id, kind: enter|leave, place: {id, name}, ts}
-    sos              {id, group_id, user_id, kind: sos, location: {lat, lon} | absent, ts}
+    place_event      {event_id, group_id, user_id, kind: enter|leave, place: {id, name}, ts}
+    sos              {event_id, group_id, user_id, kind: sos, location: {lat, lon} | absent, ts}
+
+(``event_id``, not ``id``: a top-level ``id`` is the receiver's own request id.)
 """
 
 from __future__ import annotations

@@ -452,7 +452,13 @@ async def list_events(
 
 
 def event_json(event: GroupEvent) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": event.id, "group_id": event.group_id,
+    """A stored event as the bus and ``/events`` carry it.
+
+    Its own id is ``event_id``, never ``id``: on the WebSocket ``id`` belongs
+    to the receiver's own request, and a broadcast carrying one could be taken
+    for the reply to it.
+    """
+    body: dict[str, Any] = {"event_id": event.id, "group_id": event.group_id,
                             "user_id": event.user_id, "kind": event.kind, "ts": event.ts}
     if event.place_id is not None or event.place_name is not None:
         body["place"] = {"id": event.place_id, "name": event.place_name}
