@@ -4,7 +4,7 @@ Glue between three pure parts: the proximity index (``groups.nearby.proximity``)
 decides the audible pairs, ``groups.location.privacy`` decides what strangers
 learn of each other (a display name and a distance rounded to 50 m, never
 coordinates), and the media room (``sfu.room``) mixes at the gain of that
-*rounded* distance (``proximity.stranger_gain``): the gain in the ``nearby``
+*rounded* distance (``ProximityIndex.audible_rounded``): the gain in the ``nearby``
 list and the level of the audio say no more than the distance text. Lists
 are ordered by rounded distance, then by the random participant id.
 
@@ -24,16 +24,16 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from groups.location.privacy import round_distance_m, stranger_distance
-from groups.nearby.proximity import GainCurve, ProximityIndex, stranger_gain
+from groups.location.privacy import distance_text
+from groups.nearby.proximity import GainCurve, ProximityIndex
 from signaling.rooms import Participant, RoomRegistry
 
 log = logging.getLogger(__name__)
 
 NEARBY_ROOM = "nearby"
 
-Seen = dict[str, tuple[int, float]]
-"""What one participant may know of each person they hear: (rounded metres, gain)."""
+Seen = dict[str, tuple[int, str, float]]
+"""What one participant may know of each person they hear: rounded metres, as text, gain."""
 
 
 class NearbyRoom:
@@ -94,14 +94,14 @@ class NearbyRoom:
         mine = self._seen_now(pid)
         lost = changed - mine.keys() - {pid}
         if room.media is not None:
-            room.media.set_mutual(pid, {other: gain for other, (_, gain) in mine.items()}, lost)
+            room.media.set_mutual(pid, {other: gain for other, (_, _, gain) in mine.items()}, lost)
         self._seen[pid] = mine
         told = [pid]
-        for other, (distance, gain) in mine.items():
+        for other, seen in mine.items():
             theirs = self._seen.setdefault(other, {})
             before = theirs.get(pid)
-            theirs[pid] = (distance, gain)
-            if before != (distance, gain):  # a radius change can move the gain alone
+            theirs[pid] = seen
+            if before != seen:  # a radius change can move the gain alone
                 told.append(other)
         for other in lost:
             if self._seen.get(other, {}).pop(pid, None) is not None:
@@ -111,14 +111,13 @@ class NearbyRoom:
 
     def plan(self, pids: Iterable[str]) -> dict[str, dict[str, float]]:
         """listener -> {speaker: gain} for ``pids`` (those indexed), built afresh."""
-        return {pid: {other: gain for other, (_, gain) in self._seen_now(pid).items()}
+        return {pid: {other: gain for other, (_, _, gain) in self._seen_now(pid).items()}
                 for pid in pids if pid in self.index}
 
     def _seen_now(self, pid: str) -> Seen:
         """Each person ``pid`` hears: the rounded distance, and the gain of that step."""
-        curve = self.index.curve
-        return {other: (round_distance_m(distance), stranger_gain(distance, pair_range, curve))
-                for other, (distance, pair_range) in self.index.audible_ranges(pid).items()}
+        return {other: (metres, distance_text(metres), gain)
+                for other, (metres, gain) in self.index.audible_rounded(pid).items()}
 
     def _listing(self, seen: Seen) -> list[dict[str, Any]]:
         room = self.rooms.get(NEARBY_ROOM)
@@ -126,12 +125,12 @@ class NearbyRoom:
             return []
         result = []
         # nearest first by the rounded distance only, ties by the (random) participant id
-        for other in sorted(seen, key=lambda o: (seen[o][0], o)):
+        for _, other in sorted([(metres, o) for o, (metres, _, _) in seen.items()]):
             who = room.participants.get(other)
             if who is not None:
-                metres, gain = seen[other]
+                _, distance, gain = seen[other]
                 result.append({"participant_id": other, "display_name": who.peer.display_name,
-                               "distance": stranger_distance(metres), "gain": gain})
+                               "distance": distance, "gain": gain})
         return result
 
     def _notify(self, pid: str) -> None:

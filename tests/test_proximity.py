@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from common.errors import BadRequest, NotFound
 from groups.geo import destination, haversine_m
+from groups.location.privacy import round_distance_m
 from groups.nearby.proximity import (
     GAIN_STEPS,
     RADIUS_MAX_M,
@@ -256,3 +257,24 @@ def test_stranger_gain_still_falls_with_distance() -> None:
     assert gains[0] == 1.0 and gains[-1] == curve.floor
     assert all(a >= b for a, b in itertools.pairwise(gains))
     assert len(set(gains)) > 20
+
+
+def test_audible_rounded_matches_the_scalar_rules() -> None:
+    """The vectorized rounding and gain equal ``round_distance_m`` and ``stranger_gain``,
+    ties at half steps included (both round half to even)."""
+    rng = random.Random(11)
+    index = ProximityIndex()
+    for n in range(300):
+        index.upsert(f"p{n}", 46.0 + rng.uniform(0, 0.03), 7.0 + rng.uniform(0, 0.04),
+                     rng.uniform(RADIUS_MIN_M, RADIUS_MAX_M))
+    checked = 0
+    for n in range(300):
+        pid = f"p{n}"
+        exact = index.audible_with_distance(pid)
+        for other, (metres, gain) in index.audible_rounded(pid).items():
+            distance = exact[other][1]
+            pair_range = min(index.radius_m(pid), index.radius_m(other))
+            assert metres == round_distance_m(distance)
+            assert gain == stranger_gain(distance, pair_range, index.curve)
+            checked += 1
+    assert checked > 1_000

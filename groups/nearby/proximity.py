@@ -76,7 +76,7 @@ from h3.api import basic_int as h3
 from common.errors import BadRequest, NotFound
 from groups.geo import EARTH_RADIUS_M, haversine_m, unit_vector
 from groups.location.fixes import validate_lat_lon
-from groups.location.privacy import round_distance_m
+from groups.location.privacy import STRANGER_STEP_M, round_distance_m
 from groups.nearby import kernel
 
 log = logging.getLogger(__name__)
@@ -387,18 +387,23 @@ class ProximityIndex:
             for o, g, d in zip(others.tolist(), gains.tolist(), distance.tolist(), strict=True)
         }
 
-    def audible_ranges(self, pid: str) -> dict[str, tuple[float, float]]:
-        """Whom ``pid`` hears, with each pair's exact distance and range: other -> (m, m).
+    def audible_rounded(self, pid: str) -> dict[str, tuple[int, float]]:
+        """Whom ``pid`` hears as strangers may know it: other -> (rounded metres, gain).
 
-        For callers that derive their own gains (the nearby room hears
-        strangers at the gain of the *rounded* distance: ``stranger_gain``).
+        The distance rounded as ``groups.location.privacy.round_distance_m``
+        rounds it, and the gain at that rounded distance (``stranger_gain``),
+        vectorized: the nearby room's lists and mix plan come from this.
         """
         others, distance, pair_range = self._pairs(pid)
+        if not others.size:
+            return {}
+        rounded = np.maximum(1.0, np.rint(distance / STRANGER_STEP_M)) * STRANGER_STEP_M
+        stepped = np.minimum(rounded, pair_range)
+        gains = np.rint(self.curve.gains(stepped, pair_range) * GAIN_STEPS) / GAIN_STEPS
         ids = self._ids
         return {
-            ids[o]: (d, r)  # type: ignore[misc]
-            for o, d, r in zip(others.tolist(), distance.tolist(), pair_range.tolist(),
-                               strict=True)
+            ids[o]: (int(m), g)  # type: ignore[misc]
+            for o, m, g in zip(others.tolist(), rounded.tolist(), gains.tolist(), strict=True)
         }
 
     def _pairs(self, pid: str) -> tuple[Int32Array, FloatArray, FloatArray]:
