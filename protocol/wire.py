@@ -178,9 +178,9 @@ def parse_client_message(text: str | bytes, max_bytes: int) -> ClientMessage:
         raise WireError("unknown_type", f"unknown message type: {shown}", request_id)
     try:
         return _adapter.validate_python(raw)
-    except (ValidationError, RecursionError) as exc:
-        if isinstance(exc, RecursionError):
-            raise WireError("bad_request", "message: nested too deeply", request_id) from None
+    except RecursionError:
+        raise WireError("bad_request", "message: nested too deeply", request_id) from None
+    except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"][1:])[:80] or "message"
         raise WireError("bad_request", f"{where}: {first['msg']}", request_id) from None
