@@ -26,7 +26,7 @@ REQUEST_ID_MAX_CHARS = 64
 REQUEST_ID_MAX_INT = 2**53 - 1  # the largest integer JavaScript clients hold exactly
 
 RequestId = (Annotated[str, Field(max_length=REQUEST_ID_MAX_CHARS)]
-             | Annotated[int, Field(ge=-REQUEST_ID_MAX_INT, le=REQUEST_ID_MAX_INT)])
+             | Annotated[int, Field(strict=True, ge=-REQUEST_ID_MAX_INT, le=REQUEST_ID_MAX_INT)])
 
 
 class WireError(Exception):
