@@ -15,6 +15,7 @@ loser's insert hits the primary key and its whole transaction rolls back.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ from billing.webhooks import (
     Outcome,
     StripeEvent,
     apply_event,
+    check_signature_time,
     customer_of,
     decode_payload,
     parse_event,
@@ -134,9 +136,15 @@ async def owned_group_ids(session: AsyncSession, user_id: int) -> list[int]:
 
 
 def verify_signature(body: bytes, signature: str | None, secret: str) -> StripeEvent:
-    """Stripe's own check (HMAC-SHA256 over ``t.body``, 300 s tolerance), then parse."""
+    """Stripe's own check (HMAC-SHA256 over ``t.body``, 300 s tolerance), then parse.
+
+    Stripe's tolerance only refuses old signatures; ``check_signature_time``
+    also refuses those dated in the future (both against the wall clock, as
+    Stripe's own check is).
+    """
     try:
         stripe.WebhookSignature.verify_header(body, signature, secret, WEBHOOK_TOLERANCE_S)
+        check_signature_time(signature, time.time())
     except stripe.SignatureVerificationError as exc:
         raise InvalidWebhook(f"bad Stripe-Signature: {exc}") from None
     except UnicodeDecodeError:

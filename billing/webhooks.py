@@ -30,7 +30,7 @@ from billing.entitlements import ACTIVE_STATUSES, GRACE_PERIOD_S, GRACE_STATUSES
 from billing.errors import InvalidWebhook
 from billing.plans import PlanCatalog
 
-WEBHOOK_TOLERANCE_S = 300  # Stripe's default signature tolerance
+WEBHOOK_TOLERANCE_S = 300  # Stripe's default signature tolerance, both ways
 EVENT_ID_MAX_CHARS = 255
 
 CHECKOUT_COMPLETED = "checkout.session.completed"
@@ -84,6 +84,25 @@ class Transition:
     outcome: Outcome
     state: SubscriptionState
     reason: str = ""
+
+
+def check_signature_time(signature: str | None, now: float,
+                         tolerance_s: float = WEBHOOK_TOLERANCE_S) -> None:
+    """InvalidWebhook unless the header's signing time is within ``tolerance_s`` of ``now``.
+
+    Stripe's library checks only the past side (a signature too old); a
+    signature dated in the future would be accepted for ever, so this checks
+    both. It reads the first ``t=`` item, the one Stripe's check verifies.
+    """
+    items = (item.split("=", 1) for item in (signature or "").split(","))
+    stamps = [value for key, *rest in items for value in rest if key.strip() == "t"]
+    if not stamps or not stamps[0].isascii() or not stamps[0].isdigit() or len(stamps[0]) > 12:
+        raise InvalidWebhook("bad Stripe-Signature: no timestamp")
+    signed_at = int(stamps[0])
+    if abs(now - signed_at) > tolerance_s:
+        raise InvalidWebhook(
+            f"bad Stripe-Signature: signed {signed_at - now:+.0f} s from now, outside the "
+            f"tolerance of {tolerance_s:g} s")
 
 
 def decode_payload(body: bytes | str) -> dict[str, Any]:

@@ -43,7 +43,8 @@ class ChatMessage:
         return self.recipients is None or viewer == self.sender or viewer in self.recipients
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "chat", "id": self.id, "room": self.room, "from": self.sender,
+        # ``message_id``, not ``id``: a top-level ``id`` is the receiver's own request id
+        return {"type": "chat", "message_id": self.id, "room": self.room, "from": self.sender,
                 "text": self.text, "ts": self.ts}
 
 

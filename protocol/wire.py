@@ -22,7 +22,11 @@ PROTOCOL_VERSION = 1
 ROOM_ID_MAX_CHARS = 64
 SDP_MAX_CHARS = 32_000
 
-RequestId = Annotated[str, Field(max_length=64)] | int
+REQUEST_ID_MAX_CHARS = 64
+REQUEST_ID_MAX_INT = 2**53 - 1  # the largest integer JavaScript clients hold exactly
+
+RequestId = (Annotated[str, Field(max_length=REQUEST_ID_MAX_CHARS)]
+             | Annotated[int, Field(strict=True, ge=-REQUEST_ID_MAX_INT, le=REQUEST_ID_MAX_INT)])
 
 
 class WireError(Exception):
@@ -165,18 +169,42 @@ def parse_client_message(text: str | bytes, max_bytes: int) -> ClientMessage:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise WireError("bad_json", f"not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise WireError("bad_json", "not valid JSON: nested too deeply") from None
+    except ValueError:  # an integer of more than sys.get_int_max_str_digits() digits
+        raise WireError("bad_json", "not valid JSON: a number is too long") from None
     if not isinstance(raw, dict):
         raise WireError("bad_json", "a message must be a JSON object")
-    request_id = raw.get("id") if isinstance(raw.get("id"), str | int) else None
+    request_id = _request_id(raw.get("id"))
     kind = raw.get("type")
-    if kind not in CLIENT_TYPES:
-        raise WireError("unknown_type", f"unknown message type: {str(kind)[:40]!r}", request_id)
+    if not isinstance(kind, str) or kind not in CLIENT_TYPES:
+        shown = repr(kind[:40]) if isinstance(kind, str) else f"a JSON {_json_kind(kind)}"
+        raise WireError("unknown_type", f"unknown message type: {shown}", request_id)
     try:
         return _adapter.validate_python(raw)
+    except RecursionError:
+        raise WireError("bad_request", "message: nested too deeply", request_id) from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"][1:]) or "message"
+        where = ".".join(str(p) for p in first["loc"][1:])[:80] or "message"
         raise WireError("bad_request", f"{where}: {first['msg']}", request_id) from None
+
+
+def _request_id(value: object) -> RequestId | None:
+    """The ``id`` to echo in an error, if it is one a reply could carry (else none)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and len(value) <= REQUEST_ID_MAX_CHARS:
+        return value
+    if isinstance(value, int) and abs(value) <= REQUEST_ID_MAX_INT:
+        return value
+    return None
+
+
+def _json_kind(value: object) -> str:
+    names = {dict: "object", list: "array", float: "number", int: "number", bool: "boolean",
+             type(None): "null"}
+    return names.get(type(value), "value")
 
 
 def server_message(kind: str, request_id: RequestId | None = None, **fields: Any) -> dict[str, Any]:

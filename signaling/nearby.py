@@ -1,13 +1,16 @@
 """The nearby room: who hears whom follows where people are.
 
 Glue between three pure parts: the proximity index (``groups.nearby.proximity``)
-decides the audible pairs and gains, the media room (``sfu.room``) mixes by
-them, and ``groups.location.privacy`` decides what strangers learn of each other: a
-display name and a distance rounded to 50 m, never coordinates.
+decides the audible pairs, ``groups.location.privacy`` decides what strangers
+learn of each other (a display name and a distance rounded to 50 m, never
+coordinates), and the media room (``sfu.room``) mixes at the gain of that
+*rounded* distance (``ProximityIndex.audible_rounded``): the gain in the ``nearby``
+list and the level of the audio say no more than the distance text. Lists
+are ordered by rounded distance, then by the random participant id.
 
 A location or radius change updates the mixer's plan at once (the peer
 connections stay as they are) and sends ``nearby`` to each participant whose
-audible set changed or to whom the mover's rounded distance changed. Pairs
+audible set changed or to whom the mover's rounded distance (or gain) changed. Pairs
 are mutual (same range, same gain both ways), so a move changes only the
 pairs that include the mover: the plan and what each participant has been
 told are patched pair by pair, O(the mover's neighbours), not O(room) and
@@ -18,9 +21,10 @@ nobody.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
-from groups.location.privacy import stranger_distance
+from groups.location.privacy import distance_text
 from groups.nearby.proximity import GainCurve, ProximityIndex
 from signaling.rooms import Participant, RoomRegistry
 
@@ -28,8 +32,8 @@ log = logging.getLogger(__name__)
 
 NEARBY_ROOM = "nearby"
 
-Seen = dict[str, tuple[str, float]]
-"""What one participant may know of each person they hear: (rounded distance, gain)."""
+Seen = dict[str, tuple[int, str, float]]
+"""What one participant may know of each person they hear: rounded metres, as text, gain."""
 
 
 class NearbyRoom:
@@ -37,7 +41,7 @@ class NearbyRoom:
         self.rooms = rooms
         self.index = ProximityIndex(curve)
         self._seen: dict[str, Seen] = {}  # kept equal to _seen_now(pid) for everyone indexed
-        self._last_sent: dict[str, list[tuple[str, str]]] = {}
+        self._last_sent: dict[str, list[tuple[str, str, float]]] = {}
 
     def move(self, participant: Participant, lat: float, lon: float) -> None:
         """A fix from someone in the nearby room (coordinates validated by the caller)."""
@@ -75,7 +79,7 @@ class NearbyRoom:
         """A new media room starts with the whole plan (an empty one still means nearby)."""
         room = self.rooms.get(NEARBY_ROOM)
         if room is not None and room.media is not None:
-            room.media.set_audibility(self.index.audibility(room.participants))
+            room.media.set_audibility(self.plan(room.participants))
 
     def people(self, participant: Participant) -> list[dict[str, Any]]:
         """What ``participant`` may know of the people they hear, computed afresh."""
@@ -90,14 +94,14 @@ class NearbyRoom:
         mine = self._seen_now(pid)
         lost = changed - mine.keys() - {pid}
         if room.media is not None:
-            room.media.set_mutual(pid, {other: gain for other, (_, gain) in mine.items()}, lost)
+            room.media.set_mutual(pid, {other: gain for other, (_, _, gain) in mine.items()}, lost)
         self._seen[pid] = mine
         told = [pid]
-        for other, (distance, gain) in mine.items():
+        for other, seen in mine.items():
             theirs = self._seen.setdefault(other, {})
             before = theirs.get(pid)
-            theirs[pid] = (distance, gain)
-            if before is None or before[0] != distance:
+            theirs[pid] = seen
+            if before != seen:  # a radius change can move the gain alone
                 told.append(other)
         for other in lost:
             if self._seen.get(other, {}).pop(pid, None) is not None:
@@ -105,19 +109,26 @@ class NearbyRoom:
         for other in told:
             self._notify(other)
 
+    def plan(self, pids: Iterable[str]) -> dict[str, dict[str, float]]:
+        """listener -> {speaker: gain} for ``pids`` (those indexed), built afresh."""
+        return {pid: {other: gain for other, (_, _, gain) in self._seen_now(pid).items()}
+                for pid in pids if pid in self.index}
+
     def _seen_now(self, pid: str) -> Seen:
-        return {other: (stranger_distance(distance), gain)
-                for other, (gain, distance) in self.index.audible_with_distance(pid).items()}
+        """Each person ``pid`` hears: the rounded distance, and the gain of that step."""
+        return {other: (metres, distance_text(metres), gain)
+                for other, (metres, gain) in self.index.audible_rounded(pid).items()}
 
     def _listing(self, seen: Seen) -> list[dict[str, Any]]:
         room = self.rooms.get(NEARBY_ROOM)
         if room is None:
             return []
         result = []
-        for other in sorted(seen):
+        # nearest first by the rounded distance only, ties by the (random) participant id
+        for _, other in sorted([(metres, o) for o, (metres, _, _) in seen.items()]):
             who = room.participants.get(other)
             if who is not None:
-                distance, gain = seen[other]
+                _, distance, gain = seen[other]
                 result.append({"participant_id": other, "display_name": who.peer.display_name,
                                "distance": distance, "gain": gain})
         return result
@@ -129,7 +140,7 @@ class NearbyRoom:
         if participant is None or pid not in self.index:
             return
         people = self._listing(self._seen.get(pid, {}))
-        summary = [(p["participant_id"], p["distance"]) for p in people]
+        summary = [(p["participant_id"], p["distance"], p["gain"]) for p in people]
         if self._last_sent.get(pid) == summary:
             return
         self._last_sent[pid] = summary

@@ -169,3 +169,36 @@ async def test_guest_token_cannot_use_group_routes(server: LiveServer) -> None:
     guest = r.json()["access_token"]
     r = await server.http.post("/api/groups", json={"name": "g"}, headers=auth(guest))
     assert r.status_code == 403 and "guest" in r.json()["message"]
+
+
+@pytest.mark.parametrize("path", [
+    "/api/groups/9999999999999999999999999",
+    "/api/groups/9223372036854775808",
+    "/api/groups/9223372036854775807",
+    "/api/groups/2147483648",
+    "/api/groups/%C2%B2",
+    "/api/groups/0",
+    "/api/groups/-1",
+    "/api/groups/abc",
+    "/api/groups/9999999999999999999999999/locations",
+    "/api/groups/9999999999999999999999999/places",
+    "/api/groups/9999999999999999999999999/events",
+    "/api/groups/1/members/9999999999999999999999999/history?from=0&to=1",
+])
+async def test_ids_that_name_nothing_are_404_not_500(
+    server: LiveServer, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    token, _ = await server.register("alice")
+    r = await server.http.get(path, headers=auth(token))
+    assert r.status_code == 404, r.text
+    assert r.json()["error"] == "not_found"
+    assert not [rec for rec in caplog.records if rec.exc_info]
+
+
+async def test_largest_id_is_an_ordinary_404(server: LiveServer) -> None:
+    token, _ = await server.register("alice")
+    for method, path in (("GET", "/api/groups/2147483647"),
+                         ("DELETE", "/api/groups/1/places/2147483647"),
+                         ("DELETE", "/api/groups/1/members/2147483647")):
+        r = await server.http.request(method, path, headers=auth(token))
+        assert r.status_code == 404, (path, r.text)

@@ -62,4 +62,5 @@ def test_nearby_messages_reach_only_their_recipients() -> None:
     assert log.recent("nearby", NOW, viewer="far-away") == []
     assert log.recent("nearby", NOW, viewer="a") == [message]  # the sender sees their own
     wire = message.to_json()
-    assert set(wire) == {"type", "id", "room", "from", "text", "ts"}  # no coordinates, no list
+    # no coordinates, no list, and no top-level ``id`` (that is a request's)
+    assert set(wire) == {"type", "message_id", "room", "from", "text", "ts"}

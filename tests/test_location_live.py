@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
 from common.settings import Settings
-from tests.server_helpers import LiveServer, auth, live_server
+from tests.server_helpers import LiveServer, WsClient, auth, live_server
 
 LAT, LON = 60.1699, 24.9384  # Helsinki
 M_PER_DEG_LAT = 111_195.0
@@ -64,5 +65,66 @@ async def test_positions_places_and_leaving(server: LiveServer) -> None:
     r = await server.http.get(f"/api/groups/{group}/members/{rider_user['id']}/history",
                               headers=auth(owner))
     assert r.status_code == 404 or r.json()["geometry"]["coordinates"] == []
+    for ws in (watch, ride):
+        await ws.close()
+
+
+BROADCASTS = {"member_location", "place_event", "sos", "chat", "member_sharing", "membership",
+              "participant_joined", "participant_left", "participant_muted",
+              "participant_renamed", "nearby", "speaking", "stopped_speaking", "music_state"}
+
+
+async def test_broadcast_events_never_carry_a_request_id(server: LiveServer) -> None:
+    """A top-level ``id`` is only ever the receiver's own request id, on the reply to it:
+    another member's SOS, place event or chat must not look like the answer to a request
+    (the ids the events used to carry were small integers, like clients' request ids)."""
+    owner, _ = await server.register("owner")
+    rider, _ = await server.register("rider")
+    group = await server.group_with(owner, rider)
+    r = await server.http.post(f"/api/groups/{group}/places", headers=auth(owner),
+                               json={"name": "Base", "lat": LAT, "lon": LON, "radius_m": 150})
+    assert r.status_code == 201, r.text
+    watch, ride = await server.connect(owner), await server.connect(rider)
+    room = f"group:{group}"
+    sent: dict[int, set[object]] = {id(watch): set(), id(ride): set()}
+
+    async def ask(ws: WsClient, n: int, message: dict[str, object], reply: str) -> None:
+        sent[id(ws)].add(n)
+        await ws.request({**message, "id": n}, reply)
+
+    await ask(watch, 1, {"type": "join", "room": room}, "joined")
+    await ask(ride, 1, {"type": "join", "room": room}, "joined")
+    far = LAT + 1000 / M_PER_DEG_LAT
+    for n, lat in enumerate((far, LAT, far, LAT), start=2):  # enter, leave, enter
+        await ask(ride, n, {"type": "location", "lat": lat, "lon": LON, "accuracy_m": 10},
+                  "location_ok")
+    await ask(ride, 6, {"type": "sos", "message": "help"}, "sos_sent")
+    await ask(ride, 7, {"type": "chat", "room": room, "text": "at the base"}, "chat_sent")
+    await ask(watch, 2, {"type": "chat", "room": room, "text": "coming"}, "chat_sent")
+    await ask(ride, 8, {"type": "mute", "muted": True}, "muted")
+    r = await server.http.put(f"/api/groups/{group}/sharing", headers=auth(rider),
+                              json={"paused": True, "precision": "precise"})
+    assert r.status_code == 200, r.text
+    for ws in (watch, ride):
+        for kind in ("place_event", "sos", "member_sharing"):
+            await ws.expect(kind)
+    await watch.expect("chat")
+    await ride.expect("chat")
+    for ws in (watch, ride):
+        with pytest.raises(TimeoutError):
+            await ws.expect("never", timeout_s=0.3)  # take in whatever is still coming
+        frames = [json.loads(f) for f in ws.raw]
+        kinds = {f["type"] for f in frames}
+        assert {"place_event", "sos", "chat", "member_sharing"} <= kinds
+        for frame in frames:
+            if frame["type"] in BROADCASTS:
+                assert "id" not in frame, frame
+            elif "id" in frame:
+                assert frame["id"] in sent[id(ws)], frame
+        events = [f for f in frames if f["type"] in ("place_event", "sos")]
+        assert all(isinstance(f["event_id"], int) for f in events)
+        assert all(isinstance(f["message_id"], int) for f in frames if f["type"] == "chat")
+    listed = (await server.http.get(f"/api/groups/{group}/events", headers=auth(owner))).json()
+    assert listed["events"] and all("id" not in e and e["event_id"] for e in listed["events"])
     for ws in (watch, ride):
         await ws.close()

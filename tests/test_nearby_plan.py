@@ -6,21 +6,28 @@ the room patches those entries of the plan and of what each participant has
 been told. After every step of a random walk with joins, radius changes and
 leaves, the live plan in the media room must equal the plan built from
 scratch from the index, no row may name someone who left, and the last
-``nearby`` message each participant got must list exactly the people and
-rounded distances a fresh computation gives.
+``nearby`` message each participant got must list exactly the people,
+rounded distances and gains a fresh computation gives.
+
+Strangers learn no more than the rounded distance: two placements whose
+true distances differ but round alike give identical frames and identical
+mixer gains, and every number a stranger receives over a walk in 1 m steps
+is their own radius, a 50 m step or the gain of such a step.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from groups.nearby.proximity import RADIUS_MAX_M, RADIUS_MIN_M
+from groups.nearby.proximity import GAIN_STEPS, RADIUS_MAX_M, RADIUS_MIN_M, GainCurve
 from signaling.nearby import NEARBY_ROOM, NearbyRoom
 from signaling.rooms import Participant, RoomRegistry
 
@@ -102,7 +109,7 @@ async def test_patched_plan_equals_a_full_rebuild(registry: RoomRegistry) -> Non
                 nearby.move(p, *position(rng))  # a jump (or a first fix)
 
         live = nonempty(media.audibility())
-        rebuilt = nonempty(nearby.index.audibility(people))
+        rebuilt = nonempty(nearby.plan(people))
         assert live == rebuilt, f"step {step}: the patched plan drifted from the index"
         assert all(speaker in people for row in live.values() for speaker in row), (
             f"step {step}: a row names someone who left"
@@ -111,8 +118,9 @@ async def test_patched_plan_equals_a_full_rebuild(registry: RoomRegistry) -> Non
             if p.participant_id in nearby.index:
                 assert isinstance(p.peer, Inbox)
                 last = [m for m in p.peer.messages if m["type"] == "nearby"][-1]
-                told = [(x["participant_id"], x["distance"]) for x in last["people"]]
-                fresh = [(x["participant_id"], x["distance"]) for x in nearby.people(p)]
+                told = [(x["participant_id"], x["distance"], x["gain"]) for x in last["people"]]
+                fresh = [(x["participant_id"], x["distance"], x["gain"])
+                         for x in nearby.people(p)]
                 assert told == fresh, f"step {step}: {p.peer.display_name} was told a stale list"
         heard_anyone += bool(live)
     assert heard_anyone > STEPS // 2, "the walk should keep people in range most of the time"
@@ -139,3 +147,115 @@ async def test_a_dropped_peer_keeps_its_row_until_its_owner_leaves(
 
     await registry.leave(a)  # leaving the room is what drops the row
     assert media.audibility() == {pb: {}}
+
+
+def inbox(participant: Participant) -> Inbox:
+    assert isinstance(participant.peer, Inbox)
+    return participant.peer
+
+
+def north_of_base(metres: float) -> tuple[float, float]:
+    return BASE_LAT + metres / M_PER_DEG_LAT, BASE_LON
+
+
+async def _two_strangers(metres: float, radius_a: float,
+                         radius_b: float) -> tuple[list[Any], dict[str, dict[str, float]]]:
+    """A at the base, B ``metres`` north: what each was sent and the mixer's gains, with
+    the random participant ids replaced by names."""
+    rooms = RoomRegistry()
+    try:
+        nearby = NearbyRoom(rooms)
+        rooms.on_leave.append(nearby.leave)
+        rooms.media_started[NEARBY_ROOM] = nearby.media_started
+        a = await rooms.join(NEARBY_ROOM, Inbox("guest:a", "A"), radius_m=radius_a)
+        b = await rooms.join(NEARBY_ROOM, Inbox("guest:b", "B"), radius_m=radius_b)
+        media = await rooms.media(NEARBY_ROOM)
+        nearby.move(a, *north_of_base(0.0))
+        nearby.move(b, *north_of_base(metres))
+        nearby.move(a, *north_of_base(0.0))  # a fix that changes nothing sends nothing
+        names = {a.participant_id: "A", b.participant_id: "B"}
+        frames = json.loads(json.dumps(
+            [inbox(p).messages for p in (a, b)]
+        ).replace(a.participant_id, "A").replace(b.participant_id, "B"))
+        plan = media.audibility() or {}
+        gains = {names[k]: {names[o]: g for o, g in row.items()} for k, row in plan.items()}
+        return frames, gains
+    finally:
+        await rooms.close()
+
+
+@pytest.mark.parametrize(("near", "far", "radius_a", "radius_b"), [
+    (110.0, 124.0, 300.0, 300.0),  # both "~100 m", full gain ends at 75 m
+    (130.0, 170.0, 500.0, 300.0),  # both "~150 m"
+    (260.0, 274.0, 280.0, 900.0),  # "~250 m" in a range that is no multiple of 50
+    (276.0, 279.0, 280.0, 280.0),  # "~300 m" just inside a 280 m range
+])
+async def test_distances_that_round_alike_give_identical_frames_and_gains(
+    near: float, far: float, radius_a: float, radius_b: float
+) -> None:
+    frames_near, gains_near = await _two_strangers(near, radius_a, radius_b)
+    frames_far, gains_far = await _two_strangers(far, radius_a, radius_b)
+    assert gains_near["A"]["B"] == gains_near["B"]["A"]
+    assert gains_near == gains_far, "the mixer's gain says more than the rounded distance"
+    assert frames_near == frames_far, "the frames say more than the rounded distance"
+    heard = [m for m in frames_near[0] if m["type"] == "nearby" and m["people"]]
+    assert heard, "A should hear B"
+
+
+async def test_every_number_a_stranger_receives_is_a_step(registry: RoomRegistry) -> None:
+    """B walks away from A in 1 m steps while C stands still; A, B and C receive only
+    their own radius, 50 m steps and the gains of such steps, and A gets a new list only
+    when B's step changes."""
+    nearby = NearbyRoom(registry)
+    registry.on_leave.append(nearby.leave)
+    registry.media_started[NEARBY_ROOM] = nearby.media_started
+    radii = {"A": 700.0, "B": 430.0, "C": 610.0}
+    people = {name: await registry.join(NEARBY_ROOM, Inbox(f"guest:{name}", name),
+                                        radius_m=radius)
+              for name, radius in radii.items()}
+    media = await registry.media(NEARBY_ROOM)
+    curve = GainCurve()
+    nearby.move(people["A"], *north_of_base(0.0))
+    nearby.move(people["C"], *north_of_base(-333.3))
+    steps_seen = set()
+    for metres in range(1, 460):
+        nearby.move(people["B"], *north_of_base(metres + 0.37))
+        row = (media.audibility() or {}).get(people["A"].participant_id, {})
+        told = [m for m in inbox(people["A"]).messages if m["type"] == "nearby"][-1]
+        by_id = {p["participant_id"]: p for p in told["people"]}
+        assert {k: by_id[k]["gain"] for k in row} == row, "the mixer and the list disagree"
+        steps_seen.add(by_id.get(people["B"].participant_id, {}).get("distance"))
+    # allowed numbers: each pair's range is the smaller radius
+    ranges = {min(x, y) for x in radii.values() for y in radii.values()}
+    allowed_gains = {curve.quantized(min(k * 50.0, r), r) / GAIN_STEPS
+                     for r in ranges for k in range(1, 60)}
+    distance_text = re.compile(r"~([0-9]+) m")
+
+    def scan(value: Any, key: str, own_radius: float) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                scan(v, k, own_radius)
+        elif isinstance(value, list):
+            for v in value:
+                scan(v, key, own_radius)
+        elif isinstance(value, bool) or value is None:
+            pass
+        elif isinstance(value, int | float):
+            if key == "radius_m":
+                assert value == own_radius
+            else:
+                assert key == "gain" and value in allowed_gains, (key, value)
+        elif key == "distance":
+            match = distance_text.fullmatch(value)
+            assert match and int(match.group(1)) % 50 == 0, value
+        else:  # names, ids and the room's (empty) music state: nothing numeric
+            assert key in {"type", "room", "participant_id", "display_name", "status",
+                           "client_music"}, (key, value)
+
+    for name, p in people.items():
+        assert inbox(p).messages
+        for message in inbox(p).messages:
+            scan(message, "", radii[name])
+    lists_for_a = [m for m in inbox(people["A"]).messages if m["type"] == "nearby"]
+    # one list per change of B's step (in range: 50..450 m, then out): no more
+    assert len(lists_for_a) <= len(steps_seen) + 2, (len(lists_for_a), steps_seen)

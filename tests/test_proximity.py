@@ -8,6 +8,7 @@ moves some of them and checks the incremental sets and the reported changes.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from common.errors import BadRequest, NotFound
 from groups.geo import destination, haversine_m
+from groups.location.privacy import round_distance_m
 from groups.nearby.proximity import (
     GAIN_STEPS,
     RADIUS_MAX_M,
@@ -26,6 +28,7 @@ from groups.nearby.proximity import (
     ProximityIndex,
     _ring_k,
     brute_force_pairs,
+    stranger_gain,
     validate_radius,
 )
 
@@ -229,3 +232,49 @@ def test_ring_reaches_across_the_antimeridian_at_the_equator() -> None:
     index.upsert("a", -0.0008629933376500106, 179.99946502245712, 688.7622092650072)
     index.upsert("b", 0.0008836752736689437, -179.9947353932729, 1317.8478556533055)
     assert index.neighbours("a") == {"b"}
+
+
+@pytest.mark.parametrize(("near", "far", "range_m"), [
+    (110.0, 124.9, 300.0),  # both "~100 m"
+    (126.0, 174.9, 300.0),  # both "~150 m"
+    (260.0, 274.0, 280.0),  # "~250 m"
+    (275.0, 280.0, 280.0),  # "~300 m", past the range: capped to the range's floor gain
+    (1510.0, 1520.0, 2000.0),
+])
+def test_stranger_gain_is_a_function_of_the_rounded_distance(near: float, far: float,
+                                                               range_m: float) -> None:
+    curve = GainCurve()
+    assert stranger_gain(near, range_m, curve) == stranger_gain(far, range_m, curve)
+    # while the exact curve tells them apart (what a stranger could invert before)
+    assert curve.quantized(near, range_m) != curve.quantized(far, range_m)
+    gain = stranger_gain(near, range_m, curve)
+    assert curve.floor <= gain <= 1.0 and round(gain * GAIN_STEPS) == gain * GAIN_STEPS
+
+
+def test_stranger_gain_still_falls_with_distance() -> None:
+    curve = GainCurve()
+    gains = [stranger_gain(d, 2000.0, curve) for d in range(0, 2001, 50)]
+    assert gains[0] == 1.0 and gains[-1] == curve.floor
+    assert all(a >= b for a, b in itertools.pairwise(gains))
+    assert len(set(gains)) > 20
+
+
+def test_audible_rounded_matches_the_scalar_rules() -> None:
+    """The vectorized rounding and gain equal ``round_distance_m`` and ``stranger_gain``,
+    ties at half steps included (both round half to even)."""
+    rng = random.Random(11)
+    index = ProximityIndex()
+    for n in range(300):
+        index.upsert(f"p{n}", 46.0 + rng.uniform(0, 0.03), 7.0 + rng.uniform(0, 0.04),
+                     rng.uniform(RADIUS_MIN_M, RADIUS_MAX_M))
+    checked = 0
+    for n in range(300):
+        pid = f"p{n}"
+        exact = index.audible_with_distance(pid)
+        for other, (metres, gain) in index.audible_rounded(pid).items():
+            distance = exact[other][1]
+            pair_range = min(index.radius_m(pid), index.radius_m(other))
+            assert metres == round_distance_m(distance)
+            assert gain == stranger_gain(distance, pair_range, index.curve)
+            checked += 1
+    assert checked > 1_000

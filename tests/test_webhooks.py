@@ -19,6 +19,7 @@ from billing.webhooks import (
     Outcome,
     SubscriptionState,
     apply_event,
+    check_signature_time,
     decode_payload,
     parse_event,
     user_hint,
@@ -176,3 +177,29 @@ def test_user_hint() -> None:
     assert user_hint(parse_event(checkout_event("e", T, user_id=42))) == 42
     assert user_hint(parse_event(subscription_event("e", T, user_id=9))) == 9
     assert user_hint(parse_event(subscription_event("e", T))) is None
+
+
+@pytest.mark.parametrize(("header", "now", "ok"), [
+    ("t=1000,v1=ab", 1000.0, True),
+    ("t=1000,v1=ab", 1300.0, True),  # exactly the tolerance, both ways
+    ("t=1000,v1=ab", 700.0, True),
+    ("t=1000,v1=ab", 1300.5, False),  # too old
+    ("t=1000,v1=ab", 699.0, False),  # signed in the future
+    ("t=87400,v1=ab", 1000.0, False),  # a day ahead
+    ("v1=ab,t=1000", 1000.0, True),
+    ("t=1000,t=99999,v1=ab", 1000.0, True),  # the first t is the one Stripe verifies
+    ("t=99999,t=1000,v1=ab", 1000.0, False),
+    ("v1=ab", 1000.0, False),
+    (None, 1000.0, False),
+    ("t=,v1=ab", 1000.0, False),
+    ("t=-5,v1=ab", 0.0, False),
+    ("t=\u00b2,v1=ab", 2.0, False),
+    ("t=" + "9" * 5000 + ",v1=ab", 1000.0, False),
+])
+def test_signature_time_tolerance_holds_both_ways(header: str | None, now: float,
+                                                   ok: bool) -> None:
+    if ok:
+        check_signature_time(header, now)
+    else:
+        with pytest.raises(InvalidWebhook):
+            check_signature_time(header, now)

@@ -150,6 +150,21 @@ async def test_stale_signature_outside_tolerance(env: Env) -> None:
     assert result.outcome is Outcome.applied
 
 
+@pytest.mark.parametrize("ahead_s", [WEBHOOK_TOLERANCE_S + 5, 86_400])
+async def test_signature_dated_in_the_future_is_refused(env: Env, ahead_s: int) -> None:
+    payload = body(subscription_event("evt_future", T, status="active"))
+    future = int(time.time()) + ahead_s
+    with pytest.raises(InvalidWebhook, match="tolerance"):
+        await env.billing.handle_webhook(payload, sign(payload, timestamp=future))
+    assert await env.event_count() == 0
+    sub = await env.subscription()
+    assert sub is not None and sub.status == "none"
+    # a little clock skew the other way is fine
+    soon = int(time.time()) + WEBHOOK_TOLERANCE_S - 30
+    result = await env.billing.handle_webhook(payload, sign(payload, timestamp=soon))
+    assert result.outcome is Outcome.applied
+
+
 async def test_replayed_event_is_applied_once(env: Env) -> None:
     failed = invoice_event("evt_fail", T, paid=False)
     assert await env.deliver(subscription_event("evt_a", T - 10, status="active")) \

@@ -111,6 +111,69 @@ async def test_protocol_errors_leave_the_connection_usable(server: LiveServer) -
     await client.close()
 
 
+def _nested(depth: int) -> str:
+    return '{"type": "ping", "x": ' + "[" * depth + "]" * depth + "}"
+
+
+HOSTILE_FRAMES: list[tuple[str, str]] = [
+    # each of these reached a traceback and an ``internal`` error (issue 12, finding 5)
+    ('{"type": [1, 2]}', "unknown_type"),
+    ('{"type": {"a": 1}}', "unknown_type"),
+    ('{"type": ' + "[" * 900 + "]" * 900 + "}", "unknown_type"),
+    (_nested(5_000), "bad_json"),
+    (_nested(500), "bad_request"),
+    ('{"type": "join", "room": "group:' + "9" * 19 + '"}', "not_found"),
+    ('{"type": "join", "room": "group:' + "9" * 40 + '"}', "not_found"),
+    ('{"type": "join", "room": "group:2147483648"}', "not_found"),
+    ('{"type": "join", "room": "group:\u00b2"}', "bad_request"),
+    ('{"type": "join", "room": "group:\u0661"}', "bad_request"),
+    ('{"type": "ping", "id": ' + "9" * 4_400 + "}", "bad_json"),
+    ('{"type": "ping", "id": ' + "9" * 4_000 + "}", "bad_request"),
+    ('{"type": "location", "lat": ' + "9" * 400 + ', "lon": 0, "accuracy_m": 5}', "bad_request"),
+]
+
+
+async def test_hostile_frames_get_clear_errors_and_no_traceback(
+    server: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    token, _ = await server.register("alice")
+    client = await server.connect(token)
+    for n, (frame, code) in enumerate(HOSTILE_FRAMES):
+        await client.ws.send(frame)
+        error = await client.expect("error")
+        assert error["code"] == code, (n, error)
+        assert len(error["message"]) < 200 and "id" not in error
+    pong = await client.request({"type": "ping", "id": 78}, "pong")
+    assert pong["id"] == 78
+    await client.close()
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+
+
+async def test_a_client_cannot_grow_the_log_without_bound(
+    server: LiveServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever slips through to a traceback is logged a few times per connection, not per
+    message."""
+    from signaling.ws import session as ws_session
+
+    async def broken(_session: object, _msg: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(ws_session.HANDLERS, "ping", broken)
+    monkeypatch.setattr(ws_session, "_PROCESS_LOG_BUDGET", ws_session.LogBudget(20, 60.0))
+    token, _ = await server.register("alice")
+    for _ in range(3):  # reconnecting gets no more than the process's budget
+        client = await server.connect(token)
+        for n in range(200):
+            await client.send({"type": "ping", "id": n})
+        for n in range(200):
+            error = await client.expect("error", id=n)
+            assert error["code"] == "internal"
+        await client.close()
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 3 * ws_session.CONNECTION_LOG_BURST
+
+
 async def test_join_twice_and_guest_rules(server: LiveServer) -> None:
     token, _ = await server.register("alice")
     group = await server.group_with(token)

@@ -47,4 +47,9 @@ def round_distance_m(distance_m: float) -> int:
 
 def stranger_distance(distance_m: float) -> str:
     """What a stranger sees of another's position: ``"~150 m"``."""
-    return f"~{round_distance_m(distance_m)} m"
+    return distance_text(round_distance_m(distance_m))
+
+
+def distance_text(rounded_m: int) -> str:
+    """An already rounded distance as strangers see it: ``"~150 m"``."""
+    return f"~{rounded_m} m"

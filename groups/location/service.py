@@ -9,8 +9,10 @@ Messages published (all JSON-able dicts)::
 
     member_location  {group_id, user_id, precision, location: {lat, lon, accuracy_m, ts, ...}}
     member_sharing   {group_id, user_id, paused, precision}
-    place_event      {id, group_id, user_id, kind: enter|leave, place: {id, name}, ts}
-    sos              {id, group_id, user_id, kind: sos, location: {lat, lon} | absent, ts}
+    place_event      {event_id, group_id, user_id, kind: enter|leave, place: {id, name}, ts}
+    sos              {event_id, group_id, user_id, kind: sos, location: {lat, lon} | absent, ts}
+
+(``event_id``, not ``id``: a top-level ``id`` is the receiver's own request id.)
 """
 
 from __future__ import annotations
@@ -39,16 +41,18 @@ async def publish_fix(
     Returns the ``place_event`` messages this fix caused (also published to
     each group's topic), so the sender's session can show them at once.
     A fix older than the last known one goes to history only: the live map
-    never jumps back. Paused groups get nothing; approximate ones get the
-    coarsened fix.
+    never jumps back. Paused groups get nothing (no position, no place
+    events); approximate ones get the coarsened fix and no place events
+    (``store.places_evaluated``).
     """
     async with session_scope(sessions) as db:
         await store.record_fix(db, user_id, fix, now)
         last = await store.last_fix(db, user_id)
         newest = last is not None and last.ts == fix.ts
-        events = [store.event_json(e) for e in await store.evaluate_places(db, user_id, fix, now)]
-        sharing = await store.sharing_by_group(db, user_id) if newest else {}
-    for group_id, share in sorted(sharing.items()):
+        sharing = await store.sharing_by_group(db, user_id)
+        events = [store.event_json(e)
+                  for e in await store.evaluate_places(db, user_id, fix, now, sharing)]
+    for group_id, share in sorted(sharing.items() if newest else ()):
         shown = store.shown_fix(fix, share)
         if shown is None:
             continue

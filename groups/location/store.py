@@ -355,13 +355,33 @@ def place_json(place: Place) -> dict[str, Any]:
 # --- geofence evaluation and events -------------------------------------
 
 
+def places_evaluated(sharing: Sharing) -> bool:
+    """Whether a member's fixes run a group's geofences: only when sharing precisely.
+
+    Paused: the group learns nothing of where the member is, so no place
+    events either. Approximate: a place (25 m and up) is usually far smaller
+    than the ~1 km cell the group sees, so "entered home" would say more than
+    the map; the group gets no place events. Either way the member's state
+    for those places is forgotten, so the first fix after they share
+    precisely again sets it silently: nothing that happened meanwhile is
+    announced late.
+    """
+    return not sharing.paused and sharing.precision is Precision.precise
+
+
 async def evaluate_places(
-    session: AsyncSession, user_id: int, fix: Fix, now: float
+    session: AsyncSession, user_id: int, fix: Fix, now: float,
+    sharing: Mapping[int, Sharing] | None = None,
 ) -> list[GroupEvent]:
     """Advance the member's state for every place of every group they are in.
 
-    Returns the enter/leave events (already added to the session).
+    Only in groups whose ``sharing`` (group id -> choice; read from the
+    database when not given) lets places be evaluated (``places_evaluated``);
+    elsewhere the member's place states are dropped. Returns the enter/leave
+    events (already added to the session).
     """
+    if sharing is None:
+        sharing = await sharing_by_group(session, user_id)
     rows = await session.exec(
         select(Place, PlaceMemberState)
         .join(Membership, col(Membership.group_id) == col(Place.group_id))
@@ -377,6 +397,10 @@ async def evaluate_places(
     events = []
     for place, row in rows.all():
         assert place.id is not None
+        if not places_evaluated(sharing.get(place.group_id, Sharing())):
+            if row is not None:
+                await session.delete(row)
+            continue
         tracked = Tracked() if row is None else Tracked(PlaceState(row.state), row.last_ts)
         new, transition = step(
             Circle(place.lat, place.lon, place.radius_m), tracked,
@@ -428,7 +452,13 @@ async def list_events(
 
 
 def event_json(event: GroupEvent) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": event.id, "group_id": event.group_id,
+    """A stored event as the bus and ``/events`` carry it.
+
+    Its own id is ``event_id``, never ``id``: on the WebSocket ``id`` belongs
+    to the receiver's own request, and a broadcast carrying one could be taken
+    for the reply to it.
+    """
+    body: dict[str, Any] = {"event_id": event.id, "group_id": event.group_id,
                             "user_id": event.user_id, "kind": event.kind, "ts": event.ts}
     if event.place_id is not None or event.place_name is not None:
         body["place"] = {"id": event.place_id, "name": event.place_name}

@@ -76,6 +76,7 @@ from h3.api import basic_int as h3
 from common.errors import BadRequest, NotFound
 from groups.geo import EARTH_RADIUS_M, haversine_m, unit_vector
 from groups.location.fixes import validate_lat_lon
+from groups.location.privacy import STRANGER_STEP_M, round_distance_m
 from groups.nearby import kernel
 from protocol.limits import RADIUS_MAX_M, RADIUS_MIN_M
 
@@ -169,6 +170,20 @@ class GainCurve:
 
     def quantized(self, distance_m: float, range_m: float) -> int:
         return round(self.gain(distance_m, range_m) * GAIN_STEPS)
+
+
+def stranger_gain(distance_m: float, range_m: float, curve: GainCurve) -> float:
+    """The gain strangers hear each other at: the curve at the distance they are *told*.
+
+    The distance is rounded as ``groups.location.privacy.round_distance_m``
+    rounds it for the text, and capped at the range (a pair just inside a
+    range that is not a multiple of the step rounds past it), so two people
+    whose rounded distance is the same hear each other at the same gain:
+    neither the number sent nor the audio level says more than the text.
+    A multiple of 1/GAIN_STEPS, like every gain.
+    """
+    stepped = min(float(round_distance_m(distance_m)), range_m)
+    return curve.quantized(stepped, range_m) / GAIN_STEPS
 
 
 def _cos_limit(radius_m: float) -> float:
@@ -361,22 +376,46 @@ class ProximityIndex:
 
     def audible_with_distance(self, pid: str) -> dict[str, tuple[float, float]]:
         """``audible`` with each pair's distance: other -> (gain, metres)."""
-        slot = self._slot_of(pid)
-        others = self._heard_by(slot)
+        others, distance, pair_range = self._pairs(pid)
         if not others.size:
             return {}
-        # take rows from the contiguous array, then slice: take() on the strided
-        # [:, :3] view would first copy all of it (~3 MB, ~0.6 ms)
-        diff = self._points.take(others, axis=0)[:, :3] - self._points[slot, :3]
-        chord = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-        distance = (2.0 * EARTH_RADIUS_M) * np.arcsin(np.minimum(chord * 0.5, 1.0))
-        pair_range = np.minimum(self._radius.take(others), self._radius[slot])
         gains = np.rint(self.curve.gains(distance, pair_range) * GAIN_STEPS) / GAIN_STEPS
         ids = self._ids
         return {
             ids[o]: (g, d)  # type: ignore[misc]
             for o, g, d in zip(others.tolist(), gains.tolist(), distance.tolist(), strict=True)
         }
+
+    def audible_rounded(self, pid: str) -> dict[str, tuple[int, float]]:
+        """Whom ``pid`` hears as strangers may know it: other -> (rounded metres, gain).
+
+        The distance rounded as ``groups.location.privacy.round_distance_m``
+        rounds it, and the gain at that rounded distance (``stranger_gain``),
+        vectorized: the nearby room's lists and mix plan come from this.
+        """
+        others, distance, pair_range = self._pairs(pid)
+        if not others.size:
+            return {}
+        rounded = np.maximum(1.0, np.rint(distance / STRANGER_STEP_M)) * STRANGER_STEP_M
+        stepped = np.minimum(rounded, pair_range)
+        gains = np.rint(self.curve.gains(stepped, pair_range) * GAIN_STEPS) / GAIN_STEPS
+        ids = self._ids
+        return {
+            ids[o]: (int(m), g)  # type: ignore[misc]
+            for o, m, g in zip(others.tolist(), rounded.tolist(), gains.tolist(), strict=True)
+        }
+
+    def _pairs(self, pid: str) -> tuple[Int32Array, FloatArray, FloatArray]:
+        """The slots ``pid`` hears, their distances and the pairs' ranges (metres)."""
+        slot = self._slot_of(pid)
+        others = self._heard_by(slot).copy()
+        # take rows from the contiguous array, then slice: take() on the strided
+        # [:, :3] view would first copy all of it (~3 MB, ~0.6 ms)
+        diff = self._points.take(others, axis=0)[:, :3] - self._points[slot, :3]
+        chord = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        distance = (2.0 * EARTH_RADIUS_M) * np.arcsin(np.minimum(chord * 0.5, 1.0))
+        pair_range = np.minimum(self._radius.take(others), self._radius[slot])
+        return others, distance, pair_range
 
     def audibility(self, pids: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
         """listener -> {speaker: gain} for ``pids`` (default: everyone), for the SFU's plan."""

@@ -15,6 +15,7 @@ from groups.models import Group, Role
 from signaling import push_hooks
 from signaling.deps import AppState, Db, State, UserId
 from signaling.limits import max_members_for_group
+from signaling.routes.params import GroupId, MemberId
 
 router = APIRouter(prefix="/api", tags=["groups"])
 
@@ -61,7 +62,7 @@ async def list_groups(user_id: UserId, db: Db) -> dict[str, object]:
 
 
 @router.get("/groups/{group_id}")
-async def get_group(group_id: int, user_id: UserId, db: Db) -> dict[str, object]:
+async def get_group(group_id: GroupId, user_id: UserId, db: Db) -> dict[str, object]:
     group, role = await service.require_member(db, group_id, user_id)
     members = await service.members(db, group_id)
     return {
@@ -75,7 +76,7 @@ async def get_group(group_id: int, user_id: UserId, db: Db) -> dict[str, object]
 
 
 @router.delete("/groups/{group_id}", status_code=204)
-async def delete_group(group_id: int, user_id: UserId, state: State, db: Db) -> Response:
+async def delete_group(group_id: GroupId, user_id: UserId, state: State, db: Db) -> Response:
     former = await service.delete_group(db, group_id, user_id)
     await db.commit()
     for member in former:
@@ -84,7 +85,9 @@ async def delete_group(group_id: int, user_id: UserId, state: State, db: Db) -> 
 
 
 @router.post("/groups/{group_id}/invites", status_code=201)
-async def create_invite(group_id: int, user_id: UserId, state: State, db: Db) -> dict[str, object]:
+async def create_invite(
+    group_id: GroupId, user_id: UserId, state: State, db: Db
+) -> dict[str, object]:
     invite = await service.create_invite(
         db, group_id, user_id, state.clock(), state.settings.invite_ttl_s
     )
@@ -104,7 +107,7 @@ async def accept_invite(code: str, user_id: UserId, state: State, db: Db) -> dic
 
 
 @router.post("/groups/{group_id}/leave", status_code=204)
-async def leave_group(group_id: int, user_id: UserId, state: State, db: Db) -> Response:
+async def leave_group(group_id: GroupId, user_id: UserId, state: State, db: Db) -> Response:
     await service.leave_group(db, group_id, user_id)
     await db.commit()
     await announce_membership(state, group_id, user_id, "left")
@@ -113,7 +116,7 @@ async def leave_group(group_id: int, user_id: UserId, state: State, db: Db) -> R
 
 @router.delete("/groups/{group_id}/members/{member_id}", status_code=204)
 async def remove_member(
-    group_id: int, member_id: int, user_id: UserId, state: State, db: Db
+    group_id: GroupId, member_id: MemberId, user_id: UserId, state: State, db: Db
 ) -> Response:
     await service.remove_member(db, group_id, user_id, member_id)
     await db.commit()
@@ -123,7 +126,7 @@ async def remove_member(
 
 @router.put("/groups/{group_id}/members/{member_id}/role")
 async def set_role(
-    group_id: int, member_id: int, body: RoleChange, user_id: UserId, db: Db
+    group_id: GroupId, member_id: MemberId, body: RoleChange, user_id: UserId, db: Db
 ) -> dict[str, object]:
     await service.set_role(db, group_id, user_id, member_id, body.role)
     return {"group_id": group_id, "user_id": member_id, "role": body.role.value}

@@ -28,6 +28,7 @@ from groups.location.models import Precision
 from groups.service import require_member
 from signaling import push_hooks
 from signaling.deps import AppState, Db, State, UserId
+from signaling.routes.params import GroupId, MemberId, PlaceId
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,13 @@ async def post_location(
 
 
 @router.get("/groups/{group_id}/locations")
-async def group_locations(group_id: int, user_id: UserId, db: Db) -> dict[str, Any]:
+async def group_locations(group_id: GroupId, user_id: UserId, db: Db) -> dict[str, Any]:
     return {"group_id": group_id, "members": await store.group_locations(db, group_id, user_id)}
 
 
 @router.get("/groups/{group_id}/members/{member_id}/history")
 async def member_history(
-    group_id: int, member_id: int, user_id: UserId, state: State, db: Db,
+    group_id: GroupId, member_id: MemberId, user_id: UserId, state: State, db: Db,
     start: Annotated[float | None, Query(alias="from")] = None,
     end: Annotated[float | None, Query(alias="to")] = None,
 ) -> dict[str, Any]:
@@ -80,13 +81,13 @@ async def member_history(
 
 
 @router.get("/groups/{group_id}/places")
-async def list_places(group_id: int, user_id: UserId, db: Db) -> dict[str, Any]:
+async def list_places(group_id: GroupId, user_id: UserId, db: Db) -> dict[str, Any]:
     return {"places": [store.place_json(p) for p in await store.list_places(db, group_id, user_id)]}
 
 
 @router.post("/groups/{group_id}/places", status_code=201)
 async def create_place(
-    group_id: int, body: PlaceCreate, user_id: UserId, state: State, db: Db
+    group_id: GroupId, body: PlaceCreate, user_id: UserId, state: State, db: Db
 ) -> dict[str, Any]:
     now = state.clock()
     existing = await store.list_places(db, group_id, user_id)  # also: members only
@@ -99,7 +100,7 @@ async def create_place(
 
 
 @router.delete("/groups/{group_id}/places/{place_id}", status_code=204)
-async def delete_place(group_id: int, place_id: int, user_id: UserId, db: Db) -> Response:
+async def delete_place(group_id: GroupId, place_id: PlaceId, user_id: UserId, db: Db) -> Response:
     await store.delete_place(db, group_id, user_id, place_id)
     await db.commit()
     return Response(status_code=204)
@@ -107,7 +108,7 @@ async def delete_place(group_id: int, place_id: int, user_id: UserId, db: Db) ->
 
 @router.get("/groups/{group_id}/events")
 async def list_events(
-    group_id: int, user_id: UserId, db: Db,
+    group_id: GroupId, user_id: UserId, db: Db,
     since: float | None = None, limit: Annotated[int, Query(ge=1, le=store.EVENTS_MAX)] = 100,
 ) -> dict[str, Any]:
     events = await store.list_events(db, group_id, user_id, since, limit)
@@ -116,7 +117,7 @@ async def list_events(
 
 @router.put("/groups/{group_id}/sharing")
 async def put_sharing(
-    group_id: int, body: SharingChange, user_id: UserId, state: State
+    group_id: GroupId, body: SharingChange, user_id: UserId, state: State
 ) -> dict[str, Any]:
     return await state.locations.change_sharing(
         group_id, user_id, body.paused, body.precision.value, state.clock()

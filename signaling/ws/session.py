@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from fastapi import WebSocket, WebSocketDisconnect
 from billing.service import entitlements_for_group
 from common.bus import Subscription
 from common.errors import BadRequest, DiscoError, Forbidden, LimitExceeded, NotFound, Unauthorized
+from common.ids import parse_id
+from common.logbudget import LogBudget
 from groups import service
 from groups.accounts import current_user
 from protocol import wire
@@ -44,6 +47,14 @@ FORWARDED_EVENTS = frozenset(
     {"member_location", "place_event", "sos", "chat", "member_sharing", "membership"}
 )
 
+# Tracebacks a client can put in the log: a few per connection, and a few a
+# minute for the whole process (a client could otherwise reconnect for more).
+CONNECTION_LOG_BURST = 3
+CONNECTION_LOG_INTERVAL_S = 600.0
+PROCESS_LOG_BURST = 20
+PROCESS_LOG_INTERVAL_S = 60.0
+_PROCESS_LOG_BUDGET = LogBudget(PROCESS_LOG_BURST, PROCESS_LOG_INTERVAL_S)
+
 Handler = Callable[["ClientSession", Any], Awaitable[dict[str, Any] | None]]
 
 
@@ -63,6 +74,7 @@ class ClientSession:
         """The last (lat, lon) this connection sent: a fix sent before joining nearby counts."""
         self.renames = 0
         """Display-name changes on this connection (limited per session)."""
+        self.log_budget = LogBudget(CONNECTION_LOG_BURST, CONNECTION_LOG_INTERVAL_S)
 
     # -- outbound -----------------------------------------------------------
     def send(self, message: dict[str, Any]) -> None:
@@ -186,8 +198,18 @@ class ClientSession:
             except DiscoError as exc:
                 self.error(exc.code, exc.message, request_id)
             except Exception:
-                log.exception("error handling a message from %s", self.subject)
+                self._log_failure(request_id)
                 self.error("internal", "the server failed to handle this message", request_id)
+
+    def _log_failure(self, request_id: wire.RequestId | None) -> None:
+        """Log the exception being handled, within this connection's and the process's budget."""
+        now = time.monotonic()
+        mine = self.log_budget.allow(now)
+        everyone = _PROCESS_LOG_BUDGET.allow(now) if mine is not None else None
+        if mine is None or everyone is None:
+            return
+        log.exception("error handling a message (id %r) from %s (not logged since: %d from "
+                      "this connection, %d in all)", request_id, self.subject, mine, everyone)
 
     # -- helpers ------------------------------------------------------------
     def participant(self, room: str | None) -> Participant:
@@ -216,10 +238,10 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
     music_allowed = False
     if room_id == NEARBY_ROOM:
         radius = msg.radius_m or DEFAULT_RADIUS_M
-    elif room_id.startswith("group:") and room_id[6:].isdigit():
+    elif room_id.startswith("group:") and room_id[6:].isascii() and room_id[6:].isdigit():
         if session.identity.user_id is None:
             raise Forbidden("guest sessions can only join the nearby room")
-        group_id = int(room_id[6:])
+        group_id = parse_id(room_id[6:], "group")  # NotFound past ID_MAX
         async with session.state.sessions() as db:
             await service.require_member(db, group_id, session.identity.user_id)
             music_allowed = await _music_allowed(session.state, db, group_id)
@@ -243,7 +265,8 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
         # participant_joined overtake this joined reply.
         assert session.identity.user_id is not None
         session.state.spawn(
-            push_hooks.call_started(session.state, int(room_id[6:]), session.identity.user_id,
+            push_hooks.call_started(session.state, parse_id(room_id[6:], "group"),
+                                    session.identity.user_id,
                                     present=()),
             name=f"push-call-{room_id}",
         )
