@@ -16,11 +16,13 @@ import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import SessionFactory, make_engine, make_session_factory, migrate, session_scope
+from common.settings import Settings
 from groups.models import User
 from tests.fake_http import json_server
 
@@ -184,3 +186,14 @@ async def migrated_with_user(url: str) -> tuple[AsyncEngine, SessionFactory, int
         await session.flush()
         assert user.id is not None
         return engine, sessions, user.id
+
+
+def billing_settings(settings: Settings, tmp_path: Path, database_url: str,
+                     stripe_url: str) -> Settings:
+    plans = tmp_path / "plans.toml"
+    plans.write_text(PLANS_TOML)
+    return settings.model_copy(update={
+        "database_url": database_url, "plans_file": plans, "stripe_api_key": "sk_test_123",
+        "stripe_api_base": stripe_url, "stripe_webhook_secret": WEBHOOK_SECRET,
+        "public_url": "https://disco.example",
+    })

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from common.settings import Settings
+from tests.billing_support import FakeStripe, billing_settings, fake_stripe
+from tests.server_helpers import LiveServer, live_server
 from tests.services import POSTGRES_URL, REDIS_URL, missing, port_open
 
 
@@ -111,3 +113,19 @@ def settings(tmp_path: Path) -> Iterator[Settings]:
         jwt_secret="test-secret-" + secrets.token_hex(16),
         upload_dir=tmp_path / "uploads",
     )
+
+
+@pytest.fixture
+def stripe_api() -> Iterator[FakeStripe]:
+    """A local stand-in for Stripe's API (``tests.billing_support.FakeStripe``)."""
+    with fake_stripe() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def billing_server(settings: Settings, tmp_path: Path, database_url: str,
+                         stripe_api: FakeStripe) -> AsyncIterator[LiveServer]:
+    """A live server with plans and Stripe (the stand-in), on SQLite and on PostgreSQL."""
+    async with live_server(billing_settings(settings, tmp_path, database_url,
+                                            stripe_api.url)) as server:
+        yield server

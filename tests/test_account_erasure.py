@@ -12,19 +12,15 @@ left, and her token gets 401 from then on.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 from sqlalchemy import text
 
-from common.settings import Settings
 from signaling.edge_errors import WS_CLOSE_UNAUTHORIZED
-from tests.billing_support import FakeStripe, body, fake_stripe, sign, subscription_event
-from tests.server_helpers import PASSWORD, LiveServer, auth, live_server
-from tests.test_billing_api import billing_settings
+from tests.billing_support import FakeStripe, body, sign, subscription_event
+from tests.server_helpers import PASSWORD, LiveServer, auth
 
 FCM_TOKEN = "fcm-token-for-alice-phone-0123456789abcdef"
 USER_TABLES = ("location_points", "last_locations", "location_sharing", "place_states",
@@ -32,17 +28,8 @@ USER_TABLES = ("location_points", "last_locations", "location_sharing", "place_s
 
 
 @pytest.fixture
-def stripe_api() -> Iterator[FakeStripe]:
-    with fake_stripe() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def server(settings: Settings, tmp_path: Path, database_url: str,
-                 stripe_api: FakeStripe) -> AsyncIterator[LiveServer]:
-    async with live_server(billing_settings(settings, tmp_path, database_url,
-                                            stripe_api.url)) as s:
-        yield s
+def server(billing_server: LiveServer) -> LiveServer:
+    return billing_server
 
 
 async def _ok(response: Any, status: int = 200) -> Any:

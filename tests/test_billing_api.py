@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,10 @@ from billing.service import ENTITLEMENTS_TOPIC
 from common.settings import Settings
 from signaling.cli import build_parser
 from tests.billing_support import (
-    PLANS_TOML,
-    WEBHOOK_SECRET,
     FakeStripe,
+    billing_settings,
     body,
     envelope,
-    fake_stripe,
     sign,
     subscription_event,
 )
@@ -29,28 +26,8 @@ from tests.server_helpers import LiveServer, auth, live_server
 
 
 @pytest.fixture
-def stripe_api() -> Iterator[FakeStripe]:
-    with fake_stripe() as fake:
-        yield fake
-
-
-def billing_settings(settings: Settings, tmp_path: Path, database_url: str,
-                     stripe_url: str) -> Settings:
-    plans = tmp_path / "plans.toml"
-    plans.write_text(PLANS_TOML)
-    return settings.model_copy(update={
-        "database_url": database_url, "plans_file": plans, "stripe_api_key": "sk_test_123",
-        "stripe_api_base": stripe_url, "stripe_webhook_secret": WEBHOOK_SECRET,
-        "public_url": "https://disco.example",
-    })
-
-
-@pytest.fixture
-async def server(settings: Settings, tmp_path: Path, database_url: str,
-                 stripe_api: FakeStripe) -> AsyncIterator[LiveServer]:
-    async with live_server(billing_settings(settings, tmp_path, database_url,
-                                            stripe_api.url)) as s:
-        yield s
+def server(billing_server: LiveServer) -> LiveServer:
+    return billing_server
 
 
 async def post_webhook(server: LiveServer, event: dict[str, Any],

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from common.settings import Settings
-from tests.billing_support import FakeStripe, body, fake_stripe, sign, subscription_event
+from tests.billing_support import FakeStripe, body, sign, subscription_event
 from tests.rtc_helpers import (
     RtcClient,
     describe_tones,
@@ -31,12 +31,6 @@ from tests.test_billing_api import billing_settings
 MUSIC_HZ = 330.0
 LISTEN_S = 1.0
 STOP_WITHIN_S = 5.0
-
-
-@pytest.fixture
-def stripe_api() -> Iterator[FakeStripe]:
-    with fake_stripe() as fake:
-        yield fake
 
 
 @pytest.fixture
