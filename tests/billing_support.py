@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.db import SessionFactory, make_engine, make_session_factory, migrate, session_scope
+from common.db import SessionFactory
 from common.settings import Settings
-from groups.models import User
+from tests.db_support import migrated_with_users
 from tests.fake_http import json_server
 
 PRICE_PLUS = "price_plus_test"
@@ -177,15 +177,8 @@ def fake_stripe() -> Iterator[FakeStripe]:
 
 async def migrated_with_user(url: str) -> tuple[AsyncEngine, SessionFactory, int]:
     """A migrated database holding one user, "ada"; returns the engine, sessions, her id."""
-    engine = make_engine(url)
-    await migrate(engine)
-    sessions = make_session_factory(engine)
-    async with session_scope(sessions) as session:
-        user = User(username="ada", display_name="Ada", password_hash="x", created_at=0.0)
-        session.add(user)
-        await session.flush()
-        assert user.id is not None
-        return engine, sessions, user.id
+    engine, sessions, (ada,) = await migrated_with_users(url, "ada")
+    return engine, sessions, ada
 
 
 def billing_settings(settings: Settings, tmp_path: Path, database_url: str,

@@ -17,9 +17,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from common.db import SessionFactory, make_engine, make_session_factory, migrate, session_scope
+from common.db import SessionFactory, session_scope
 from common.settings import Settings
-from groups.models import User
 from groups.push import messages, store
 from groups.push.apns import ApnsSender
 from groups.push.configure import make_senders
@@ -27,6 +26,7 @@ from groups.push.dispatcher import PushDispatcher
 from groups.push.fcm import FcmSender
 from groups.push.messages import Category, Platform
 from groups.push.senders import LogSender, SendResult
+from tests.db_support import migrated_with_users
 from tests.push_support import (
     APNS_KEY_ID,
     APNS_TEAM_ID,
@@ -58,18 +58,7 @@ class Db:
 
 @pytest.fixture
 async def db(sqlite_url: str) -> AsyncIterator[Db]:
-    engine = make_engine(sqlite_url)
-    await migrate(engine)
-    sessions = make_session_factory(engine)
-    users = []
-    async with session_scope(sessions) as session:
-        for name in ("ann", "bob", "cid"):
-            user = User(username=name, display_name=name.title(), password_hash="x",
-                        created_at=0.0)
-            session.add(user)
-            await session.flush()
-            assert user.id is not None
-            users.append(user.id)
+    engine, sessions, users = await migrated_with_users(sqlite_url, "ann", "bob", "cid")
     yield Db(sessions, users)
     await engine.dispose()
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from common.db import SessionFactory, make_engine, make_session_factory, migrate, session_scope
+from common.db import SessionFactory, session_scope
 from common.errors import BadRequest, NotFound
-from groups.models import User
 from groups.push import store
 from groups.push.messages import Category
+from tests.db_support import migrated_with_users
 from tests.push_support import android_token, ios_token
 
 
@@ -24,17 +24,7 @@ class Env:
 
 @pytest.fixture
 async def env(database_url: str) -> AsyncIterator[Env]:
-    engine = make_engine(database_url)
-    await migrate(engine)
-    sessions = make_session_factory(engine)
-    ids = []
-    async with session_scope(sessions) as session:
-        for name in ("ann", "bob"):
-            user = User(username=name, display_name=name, password_hash="x", created_at=0.0)
-            session.add(user)
-            await session.flush()
-            assert user.id is not None
-            ids.append(user.id)
+    engine, sessions, ids = await migrated_with_users(database_url, "ann", "bob")
     yield Env(sessions, *ids)
     await engine.dispose()
 
