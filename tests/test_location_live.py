@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -21,13 +22,19 @@ async def server(settings: Settings) -> AsyncIterator[LiveServer]:
         yield s
 
 
-async def test_positions_places_and_leaving(server: LiveServer) -> None:
+async def _group_with_a_base(server: LiveServer) -> tuple[str, str, dict[str, Any], int]:
+    """An owner and a rider in one group with a 150 m place "Base" at (LAT, LON)."""
     owner, _ = await server.register("owner")
     rider, rider_user = await server.register("rider")
     group = await server.group_with(owner, rider)
     r = await server.http.post(f"/api/groups/{group}/places", headers=auth(owner),
                                json={"name": "Base", "lat": LAT, "lon": LON, "radius_m": 150})
     assert r.status_code == 201, r.text
+    return owner, rider, rider_user, group
+
+
+async def test_positions_places_and_leaving(server: LiveServer) -> None:
+    owner, rider, rider_user, group = await _group_with_a_base(server)
     watch, ride = await server.connect(owner), await server.connect(rider)
 
     await ride.request({"type": "location", "lat": LAT + 1000 / M_PER_DEG_LAT, "lon": LON,
@@ -78,12 +85,7 @@ async def test_broadcast_events_never_carry_a_request_id(server: LiveServer) -> 
     """A top-level ``id`` is only ever the receiver's own request id, on the reply to it:
     another member's SOS, place event or chat must not look like the answer to a request
     (the ids the events used to carry were small integers, like clients' request ids)."""
-    owner, _ = await server.register("owner")
-    rider, _ = await server.register("rider")
-    group = await server.group_with(owner, rider)
-    r = await server.http.post(f"/api/groups/{group}/places", headers=auth(owner),
-                               json={"name": "Base", "lat": LAT, "lon": LON, "radius_m": 150})
-    assert r.status_code == 201, r.text
+    owner, rider, _, group = await _group_with_a_base(server)
     watch, ride = await server.connect(owner), await server.connect(rider)
     room = f"group:{group}"
     sent: dict[int, set[object]] = {id(watch): set(), id(ride): set()}
