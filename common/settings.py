@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     node_id: str = Field("node-1", description="Name of this node in a multi-node deployment.")
+    workers: int = Field(
+        1, ge=1, le=256,
+        description="Processes `disco serve` runs on this machine behind one port, each a node "
+                    "(one per core; more than one needs Redis and PostgreSQL).",
+    )
 
     # --- storage -----------------------------------------------------------
     database_url: str = "sqlite+aiosqlite:///./disco.db"

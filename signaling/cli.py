@@ -7,6 +7,7 @@ import gc
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--config", type=Path, help="env-style settings file (DISCO_*=...)")
+    serve.add_argument("--workers", type=int,
+                       help="processes on this machine, each a node behind the one port "
+                            "(default 1; one per core; more than 1 needs Redis and PostgreSQL)")
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--dev", dest="dev", action="store_true", default=None,
                       help="dev mode: placeholder secrets allowed (default)")
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {}
-    for name in ("host", "port", "dev"):
+    for name in ("host", "port", "dev", "workers"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -78,11 +82,28 @@ def announce_dev_mode(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
+    settings.check_production_ready()
+    announce_dev_mode(settings)
+    scheme = "https" if settings.tls_certfile else "http"
+    ready = f"Disco is ready: web client at {scheme}://{settings.host}:{settings.port}/app/"
+    if settings.workers > 1:
+        from signaling import workers
+
+        try:
+            workers.run(settings, serve_on_socket, ready)
+        except workers.WorkersError as exc:
+            print(f"disco serve: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return
+    serve_on_socket(settings, None, lambda: print(ready, file=sys.stderr, flush=True))
+
+
+def serve_on_socket(settings: Settings, sock: socket.socket | None,
+                    on_ready: Callable[[], None]) -> None:
+    """Run one node until it is stopped; on ``sock`` if given (a worker), else bind itself."""
     from groups.nearby import proximity
     from signaling.app import create_app
 
-    settings.check_production_ready()
-    announce_dev_mode(settings)
     app = create_app(settings)
     print("preparing the nearby index (compiled on the first start only; later starts load it)",
           file=sys.stderr, flush=True)
@@ -90,7 +111,6 @@ def serve(settings: Settings) -> None:
     if took > 1.0:
         print(f"  nearby index compiled in {took:.1f} s", file=sys.stderr)
     freeze_startup_objects()
-    scheme = "https" if settings.tls_certfile else "http"
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -104,21 +124,20 @@ def serve(settings: Settings) -> None:
         ssl_certfile=settings.tls_certfile,
         ssl_keyfile=settings.tls_keyfile,
     )
-    ready = f"Disco is ready: web client at {scheme}://{settings.host}:{settings.port}/app/"
-    _AnnouncingServer(config, ready).run()
+    _AnnouncingServer(config, on_ready).run(sockets=[sock] if sock is not None else None)
 
 
 class _AnnouncingServer(uvicorn.Server):
     """uvicorn's server, saying where the web client is once it really listens."""
 
-    def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
         super().__init__(config)
-        self.ready_line = ready_line
+        self.on_ready = on_ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            print(self.ready_line, file=sys.stderr, flush=True)
+            self.on_ready()
 
 
 def freeze_startup_objects() -> None:
