@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-insecure-jwt-secret-change-me"
@@ -87,6 +87,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Host addresses offered as ICE candidates."
     )
     rtc_public_ip: str | None = Field(None, description="Address announced behind 1:1 NAT.")
+    # The UDP ports the media binds (what a firewall opens for this node); both or neither.
+    rtc_port_min: int | None = Field(None, ge=1024, le=65535)
+    rtc_port_max: int | None = Field(None, ge=1024, le=65535)
 
     # --- voice -------------------------------------------------------------
     music_dir: Path | None = Field(None, description="Server-side music folder (read-only).")
@@ -126,6 +129,15 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _port_range(self) -> Settings:
+        low, high = self.rtc_port_min, self.rtc_port_max
+        if (low is None) != (high is None):
+            raise ValueError("set DISCO_RTC_PORT_MIN and DISCO_RTC_PORT_MAX together")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"DISCO_RTC_PORT_MIN ({low}) is above DISCO_RTC_PORT_MAX ({high})")
+        return self
 
     def placeholder_secrets(self) -> list[str]:
         """Names of secrets still set to a placeholder value."""

@@ -1,6 +1,6 @@
 """Every reach into aiortc's and aioice's private parts, in this one module.
 
-Two patches, installed once per process by ``install()`` (the server's
+Three patches, installed once per process by ``install()`` (the server's
 composition root, the desktop client's start, the tests' setup); it is
 idempotent, and it raises ``CompatError`` at once if an installed aiortc or
 aioice no longer has the private part a patch relies on, instead of warning
@@ -14,6 +14,14 @@ and quietly running without it:
     ``DISCO_RTC_HOST_ADDRESSES``; 127.0.0.1 for a client of a loopback server,
     and in tests) and otherwise defers to aioice's own. Change the choice with
     ``set_host_addresses``; nothing re-patches aioice.
+
+``asyncio`` in ``aioice.ice`` (the media port range)
+    aioice binds every host candidate's UDP socket to port 0 (any port), with
+    no option for a range. ``install`` gives ``aioice.ice`` a view of asyncio
+    whose running loop binds those sockets inside ``chosen_port_range`` when
+    one is set (``DISCO_RTC_PORT_MIN``/``_MAX``: the UDP ports an operator
+    opens in a firewall), trying the range's ports from a random start; any
+    other use of asyncio passes straight through. ``set_port_range`` chooses.
 
 ``take_rtp`` (per receiver)
     aiortc's audio ``JitterBuffer`` (the receiver's private
@@ -38,10 +46,14 @@ and aioice to the minor versions those tests ran on.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import ipaddress
 import logging
+import random
 from collections.abc import Callable, Sequence
 from types import FunctionType
+from typing import Any
 
 import aioice.ice
 from aioice.candidate import Candidate
@@ -56,10 +68,18 @@ _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _CODECS = "_RTCRtpReceiver__codecs"
 _AIOICE_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
 
+_AIOICE_ASYNCIO = aioice.ice.asyncio
+
 chosen_host_addresses: tuple[str, ...] = ()
 """The host candidates aioice offers; () = aioice's own choice (all but loopback).
 
 Set it with ``set_host_addresses``; tests may ``monkeypatch.setattr`` it.
+"""
+
+chosen_port_range: tuple[int, int] | None = None
+"""The UDP ports (first, last) host candidates bind within; None = any port (aioice's own).
+
+Set it with ``set_port_range``.
 """
 
 RtpSink = Callable[[RtpPacket, str], None]
@@ -84,6 +104,7 @@ def install() -> None:
         return
     check_aioice_gathering()
     aioice.ice.get_host_addresses = _host_addresses
+    aioice.ice.asyncio = _AsyncioInRange()  # type: ignore[assignment]
     logger.debug("aiortc/aioice patches installed")
 
 
@@ -92,8 +113,9 @@ def installed() -> bool:
 
 
 def uninstall() -> None:
-    """Put aioice's function back (for tests of ``install`` itself)."""
+    """Put aioice's function and asyncio back (for tests of ``install`` itself)."""
     aioice.ice.get_host_addresses = _AIOICE_GET_HOST_ADDRESSES
+    aioice.ice.asyncio = _AIOICE_ASYNCIO
 
 
 def _code_names(fn: object) -> set[str]:
@@ -134,6 +156,17 @@ def check_aioice_gathering() -> None:
             "aioice's Connection.gather_candidates no longer calls aioice.ice."
             "get_host_addresses; replacing it would not change the host candidates"
         )
+    binds = getattr(aioice.ice.Connection, "get_component_candidates", None)
+    names = _code_names(binds)
+    seen = getattr(aioice.ice, "asyncio", None)
+    if (not isinstance(binds, FunctionType) or binds.__globals__ is not vars(aioice.ice)
+            or not {"get_running_loop", "create_datagram_endpoint"} <= names
+            or not (seen is asyncio or isinstance(seen, _AsyncioInRange))):
+        raise CompatError(
+            "aioice's Connection.get_component_candidates no longer binds host sockets "
+            "through asyncio.get_running_loop().create_datagram_endpoint; the media port "
+            "range cannot be installed (supported: aioice 0.13.x)"
+        )
 
 
 # --- host candidates -----------------------------------------------------------------
@@ -160,6 +193,70 @@ def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     if not chosen:
         return list(_AIOICE_GET_HOST_ADDRESSES(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
     return [a for a in chosen if (use_ipv6 if ipaddress.ip_address(a).version == 6 else use_ipv4)]
+
+
+# --- media port range ---------------------------------------------------------------------
+
+
+def set_port_range(first: int | None, last: int | None) -> tuple[int, int] | None:
+    """Bind host candidates within [first, last] (process-wide); None, None = any port.
+
+    Returns the previous range. Raises ``CompatError`` before ``install()``
+    and ``ValueError`` for a range that is not 1024..65535, first <= last.
+    """
+    global chosen_port_range
+    if not installed():
+        raise CompatError("call aiortc_compat.install() before set_port_range()")
+    chosen: tuple[int, int] | None = None
+    if first is not None or last is not None:
+        if first is None or last is None or not 1024 <= first <= last <= 65535:
+            raise ValueError(f"a UDP port range is 1024 <= first <= last <= 65535, "
+                             f"got {first}..{last}")
+        chosen = (first, last)
+        logger.info("ICE host candidates bind UDP ports %d-%d", first, last)
+    previous, chosen_port_range = chosen_port_range, chosen
+    return previous
+
+
+class _LoopInRange:
+    """The running loop, but host sockets asked for port 0 bind inside the chosen range."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(self, protocol_factory: Any, local_addr: Any = None,
+                                       **kwargs: Any) -> Any:
+        span = chosen_port_range
+        if span is None or local_addr is None or local_addr[1] != 0:
+            return await self._loop.create_datagram_endpoint(
+                protocol_factory, local_addr=local_addr, **kwargs)
+        first, last = span
+        count = last - first + 1
+        start = random.randrange(count)
+        for i in range(count):
+            port = first + (start + i) % count
+            try:
+                return await self._loop.create_datagram_endpoint(
+                    protocol_factory, local_addr=(local_addr[0], port), **kwargs)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRINUSE,
+                      f"every UDP port in {first}-{last} on {local_addr[0]} is in use")
+
+
+class _AsyncioInRange:
+    """``asyncio`` as ``aioice.ice`` sees it: the same, but for ``get_running_loop``."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    def get_running_loop() -> Any:
+        return _LoopInRange(asyncio.get_running_loop())
 
 
 # --- inbound RTP -----------------------------------------------------------------------

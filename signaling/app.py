@@ -85,6 +85,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     aiortc_compat.install()
     if settings.rtc_host_addresses:
         aiortc_compat.set_host_addresses(settings.rtc_host_addresses)
+    aiortc_compat.set_port_range(settings.rtc_port_min, settings.rtc_port_max)
     bus = make_bus(settings.redis_url, settings.redis_prefix)
     await bus.start()
     sessions = make_session_factory(engine)

@@ -41,6 +41,7 @@ def _installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts installed and leaves it installed, with the choice restored."""
     aiortc_compat.install()
     monkeypatch.setattr(aiortc_compat, "chosen_host_addresses", ())
+    monkeypatch.setattr(aiortc_compat, "chosen_port_range", None)
     yield
     aiortc_compat.install()
 
@@ -94,6 +95,21 @@ def test_install_fails_loudly_if_the_receiver_loses_its_private_parts() -> None:
 
     with pytest.raises(CompatError, match="jitter_buffer"):
         aiortc_compat.check_receiver_class(Receiver)
+
+
+def test_install_fails_loudly_if_aioice_stops_binding_through_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def get_component_candidates(self: Any, component: int, addresses: list[str],
+                                       timeout: int = 5) -> list[Any]:  # noqa: ASYNC109
+        return []  # a future aioice binding its sockets some other way
+
+    aiortc_compat.uninstall()
+    monkeypatch.setattr(aioice.ice.Connection, "get_component_candidates",
+                        get_component_candidates)
+    with pytest.raises(CompatError, match="port range"):
+        aiortc_compat.install()
+    monkeypatch.undo()
 
 
 # --- patch 1: host candidates ----------------------------------------------------------
@@ -243,3 +259,37 @@ def test_private_names_appear_in_the_compat_module_only() -> None:
         if pattern.search(path.read_text(encoding="utf-8")):
             hits.add(rel.as_posix())
     assert hits == {"protocol/aiortc_compat.py"}
+
+
+# --- patch 3: the media port range ------------------------------------------------------
+
+
+async def test_host_candidates_bind_inside_the_chosen_port_range() -> None:
+    aiortc_compat.set_host_addresses(["127.0.0.1"])
+    try:
+        assert aiortc_compat.set_port_range(47_000, 47_003) is None
+        ports = []
+        connections = [aioice.Connection(ice_controlling=True) for _ in range(4)]
+        for connection in connections:  # four sockets fill the four ports
+            await connection.gather_candidates()
+            ports += [c.port for c in connection.local_candidates if c.type == "host"]
+        assert sorted(ports) == [47_000, 47_001, 47_002, 47_003]
+        full = aioice.Connection(ice_controlling=True)
+        await full.gather_candidates()  # aioice logs the bind failure and offers nothing
+        assert [c for c in full.local_candidates if c.type == "host"] == []
+        for connection in [*connections, full]:
+            await connection.close()
+        assert aiortc_compat.set_port_range(None, None) == (47_000, 47_003)
+        anywhere = aioice.Connection(ice_controlling=True)
+        await anywhere.gather_candidates()
+        assert all(not 47_000 <= c.port <= 47_003 for c in anywhere.local_candidates)
+        await anywhere.close()
+    finally:
+        aiortc_compat.set_port_range(None, None)
+        aiortc_compat.set_host_addresses([])
+
+
+@pytest.mark.parametrize(("first", "last"), [(80, 90), (5000, 4000), (5000, None), (1, 70_000)])
+def test_bad_port_ranges_are_refused(first: int | None, last: int | None) -> None:
+    with pytest.raises(ValueError, match="port range"):
+        aiortc_compat.set_port_range(first, last)
