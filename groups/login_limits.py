@@ -58,7 +58,6 @@ class LoginLimits:
     per_account: Limiter
     per_address: Limiter
     passwords: PasswordHashing
-    redis: aioredis.Redis | None = None
 
     async def check(self, username: str, address: str | None, now: float) -> None:
         """Spend one attempt for the address, then for the account; ``RateLimited`` if out."""
@@ -71,8 +70,6 @@ class LoginLimits:
 
     async def close(self) -> None:
         self.passwords.close()
-        if self.redis is not None:
-            await self.redis.aclose()
 
 
 def _limited(who: str, limiter: Limiter, retry_s: float) -> RateLimited:
@@ -84,13 +81,9 @@ def _limited(who: str, limiter: Limiter, retry_s: float) -> RateLimited:
     )
 
 
-def make_login_limits(settings: Settings, prefix: str = "disco:") -> LoginLimits:
-    """Shared buckets in Redis when ``redis_url`` is set, else this process's."""
-    client = None
-    if settings.redis_url:
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(settings.redis_url)
+def make_login_limits(settings: Settings, client: aioredis.Redis | None) -> LoginLimits:
+    """Shared buckets in Redis when the node has a ``client``, else this process's."""
+    prefix = settings.redis_prefix
     return LoginLimits(
         per_account=make_limiter(client, "login:account",
                                  settings.login_account_per_min / S_PER_MIN,
@@ -99,5 +92,4 @@ def make_login_limits(settings: Settings, prefix: str = "disco:") -> LoginLimits
                                  settings.login_address_per_min / S_PER_MIN,
                                  settings.login_address_burst, prefix),
         passwords=PasswordHashing(settings.password_workers),
-        redis=client,
     )

@@ -81,14 +81,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> str:
             notice = await entitlements_notice(session, sub.user_id, now, catalog)
         until = _when(sub.current_period_end) if sub.current_period_end else "no end date"
         if settings.redis_url:  # committed above; now tell every node's live rooms
-            await _announce(settings.redis_url, notice)
+            await _announce(settings.redis_url, settings.redis_prefix, notice)
         return f"user {sub.user_id} is now on {sub.plan} ({until})"
     finally:
         await engine.dispose()
 
 
-async def _announce(redis_url: str, notice: dict[str, object]) -> None:
-    bus = make_bus(redis_url)
+async def _announce(redis_url: str, prefix: str, notice: dict[str, object]) -> None:
+    bus = make_bus(redis_url, prefix)
     await bus.start()
     try:
         await bus.publish(ENTITLEMENTS_TOPIC, notice)

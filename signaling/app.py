@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billing.plans import load_catalog
@@ -28,7 +29,8 @@ from common.db import make_engine, make_session_factory, migrate
 from common.errors import DiscoError
 from common.settings import Settings
 from groups.chat import ChatLog
-from groups.location.fixes import FixLimiter
+from groups.limiter import make_limiter
+from groups.location.fixes import FIX_BURST, FIX_RATE_PER_S, FixLimiter
 from groups.location.service import LocationService
 from groups.login_limits import make_login_limits
 from groups.nearby import proximity
@@ -97,6 +99,9 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     rooms.audiences[NEARBY_ROOM] = nearby.hearers
     rooms.media_started[NEARBY_ROOM] = nearby.media_started
     plans = load_catalog(settings.plans_file)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    fixes = FixLimiter(make_limiter(redis, "fixes", FIX_RATE_PER_S, FIX_BURST,
+                                    settings.redis_prefix))
     state = AppState(
         settings=settings,
         engine=engine,
@@ -107,10 +112,11 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         rooms=rooms,
         nearby=nearby,
         chat=ChatLog(),
-        locations=LocationService(sessions, bus, FixLimiter()),
+        locations=LocationService(sessions, bus, fixes),
         billing=make_billing_service(settings, plans, sessions, lambda: state.clock()),
         push=PushDispatcher(sessions, make_senders(settings)),
-        limits=make_login_limits(settings),
+        limits=make_login_limits(settings, redis),
+        redis=redis,
         clock=clock,
     )
     return state
@@ -122,6 +128,8 @@ async def close_state(state: AppState) -> None:
     await state.rooms.close()
     await state.push.close()
     await state.limits.close()
+    if state.redis is not None:
+        await state.redis.aclose()
     await state.bus.close()
     await state.engine.dispose()
 

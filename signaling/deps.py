@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Header, Request
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -64,6 +65,9 @@ class AppState:
     push: PushDispatcher
     limits: LoginLimits
     """Password attempts per account/address and the argon2 thread pool."""
+    redis: Redis | None
+    """The node's Redis client for shared keys (rate limits), None without Redis; the bus
+    keeps its own pub/sub connection."""
     clock: Clock = time.time
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Fire-and-forget work (``spawn``), awaited or cancelled at shutdown."""

@@ -16,8 +16,9 @@ from tests.server_helpers import PASSWORD, LiveServer, WsClient, auth, live_serv
 
 @pytest.fixture
 async def nodes(settings: Settings, postgres_url: str,
-                redis_url: str) -> AsyncIterator[tuple[LiveServer, LiveServer]]:
-    shared = {"database_url": postgres_url, "redis_url": redis_url,
+                redis_url: str, redis_prefix: str
+                ) -> AsyncIterator[tuple[LiveServer, LiveServer]]:
+    shared = {"database_url": postgres_url, "redis_url": redis_url, "redis_prefix": redis_prefix,
               "login_account_burst": 4, "login_account_per_min": 1.0}
     async with live_server(settings.model_copy(update={**shared, "node_id": "a"})) as a, \
             live_server(settings.model_copy(update={**shared, "node_id": "b"})) as b:

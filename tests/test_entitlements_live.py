@@ -34,6 +34,7 @@ def admin_grant(settings: Settings, user: str, plan: str) -> None:
     env["DISCO_DATABASE_URL"] = settings.database_url
     if settings.redis_url:
         env["DISCO_REDIS_URL"] = settings.redis_url
+        env["DISCO_REDIS_PREFIX"] = settings.redis_prefix
     done = subprocess.run([DISCO, "admin", "grant", user, plan], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -105,8 +106,9 @@ async def test_grant_and_revoke_reach_a_live_room_without_redis(server: LiveServ
 
 
 async def test_admin_grant_publishes_on_the_bus(music_settings: Settings,
-                                                redis_url: str) -> None:
+                                                redis_url: str, redis_prefix: str) -> None:
     configured = music_settings.model_copy(update={"redis_url": redis_url,
+                                                   "redis_prefix": redis_prefix,
                                                    "entitlements_recheck_s": 600.0})
     async with live_server(configured) as server:
         ws, room = await _owner_in_room(server)

@@ -39,11 +39,11 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 async def test_redis_bucket_is_shared_by_two_nodes(redis_client: aioredis.Redis,
-                                                   redis_url: str) -> None:
+                                                   redis_url: str, redis_prefix: str) -> None:
     other_node = aioredis.Redis.from_url(redis_url)
     try:
-        a = RedisLimiter(redis_client, "login:account", rate_per_s=0.5, burst=4, prefix="t1:")
-        b = RedisLimiter(other_node, "login:account", rate_per_s=0.5, burst=4, prefix="t1:")
+        a, b = (RedisLimiter(client, "login:account", rate_per_s=0.5, burst=4,
+                             prefix=redis_prefix) for client in (redis_client, other_node))
         spent = [await (a if n % 2 else b).take("alice", NOW) for n in range(4)]
         assert spent == [0.0] * 4
         assert await a.take("alice", NOW) == pytest.approx(2.0)
@@ -51,20 +51,23 @@ async def test_redis_bucket_is_shared_by_two_nodes(redis_client: aioredis.Redis,
         assert await b.take("alice", NOW + 2.0) == 0.0  # refilled one token
         assert await a.take("alice", NOW + 2.0) > 0
         # the key carries the deployment's prefix and expires once it would be full
-        ttl_ms = await redis_client.pttl("t1:ratelimit:login:account:alice")
+        ttl_ms = await redis_client.pttl(f"{redis_prefix}ratelimit:login:account:alice")
         assert 0 < ttl_ms <= (4 / 0.5) * 1000 + 1000
         # another prefix (another deployment on the same Redis) has its own buckets
-        c = RedisLimiter(redis_client, "login:account", rate_per_s=0.5, burst=4, prefix="t2:")
+        c = RedisLimiter(redis_client, "login:account", rate_per_s=0.5, burst=4,
+                         prefix=redis_prefix + "other:")
         assert await c.take("alice", NOW) == 0.0
     finally:
         await other_node.aclose()
 
 
 async def test_redis_bucket_is_atomic_under_concurrency(redis_client: aioredis.Redis,
-                                                        redis_url: str) -> None:
+                                                        redis_url: str, redis_prefix: str
+                                                        ) -> None:
     nodes = [aioredis.Redis.from_url(redis_url) for _ in range(2)]
     try:
-        limiters = [RedisLimiter(n, "login:address", rate_per_s=0.001, burst=10) for n in nodes]
+        limiters = [RedisLimiter(n, "login:address", rate_per_s=0.001, burst=10,
+                                 prefix=redis_prefix) for n in nodes]
         results = await asyncio.gather(
             *(limiters[i % 2].take("10.0.0.1", NOW) for i in range(40)))
         assert sum(1 for r in results if r == 0.0) == 10
@@ -73,8 +76,9 @@ async def test_redis_bucket_is_atomic_under_concurrency(redis_client: aioredis.R
             await node.aclose()
 
 
-async def test_a_clock_behind_cannot_mint_tokens(redis_client: aioredis.Redis) -> None:
-    limiter = RedisLimiter(redis_client, "x", rate_per_s=1.0, burst=1)
+async def test_a_clock_behind_cannot_mint_tokens(redis_client: aioredis.Redis,
+                                                 redis_prefix: str) -> None:
+    limiter = RedisLimiter(redis_client, "x", rate_per_s=1.0, burst=1, prefix=redis_prefix)
     assert await limiter.take("k", NOW) == 0.0
     assert await limiter.take("k", NOW - 100) > 0  # a lagging node
     assert await limiter.take("k", NOW + 0.5) == pytest.approx(0.5)

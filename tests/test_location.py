@@ -7,8 +7,10 @@ import math
 import pytest
 
 from common.errors import BadRequest, RateLimited
+from groups.limiter import make_limiter
 from groups.location.fixes import (
     FIX_BURST,
+    FIX_RATE_PER_S,
     FUTURE_SKEW_S,
     MAX_FIX_AGE_S,
     Fix,
@@ -83,13 +85,37 @@ def test_fix_json_round_trip() -> None:
     assert parse_fix(fix.to_json(), NOW) == fix
 
 
-def test_rate_limit_allows_a_burst_then_the_rate() -> None:
-    limiter = FixLimiter(rate_per_s=1.0, burst=FIX_BURST)
+async def test_rate_limit_allows_a_burst_then_the_rate() -> None:
+    limiter = FixLimiter()
     for _ in range(FIX_BURST):
-        limiter.check(7, NOW)
+        await limiter.check(7, NOW)
     with pytest.raises(RateLimited) as info:
-        limiter.check(7, NOW)
+        await limiter.check(7, NOW)
     assert info.value.detail["retry_after_s"] > 0
-    limiter.check(8, NOW)  # another member is unaffected
-    limiter.check(7, NOW + 1.0)  # one token back after a second
-    assert not limiter.allow(7, NOW + 1.0)
+    await limiter.check(8, NOW)  # another member is unaffected
+    await limiter.check(7, NOW + 1.0 / FIX_RATE_PER_S)  # one token back
+    with pytest.raises(RateLimited):
+        await limiter.check(7, NOW + 1.0 / FIX_RATE_PER_S)
+
+
+async def test_a_members_fix_budget_is_one_across_nodes(redis_url: str, redis_prefix: str
+                                                        ) -> None:
+    """Two nodes' limiters on one Redis: sending to both does not double the budget."""
+    import redis.asyncio as aioredis
+
+    client_a, client_b = aioredis.Redis.from_url(redis_url), aioredis.Redis.from_url(redis_url)
+    try:
+        nodes = [FixLimiter(make_limiter(c, "fixes", FIX_RATE_PER_S, FIX_BURST, redis_prefix))
+                 for c in (client_a, client_b)]
+        accepted = 0
+        for n in range(2 * FIX_BURST):
+            try:
+                await nodes[n % 2].check("alice", NOW)
+                accepted += 1
+            except RateLimited:
+                pass
+        assert accepted == FIX_BURST
+        await nodes[1].check("bob", NOW)  # another member has a budget of their own
+    finally:
+        await client_a.aclose()
+        await client_b.aclose()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from common.settings import Settings
+from groups.location.fixes import FIX_BURST
 from tests.server_helpers import PASSWORD, LiveServer, auth, live_server
 
 
@@ -51,3 +52,21 @@ async def test_events_cross_nodes(nodes: tuple[LiveServer, LiveServer]) -> None:
     left = await on_b.expect("left", timeout_s=5)
     assert left["reason"] == "membership"
     await on_b.close()
+
+
+async def test_a_members_fix_budget_is_one_across_nodes(
+    nodes: tuple[LiveServer, LiveServer]
+) -> None:
+    """Sending fixes to two nodes does not double the budget (one Redis bucket)."""
+    a, b = nodes
+    token, _ = await a.register("rider")
+    frozen = a.app_state.clock()
+    for node in nodes:  # no refill mid-test, however slow the machine
+        node.app_state.clock = lambda: frozen
+    codes = []
+    for n in range(2 * FIX_BURST):
+        r = await (a if n % 2 else b).http.post("/api/locations", headers=auth(token), json={
+            "lat": 46.0, "lon": 7.0, "accuracy_m": 10, "ts": frozen - 1})
+        codes.append(r.status_code)
+    assert codes.count(200) == FIX_BURST
+    assert codes.count(429) == FIX_BURST

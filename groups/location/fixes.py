@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import BadRequest
-from groups.ratelimit import TokenBucket
+from common.errors import BadRequest, RateLimited
+from groups.limiter import Limiter, LocalLimiter
 from protocol.limits import (
     ACCURACY_MAX_M,
     BATTERY_MAX_PCT,
@@ -140,14 +140,21 @@ def parse_fix(data: Mapping[str, Any], now: float) -> Fix:
 
 
 class FixLimiter:
-    """Per-member rate limit on location fixes (shared by the WebSocket and REST edges)."""
+    """Each member's fix budget: ``FIX_RATE_PER_S`` sustained, ``FIX_BURST`` at once.
 
-    def __init__(self, rate_per_s: float = FIX_RATE_PER_S, burst: int = FIX_BURST) -> None:
-        self._bucket = TokenBucket(rate_per_s, burst, what="location updates")
+    On a ``groups.limiter.RedisLimiter`` the budget is one across all nodes
+    (a member cannot double it by sending to two); alone, this process's.
+    """
 
-    def check(self, member: int | str, now: float) -> None:
-        """Raise ``RateLimited`` if ``member`` is sending faster than allowed."""
-        self._bucket.check(member, now)
+    def __init__(self, limiter: Limiter | None = None) -> None:
+        self.limiter = limiter or LocalLimiter(FIX_RATE_PER_S, FIX_BURST)
 
-    def allow(self, member: int | str, now: float) -> bool:
-        return self._bucket.allow(member, now)
+    async def check(self, member: int | str, now: float) -> None:
+        """Spend one fix of ``member``'s; ``RateLimited`` (with a retry hint) if none is left."""
+        retry_s = await self.limiter.take(str(member), now)
+        if retry_s > 0.0:
+            raise RateLimited(
+                f"too many location updates: at most {self.limiter.rate_per_s:g}/s "
+                f"(burst {self.limiter.burst})",
+                detail={"retry_after_s": round(retry_s, 3)},
+            )

@@ -124,7 +124,7 @@ class LocationService:
 
         Returns the fix and the place events it caused (already published)."""
         fix = parse_fix(data, now)
-        self.limiter.check(sender, now)
+        await self.limiter.check(sender, now)
         if user_id is None:
             return fix, []
         return fix, await publish_fix(self.sessions, self.bus, user_id, fix, now)
