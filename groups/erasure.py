@@ -11,8 +11,8 @@ every foreign key valid on SQLite and PostgreSQL:
    lose the link. Invites the user made are deleted; invites they used
    forget them.
 3. Their location history, last position, sharing choices, place states,
-   group events (SOS, enter/leave), push devices and settings, memberships,
-   and the account row go. (The subscription row goes by the database's
+   group events (SOS, enter/leave), push devices and settings, uploaded music,
+   memberships, and the account row go. (The subscription row goes by the database's
    ``ON DELETE CASCADE``; billing cancels the Stripe subscription first, at
    the edge.)
 
@@ -46,6 +46,7 @@ from groups.location.models import (
 from groups.location.store import event_json, place_json
 from groups.models import Group, Invite, Membership, Role, User
 from groups.push.models import PushDevice, PushSettings
+from groups.uploads import MusicUpload
 
 TOKEN_TAIL_CHARS = 6
 
@@ -119,6 +120,7 @@ async def delete_account(session: AsyncSession, user_id: int) -> Erasure:
         delete(GroupEvent).where(col(GroupEvent.user_id) == user_id),
         delete(PushDevice).where(col(PushDevice.user_id) == user_id),
         delete(PushSettings).where(col(PushSettings.user_id) == user_id),
+        delete(MusicUpload).where(col(MusicUpload.uploaded_by) == user_id),
         delete(Membership).where(col(Membership.user_id) == user_id),
         delete(User).where(col(User.id) == user_id),
     ]

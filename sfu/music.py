@@ -126,6 +126,38 @@ def probe_audio(path: Path) -> float:
     raise BadMusicRequest(f"not an audio file: {path.name}")
 
 
+def upload_id(data: bytes) -> str:
+    """An upload's source id: derived from its content (the same file is one upload)."""
+    return "up-" + hashlib.sha256(data).hexdigest()[:24]
+
+
+def upload_ext(filename: str) -> str:
+    """The extension an upload is kept under: its own if it names audio, else ``.bin``."""
+    ext = PurePosixPath(filename or "").suffix.lower()
+    return ext if ext in AUDIO_EXTENSIONS else ".bin"
+
+
+def has_upload(upload_dir: Path, source_id: str) -> bool:
+    return upload_dir.is_dir() and any(upload_dir.glob(source_id + ".*"))
+
+
+def cache_upload(upload_dir: Path, source_id: str, ext: str, data: bytes) -> None:
+    """Write an upload this node did not receive (checked when it was uploaded) to its folder.
+
+    Blocking: run it with ``asyncio.to_thread``. Written under a temporary
+    name and renamed, so a reader never sees half a file.
+    """
+    if not UPLOAD_ID_RE.match(source_id) or ext != upload_ext("x" + ext):
+        raise BadMusicRequest(f"not an upload: {source_id}{ext}")
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    tmp = upload_dir / f".tmp-{secrets.token_hex(8)}{ext}"
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, upload_dir / f"{source_id}{ext}")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_upload(upload_dir: Path, filename: str, data: bytes, max_bytes: int) -> str:
     """Store an uploaded music file after checking it decodes; returns its source id.
 
@@ -136,14 +168,11 @@ def save_upload(upload_dir: Path, filename: str, data: bytes, max_bytes: int) ->
         raise MusicTooLarge(f"upload is {len(data)} bytes, the limit is {max_bytes}")
     if not data:
         raise BadMusicRequest("empty upload")
-    ext = PurePosixPath(filename or "").suffix.lower()
-    if ext not in AUDIO_EXTENSIONS:
-        ext = ".bin"
+    ext = upload_ext(filename)
     upload_dir.mkdir(parents=True, exist_ok=True)
-    source_id = "up-" + hashlib.sha256(data).hexdigest()[:24]
+    source_id = upload_id(data)
     final = upload_dir / f"{source_id}{ext}"
-    existing = sorted(upload_dir.glob(source_id + ".*"))
-    if existing:
+    if has_upload(upload_dir, source_id):
         return source_id
     tmp = upload_dir / f".tmp-{secrets.token_hex(8)}{ext}"
     try:

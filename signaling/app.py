@@ -41,6 +41,7 @@ from signaling import __version__
 from signaling.auth import TokenSigner
 from signaling.deps import AppState, Clock
 from signaling.edge_errors import error_body, http_headers, http_status
+from signaling.music_uploads import MusicUploads
 from signaling.nearby import NEARBY_ROOM, NearbyRoom
 from signaling.rooms import RoomRegistry
 from signaling.routes import account as routes_account
@@ -116,6 +117,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         billing=make_billing_service(settings, plans, sessions, lambda: state.clock()),
         push=PushDispatcher(sessions, make_senders(settings)),
         limits=make_login_limits(settings, redis),
+        music_uploads=MusicUploads(sessions, settings.upload_dir, settings.max_upload_bytes),
         redis=redis,
         clock=clock,
     )

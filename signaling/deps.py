@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from groups.location.service import LocationService
     from groups.login_limits import LoginLimits
     from groups.push.dispatcher import PushDispatcher
+    from signaling.music_uploads import MusicUploads
     from signaling.nearby import NearbyRoom
     from signaling.rooms import RoomRegistry
 
@@ -64,6 +65,7 @@ class AppState:
     billing: BillingService
     push: PushDispatcher
     limits: LoginLimits
+    music_uploads: MusicUploads
     """Password attempts per account/address and the argon2 thread pool."""
     redis: Redis | None
     """The node's Redis client for shared keys (rate limits), None without Redis; the bus

@@ -1,7 +1,8 @@
 """REST: music uploads and the server's music folder.
 
-An upload is checked to decode as audio before it is kept; its id is then a
-valid ``source`` for ``{"type": "music", "action": "play"}``.
+An upload is checked to decode as audio before it is kept (in the database,
+so a room on any node can play it: ``signaling.music_uploads``); its id is
+then a valid ``source`` for ``{"type": "music", "action": "play"}``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,7 @@ async def upload(request: Request, user_id: UserId, state: State) -> dict[str, o
     if len(filename) > music.MAX_SOURCE_NAME_CHARS:
         raise BadRequest("filename too long")
     data = await request.body()
-    settings = state.settings
-    source_id = await asyncio.to_thread(
-        music.save_upload, settings.upload_dir, filename, data, settings.max_upload_bytes
-    )
+    source_id = await state.music_uploads.save(user_id, filename, data, state.clock())
     return {"id": source_id, "source": source_id, "bytes": len(data)}
 
 

@@ -334,6 +334,7 @@ async def on_music(session: ClientSession, msg: wire.Music) -> dict[str, Any]:
         raise LimitExceeded(
             "music needs a plan with the music entitlement", detail={"limit": "music"}
         )
+    await session.state.music_uploads.ensure_local(msg.source)  # uploaded on another node?
     media = await session.rooms.media(participant.room_id)
     state = await media.music(msg.action, participant.participant_id, msg.source)
     return {"type": "music_state", "room": participant.room_id, **state}
