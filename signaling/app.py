@@ -36,6 +36,8 @@ from groups.push.configure import make_senders
 from groups.push.dispatcher import PushDispatcher
 from signaling import __version__
 from signaling.auth import TokenSigner
+from signaling.cluster.local import LocalCluster
+from signaling.cluster.redis_cluster import RedisCluster
 from signaling.deps import AppState, Clock
 from signaling.edge_errors import error_body, http_status
 from signaling.nearby import NEARBY_ROOM, NearbyRoom
@@ -69,6 +71,13 @@ def _media_config(settings: Settings) -> MediaConfig:
     return MediaConfig.from_settings(settings)
 
 
+def make_cluster(settings: Settings, clock: Clock) -> LocalCluster | RedisCluster:
+    """One node alone (no Redis), or a node of the deployment sharing ``DISCO_REDIS_URL``."""
+    if settings.redis_url:
+        return RedisCluster(settings.node_id, settings.redis_url, settings.redis_prefix)
+    return LocalCluster(settings.node_id, clock)
+
+
 async def build_state(settings: Settings, clock: Clock) -> AppState:
     """Build every service of the node once, as typed attributes of ``AppState``."""
     engine = make_engine(settings.database_url)
@@ -79,6 +88,8 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         log.info("nearby index compiled in %.1f s (numba caches it for later starts)", took)
     bus = make_bus(settings.redis_url, settings.redis_prefix)
     await bus.start()
+    cluster = make_cluster(settings, clock)
+    await cluster.start()
     sessions = make_session_factory(engine)
     rooms = RoomRegistry(lambda: _media_config(settings))
     nearby = NearbyRoom(rooms, GainCurve(
@@ -101,6 +112,7 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         locations=LocationService(sessions, bus, FixLimiter()),
         billing=make_billing_service(settings, plans, sessions, lambda: state.clock()),
         push=PushDispatcher(sessions, make_senders(settings)),
+        cluster=cluster,
         clock=clock,
     )
     return state
@@ -111,6 +123,7 @@ async def close_state(state: AppState) -> None:
     await state.cancel_background()
     await state.rooms.close()
     await state.push.close()
+    await state.cluster.close()
     await state.bus.close()
     await state.engine.dispose()
 

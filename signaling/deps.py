@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from groups.chat import ChatLog
     from groups.location.service import LocationService
     from groups.push.dispatcher import PushDispatcher
+    from signaling.cluster.base import Cluster
     from signaling.nearby import NearbyRoom
     from signaling.rooms import RoomRegistry
 
@@ -60,6 +61,8 @@ class AppState:
     locations: LocationService
     billing: BillingService
     push: PushDispatcher
+    cluster: Cluster
+    """This node's view of the deployment (``LocalCluster`` alone, ``RedisCluster`` shared)."""
     clock: Clock = time.time
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Fire-and-forget work (``spawn``), awaited or cancelled at shutdown."""

@@ -92,7 +92,14 @@ class ClientSession:
             own = event.get("user_id") == self.identity.user_id
             if own and event.get("type") == "member_location":
                 continue  # your own position, echoed by the bus
+            if event.get("type") == "chat" and not self._reads_chat(event):
+                continue
             self.send(event)
+
+    def _reads_chat(self, event: dict[str, Any]) -> bool:
+        """A group room's chat reaches sessions in that room, except the sender's own."""
+        participant = self.participants.get(str(event.get("room")))
+        return participant is not None and event.get("from") != participant.participant_id
 
     async def _membership_changed(self, event: dict[str, Any]) -> None:
         group_id = int(event["group_id"])
