@@ -71,11 +71,17 @@ def _media_config(settings: Settings) -> MediaConfig:
     return MediaConfig.from_settings(settings)
 
 
-def make_cluster(settings: Settings, clock: Clock) -> LocalCluster | RedisCluster:
+def make_cluster(settings: Settings, rooms: RoomRegistry,
+                 clock: Clock) -> LocalCluster | RedisCluster:
     """One node alone (no Redis), or a node of the deployment sharing ``DISCO_REDIS_URL``."""
     if settings.redis_url:
-        return RedisCluster(settings.node_id, settings.redis_url, settings.redis_prefix)
-    return LocalCluster(settings.node_id, clock)
+        return RedisCluster(
+            settings.node_id, settings.redis_url, settings.redis_prefix, rooms, clock,
+            capacity=settings.node_capacity, node_url=settings.node_url or "",
+            media_address=settings.rtc_public_ip or ",".join(settings.rtc_host_addresses),
+            region=settings.node_region,
+        )
+    return LocalCluster(settings.node_id, clock, settings.node_url or "")
 
 
 async def build_state(settings: Settings, clock: Clock) -> AppState:
@@ -88,14 +94,15 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         log.info("nearby index compiled in %.1f s (numba caches it for later starts)", took)
     bus = make_bus(settings.redis_url, settings.redis_prefix)
     await bus.start()
-    cluster = make_cluster(settings, clock)
-    await cluster.start()
     sessions = make_session_factory(engine)
     rooms = RoomRegistry(lambda: _media_config(settings))
     nearby = NearbyRoom(rooms, GainCurve(
         settings.nearby_full_fraction, settings.nearby_gain_floor, settings.nearby_gain_exponent
     ))
     rooms.on_leave.append(nearby.leave)
+    cluster = make_cluster(settings, rooms, clock)
+    await cluster.start()  # registers this node: from here it may be given rooms
+    rooms.on_leave.append(cluster.participant_left)
     rooms.audiences[NEARBY_ROOM] = nearby.hearers
     rooms.media_started[NEARBY_ROOM] = nearby.media_started
     plans = load_catalog(settings.plans_file)

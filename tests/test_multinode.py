@@ -25,8 +25,10 @@ async def nodes(settings: Settings, postgres_url: str,
                 redis_url: str, redis_prefix: str
                 ) -> AsyncIterator[tuple[LiveServer, LiveServer]]:
     shared = {"database_url": postgres_url, "redis_url": redis_url, "redis_prefix": redis_prefix}
-    async with live_server(settings.model_copy(update={**shared, "node_id": "a"})) as a, \
-            live_server(settings.model_copy(update={**shared, "node_id": "b"})) as b:
+    async with live_server(settings.model_copy(
+                update={**shared, "node_id": "a", "node_url": "http://a.test:8080"})) as a, \
+            live_server(settings.model_copy(
+                update={**shared, "node_id": "b", "node_url": "http://b.test:8080"})) as b:
         yield a, b
 
 
@@ -58,8 +60,48 @@ async def test_events_cross_nodes(nodes: tuple[LiveServer, LiveServer]) -> None:
     await on_b.close()
 
 
-async def test_group_chat_crosses_nodes_once(nodes: tuple[LiveServer, LiveServer]) -> None:
-    """Members of one room on two nodes: chat reaches the other node, and no one twice."""
+async def test_group_room_lives_on_one_node(nodes: tuple[LiveServer, LiveServer]) -> None:
+    """A join on the wrong node is told where the room is; once empty, the room may move."""
+    a, b = nodes
+    ann, _ = await a.register("ann")
+    bob, _ = await a.register("bob")
+    group = await a.group_with(ann, bob)
+    room = f"group:{group}"
+    ann_a, bob_b = await a.connect(ann), await b.connect(bob)
+    await ann_a.request({"type": "join", "room": room}, "joined")
+    await bob_b.send({"type": "join", "room": room, "id": "j1"})
+    error = await bob_b.expect("error", id="j1")
+    assert error["code"] == "elsewhere"
+    assert error["detail"] == {"room": room, "node": "a", "url": "http://a.test:8080"}
+    assert b.app_state.rooms.get(room) is None  # no second, silent call on b
+    assert (await b.http.get("/healthz")).json()["rooms"] == 0
+
+    bob_a = await a.connect(bob)  # where the error said
+    joined = await bob_a.request({"type": "join", "room": room}, "joined")
+    assert [p["display_name"] for p in joined["participants"]] == ["ann"]
+
+    # Everyone leaves: a releases the room, and the next join places it on b.
+    await ann_a.request({"type": "leave", "room": room}, "left")
+    await bob_a.request({"type": "leave", "room": room}, "left")
+    for attempt in range(40):
+        await bob_b.send({"type": "join", "room": room, "id": f"k{attempt}"})
+        got = await bob_b.expect_any({"joined", "error"}, id=f"k{attempt}")
+        if got["type"] == "joined":
+            break
+        assert got["code"] == "elsewhere"
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the emptied room stayed on node a")
+    await ann_a.send({"type": "join", "room": room, "id": "back"})
+    assert (await ann_a.expect("error", id="back"))["detail"]["node"] == "b"
+    for ws in (ann_a, bob_a, bob_b):
+        await ws.close()
+
+
+async def test_group_chat_reaches_the_room_once_on_a_cluster(
+    nodes: tuple[LiveServer, LiveServer]
+) -> None:
+    """Chat goes over Redis; each member sent to the room's node gets it once."""
     a, b = nodes
     ann, _ = await a.register("ann")
     bob, _ = await a.register("bob")
@@ -67,18 +109,21 @@ async def test_group_chat_crosses_nodes_once(nodes: tuple[LiveServer, LiveServer
     group = await a.group_with(ann, bob, cat)
     room = f"group:{group}"
     on_a, bob_a, cat_b = await a.connect(ann), await a.connect(bob), await b.connect(cat)
-    for ws in (on_a, bob_a, cat_b):
+    for ws in (on_a, bob_a):
         await ws.request({"type": "join", "room": room}, "joined")
+    await cat_b.send({"type": "join", "room": room, "id": "j"})
+    assert (await cat_b.expect("error", id="j"))["code"] == "elsewhere"
+    cat_a = await a.connect(cat)
+    await cat_a.request({"type": "join", "room": room}, "joined")
 
-    await on_a.request({"type": "chat", "room": room, "text": "from node a"}, "chat_sent")
-    await cat_b.request({"type": "chat", "room": room, "text": "from node b"}, "chat_sent")
-    for ws, texts in ((on_a, ["from node b"]), (bob_a, ["from node a", "from node b"]),
-                      (cat_b, ["from node a"])):
+    await on_a.request({"type": "chat", "room": room, "text": "one"}, "chat_sent")
+    sent = await cat_a.request({"type": "chat", "room": room, "text": "two"}, "chat_sent")
+    assert sent["recipients"] == 2
+    for ws, texts in ((on_a, ["two"]), (bob_a, ["one", "two"]), (cat_a, ["one"])):
         got = [(await ws.expect("chat", room=room))["text"] for _ in texts]
         assert sorted(got) == texts
     await asyncio.sleep(0.3)
-    for ws in (on_a, bob_a, cat_b):
-        assert not [m for m in ws.backlog if m["type"] == "chat"]
+    for ws in (on_a, bob_a, cat_a, cat_b):
         with pytest.raises(TimeoutError):
             await ws.expect("chat", timeout_s=0.2)
         await ws.close()

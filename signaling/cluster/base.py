@@ -2,17 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+from common.errors import Elsewhere
+from signaling.cluster.placement import NodeInfo
+from signaling.rooms import Participant
+
+T = TypeVar("T")
+
+
+def elsewhere(room_id: str, hosting: NodeInfo) -> Elsewhere:
+    """The error for a join that reached a node other than the room's."""
+    where = f" at {hosting.url}" if hosting.url else ""
+    return Elsewhere(
+        f"room {room_id} is hosted by node {hosting.node_id}{where}: connect there and join again",
+        detail={"room": room_id, "node": hosting.node_id, "url": hosting.url or None},
+    )
 
 
 class Cluster(Protocol):
     node_id: str
 
     async def start(self) -> None:
-        """Connect and start the node's own cluster jobs."""
+        """Connect, register this node and start its heartbeat."""
 
     async def close(self) -> None:
-        """Stop the jobs and let go of what this node holds."""
+        """Stop the heartbeat, release this node's rooms and deregister."""
 
     async def once(self, key: str, ttl_s: float) -> bool:
         """True for the first caller of ``key`` on any node within ``ttl_s``, else False."""
+
+    async def place(self, room_id: str) -> NodeInfo:
+        """The node hosting ``room_id``, claiming it (atomically) if no live node does.
+
+        Raises ``Unavailable`` if the shared store cannot be reached or no
+        live node has capacity left.
+        """
+
+    async def admit(self, room_id: str, join: Callable[[], Awaitable[T]]) -> T:
+        """Run ``join`` if the room is placed here (claiming it if free), else raise
+        ``Elsewhere`` naming the hosting node; ``Unavailable`` if placement cannot run."""
+
+    def participant_left(self, participant: Participant) -> None:
+        """A participant left a room here: release the room's claim if it is now empty."""

@@ -75,8 +75,12 @@ class ClientSession:
                 self.outbox.get_nowait()
                 self.outbox.put_nowait(None)
 
-    def error(self, code: str, message: str, request_id: wire.RequestId | None) -> None:
-        self.send(wire.server_message("error", request_id, code=code, message=message))
+    def error(self, code: str, message: str, request_id: wire.RequestId | None,
+              detail: dict[str, object] | None = None) -> None:
+        fields: dict[str, Any] = {"code": code, "message": message}
+        if detail:
+            fields["detail"] = detail
+        self.send(wire.server_message("error", request_id, **fields))
 
     async def _writer(self) -> None:
         while (message := await self.outbox.get()) is not None:
@@ -174,7 +178,7 @@ class ClientSession:
             except wire.WireError as exc:
                 self.error(exc.code, exc.message, exc.request_id)
             except DiscoError as exc:
-                self.error(exc.code, exc.message, request_id)
+                self.error(exc.code, exc.message, request_id, exc.detail)
             except Exception:
                 log.exception("error handling a message from %s", self.subject)
                 self.error("internal", "the server failed to handle this message", request_id)
@@ -216,7 +220,9 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
         radius = None
     else:
         raise BadRequest("room must be 'group:<id>' or 'nearby'")
-    participant = await session.rooms.join(room_id, session, radius_m=radius)
+    # A group room is placed on one node of the deployment: joined here only if it is here.
+    participant = await session.state.cluster.admit(
+        room_id, lambda: session.rooms.join(room_id, session, radius_m=radius))
     session.participants[room_id] = participant
     room = session.rooms.get(room_id)
     assert room is not None
