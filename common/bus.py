@@ -88,9 +88,11 @@ class _Fanout:
             del self._subs[topic]
             await self.on_last(topic)
 
-    def deliver(self, topic: str, message: Message) -> None:
-        for sub in list(self._subs.get(topic, ())):
+    def deliver(self, topic: str, message: Message) -> int:
+        subs = list(self._subs.get(topic, ()))
+        for sub in subs:
             sub._put(topic, message)
+        return len(subs)
 
     async def on_first(self, topic: str) -> None:
         """Called when a topic gets its first local subscriber."""
@@ -100,7 +102,8 @@ class _Fanout:
 
 
 class Bus(Protocol):
-    async def publish(self, topic: str, message: Message) -> None: ...
+    async def publish(self, topic: str, message: Message) -> int:
+        """Send; returns how many subscribers (local ones, or nodes over Redis) got it."""
 
     def subscription(self) -> Subscription: ...
 
@@ -112,8 +115,8 @@ class Bus(Protocol):
 class LocalBus(_Fanout):
     """In-process bus: one node, no dependencies."""
 
-    async def publish(self, topic: str, message: Message) -> None:
-        self.deliver(topic, message)
+    async def publish(self, topic: str, message: Message) -> int:
+        return self.deliver(topic, message)
 
     def subscription(self) -> Subscription:
         return Subscription(self)
@@ -168,8 +171,9 @@ class RedisBus(_Fanout):
     async def on_last(self, topic: str) -> None:
         await self._pubsub.unsubscribe(self._prefix + topic)
 
-    async def publish(self, topic: str, message: Message) -> None:
-        await self._redis.publish(self._prefix + topic, json.dumps(message))
+    async def publish(self, topic: str, message: Message) -> int:
+        """Returns how many nodes were subscribed to ``topic`` (Redis counts connections)."""
+        return int(await self._redis.publish(self._prefix + topic, json.dumps(message)))
 
     def subscription(self) -> Subscription:
         return Subscription(self)

@@ -49,7 +49,8 @@ from signaling.routes import groups as routes_groups
 from signaling.routes import location as routes_location
 from signaling.routes import music as routes_music
 from signaling.routes.billing import make_billing_service
-from signaling.ws.session import serve_websocket
+from signaling.ws.relay import Relay
+from signaling.ws.session import HANDLERS, serve_websocket
 
 if TYPE_CHECKING:
     from sfu.room import MediaConfig
@@ -120,14 +121,17 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         billing=make_billing_service(settings, plans, sessions, lambda: state.clock()),
         push=PushDispatcher(sessions, make_senders(settings)),
         cluster=cluster,
+        relay=Relay(settings.node_id, bus, cluster, lambda: state, HANDLERS),
         clock=clock,
     )
+    await state.relay.start()
     return state
 
 
 async def close_state(state: AppState) -> None:
     """Stop the node's jobs, then close rooms, push, the bus and the database, in that order."""
     await state.cancel_background()
+    await state.relay.close()
     await state.rooms.close()
     await state.push.close()
     await state.cluster.close()

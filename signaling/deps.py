@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from groups.chat import ChatLog
     from groups.location.service import LocationService
     from groups.push.dispatcher import PushDispatcher
-    from signaling.cluster.base import Cluster
+    from signaling.cluster.base import Cluster, RelayService
     from signaling.nearby import NearbyRoom
     from signaling.rooms import RoomRegistry
 
@@ -63,6 +63,8 @@ class AppState:
     push: PushDispatcher
     cluster: Cluster
     """This node's view of the deployment (``LocalCluster`` alone, ``RedisCluster`` shared)."""
+    relay: RelayService
+    """Group rooms hosted by other nodes, relayed for this node's sessions (and theirs here)."""
     clock: Clock = time.time
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Fire-and-forget work (``spawn``), awaited or cancelled at shutdown."""

@@ -60,8 +60,8 @@ async def test_events_cross_nodes(nodes: tuple[LiveServer, LiveServer]) -> None:
     await on_b.close()
 
 
-async def test_group_room_lives_on_one_node(nodes: tuple[LiveServer, LiveServer]) -> None:
-    """A join on the wrong node is told where the room is; once empty, the room may move."""
+async def test_a_join_on_another_node_is_relayed(nodes: tuple[LiveServer, LiveServer]) -> None:
+    """One call on one node, whichever node each member's socket reached."""
     a, b = nodes
     ann, _ = await a.register("ann")
     bob, _ = await a.register("bob")
@@ -69,39 +69,86 @@ async def test_group_room_lives_on_one_node(nodes: tuple[LiveServer, LiveServer]
     room = f"group:{group}"
     ann_a, bob_b = await a.connect(ann), await b.connect(bob)
     await ann_a.request({"type": "join", "room": room}, "joined")
-    await bob_b.send({"type": "join", "room": room, "id": "j1"})
-    error = await bob_b.expect("error", id="j1")
-    assert error["code"] == "elsewhere"
-    assert error["detail"] == {"room": room, "node": "a", "url": "http://a.test:8080"}
-    assert b.app_state.rooms.get(room) is None  # no second, silent call on b
-    assert (await b.http.get("/healthz")).json()["rooms"] == 0
-
-    bob_a = await a.connect(bob)  # where the error said
-    joined = await bob_a.request({"type": "join", "room": room}, "joined")
+    joined = await bob_b.request({"type": "join", "room": room}, "joined")
     assert [p["display_name"] for p in joined["participants"]] == ["ann"]
+    bob_pid = joined["participant_id"]
+    ann_pid = joined["participants"][0]["participant_id"]
+    assert (await ann_a.expect("participant_joined"))["participant_id"] == bob_pid
+    assert b.app_state.rooms.get(room) is None  # no second, silent call on b
+    hosted = a.app_state.rooms.get(room)
+    assert hosted is not None and set(hosted.participants) == {bob_pid, ann_pid}
 
-    # Everyone leaves: a releases the room, and the next join places it on b.
-    await ann_a.request({"type": "leave", "room": room}, "left")
-    await bob_a.request({"type": "leave", "room": room}, "left")
-    for attempt in range(40):
-        await bob_b.send({"type": "join", "room": room, "id": f"k{attempt}"})
-        got = await bob_b.expect_any({"joined", "error"}, id=f"k{attempt}")
-        if got["type"] == "joined":
-            break
-        assert got["code"] == "elsewhere"
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("the emptied room stayed on node a")
-    await ann_a.send({"type": "join", "room": room, "id": "back"})
-    assert (await ann_a.expect("error", id="back"))["detail"]["node"] == "b"
+    # Room messages from b run on a, and a's events come back.
+    muted = await bob_b.request({"type": "mute", "room": room, "muted": True}, "muted")
+    assert muted["muted"] is True and hosted.participants[bob_pid].muted
+    assert (await ann_a.expect("participant_muted"))["participant_id"] == bob_pid
+    vol = await bob_b.request({"type": "volume", "participant_id": ann_pid, "gain": 0.5},
+                              "volume")
+    assert vol["gain"] == 0.5
+    sent = await bob_b.request({"type": "chat", "room": room, "text": "via b"}, "chat_sent")
+    assert sent["recipients"] == 1
+    assert (await ann_a.expect("chat"))["text"] == "via b"
+    await ann_a.request({"type": "chat", "room": room, "text": "to b"}, "chat_sent")
+    assert (await bob_b.expect("chat"))["text"] == "to b"
+    with pytest.raises(TimeoutError):  # once each, no echo
+        await bob_b.expect("chat", timeout_s=0.3)
+    await bob_b.send({"type": "join", "room": room, "id": "twice"})
+    assert (await bob_b.expect("error", id="twice"))["code"] == "bad_request"
+
+    # The same user again from node a: one participant remains, the old one is told.
+    bob_a = await a.connect(bob)
+    again = await bob_a.request({"type": "join", "room": room}, "joined")
+    replaced = await bob_b.expect("left", room=room)
+    assert replaced["reason"] == "replaced"
+    assert [p["display_name"] for p in again["participants"]] == ["ann"]
+    assert len(hosted.participants) == 2
+
+    # bob's socket on b joins again (relayed again), replacing the one on a.
+    await bob_b.request({"type": "join", "room": room}, "joined")
+    assert (await bob_a.expect("left", room=room))["reason"] == "replaced"
+    await bob_b.request({"type": "leave", "room": room}, "left")
     for ws in (ann_a, bob_a, bob_b):
         await ws.close()
+    await asyncio.sleep(0.5)
+    assert a.app_state.rooms.get(room) is None and not a.app_state.relay.remote
+    assert not b.app_state.relay.links
+
+
+async def test_a_relayed_room_whose_node_goes_gets_a_clear_answer(
+    nodes: tuple[LiveServer, LiveServer], settings: Settings
+) -> None:
+    """The hosting node stops: a relayed message gets an error or the client is told
+    to rejoin, never silence; the next join places the room on a live node."""
+    a, b = nodes
+    ann, _ = await a.register("ann")
+    bob, _ = await a.register("bob")
+    group = await a.group_with(ann, bob)
+    room = f"group:{group}"
+    shared = {k: getattr(a.app_state.settings, k)
+              for k in ("database_url", "redis_url", "redis_prefix")}
+    async with live_server(settings.model_copy(update={**shared, "node_id": "c"})) as c:
+        ann_c = await c.connect(ann)
+        await ann_c.request({"type": "join", "room": room}, "joined")
+        bob_b = await b.connect(bob)
+        await bob_b.request({"type": "join", "room": room}, "joined")  # relayed to c
+        await ann_c.close()
+    # c has stopped: nothing listens on its relay topic, its heartbeat is gone.
+    await bob_b.send({"type": "mute", "room": room, "muted": True, "id": "m"})
+    answer = await bob_b.expect_any({"error", "left"}, timeout_s=3)
+    if answer["type"] == "error":
+        assert answer["code"] == "moved" and answer["id"] == "m"
+    else:
+        assert answer["reason"] == "host_lost"
+    joined = await bob_b.request({"type": "join", "room": room}, "joined")
+    assert joined["participants"] == []
+    assert b.app_state.rooms.get(room) is not None  # placed again, on a live node: b
+    await bob_b.close()
 
 
 async def test_group_chat_reaches_the_room_once_on_a_cluster(
     nodes: tuple[LiveServer, LiveServer]
 ) -> None:
-    """Chat goes over Redis; each member sent to the room's node gets it once."""
+    """Chat goes over Redis; each member, local or relayed, gets it once."""
     a, b = nodes
     ann, _ = await a.register("ann")
     bob, _ = await a.register("bob")
@@ -109,21 +156,17 @@ async def test_group_chat_reaches_the_room_once_on_a_cluster(
     group = await a.group_with(ann, bob, cat)
     room = f"group:{group}"
     on_a, bob_a, cat_b = await a.connect(ann), await a.connect(bob), await b.connect(cat)
-    for ws in (on_a, bob_a):
+    for ws in (on_a, bob_a, cat_b):
         await ws.request({"type": "join", "room": room}, "joined")
-    await cat_b.send({"type": "join", "room": room, "id": "j"})
-    assert (await cat_b.expect("error", id="j"))["code"] == "elsewhere"
-    cat_a = await a.connect(cat)
-    await cat_a.request({"type": "join", "room": room}, "joined")
 
     await on_a.request({"type": "chat", "room": room, "text": "one"}, "chat_sent")
-    sent = await cat_a.request({"type": "chat", "room": room, "text": "two"}, "chat_sent")
+    sent = await cat_b.request({"type": "chat", "room": room, "text": "two"}, "chat_sent")
     assert sent["recipients"] == 2
-    for ws, texts in ((on_a, ["two"]), (bob_a, ["one", "two"]), (cat_a, ["one"])):
+    for ws, texts in ((on_a, ["two"]), (bob_a, ["one", "two"]), (cat_b, ["one"])):
         got = [(await ws.expect("chat", room=room))["text"] for _ in texts]
         assert sorted(got) == texts
     await asyncio.sleep(0.3)
-    for ws in (on_a, bob_a, cat_a, cat_b):
+    for ws in (on_a, bob_a, cat_b):
         with pytest.raises(TimeoutError):
             await ws.expect("chat", timeout_s=0.2)
         await ws.close()

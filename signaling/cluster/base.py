@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from common.errors import Elsewhere
 from signaling.cluster.placement import NodeInfo
@@ -44,5 +44,22 @@ class Cluster(Protocol):
         """Run ``join`` if the room is placed here (claiming it if free), else raise
         ``Elsewhere`` naming the hosting node; ``Unavailable`` if placement cannot run."""
 
+    async def live_node_ids(self) -> set[str]:
+        """The nodes whose heartbeat is fresh (``Unavailable`` if that cannot be read)."""
+
     def participant_left(self, participant: Participant) -> None:
         """A participant left a room here: release the room's claim if it is now empty."""
+
+
+class RelayService(Protocol):
+    """What a session asks of the relay (``signaling.ws.relay.Relay``, which has more)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def participant_in(self, session: Any, room: str) -> str | None:
+        """The session's participant id in a room relayed to another node, if any."""
+
+    def session_closed(self, session: Any) -> None:
+        """The session ended: close its links (their participants leave the hosting node)."""

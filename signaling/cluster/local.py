@@ -41,5 +41,8 @@ class LocalCluster:
     async def admit(self, room_id: str, join: Callable[[], Awaitable[T]]) -> T:
         return await join()
 
+    async def live_node_ids(self) -> set[str]:
+        return {self.node_id}
+
     def participant_left(self, participant: Participant) -> None:
         return None

@@ -200,6 +200,15 @@ class RedisCluster:
             await self.redis.srem(f"{self.prefix}nodes", *gone)
         return found
 
+    async def live_node_ids(self) -> set[str]:
+        from redis.exceptions import RedisError
+
+        try:
+            nodes = await self.nodes()
+        except RedisError as exc:
+            raise Unavailable(f"the cluster store (Redis) is unreachable: {exc}") from exc
+        return set(placement.live_nodes(nodes, self.clock(), self.heartbeat_expiry_s))
+
     # -- placement ---------------------------------------------------------------------
     async def place(self, room_id: str) -> NodeInfo:
         from redis.exceptions import RedisError

@@ -32,6 +32,7 @@ from signaling.rooms import Participant, RoomRegistry
 from signaling.turn import ice_servers
 from signaling.ws import chat as handlers_chat
 from signaling.ws import location as handlers_location
+from signaling.ws.relay import relaying
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,11 @@ class ClientSession:
 
     def _reads_chat(self, event: dict[str, Any]) -> bool:
         """A group room's chat reaches sessions in that room, except the sender's own."""
-        participant = self.participants.get(str(event.get("room")))
-        return participant is not None and event.get("from") != participant.participant_id
+        room = str(event.get("room"))
+        participant = self.participants.get(room)
+        mine = (participant.participant_id if participant is not None
+                else self.state.relay.participant_in(self, room))
+        return mine is not None and event.get("from") != mine
 
     async def _membership_changed(self, event: dict[str, Any]) -> None:
         group_id = int(event["group_id"])
@@ -147,6 +151,7 @@ class ClientSession:
             with contextlib.suppress(asyncio.QueueFull):
                 self.outbox.put_nowait(None)
             await self.subscription.close()
+            self.state.relay.session_closed(self)
             for participant in list(self.participants.values()):
                 await self.rooms.leave(participant)
             self.participants.clear()
@@ -172,7 +177,7 @@ class ClientSession:
             try:
                 message = wire.parse_client_message(raw or "", max_bytes)
                 request_id = message.id
-                reply = await HANDLERS[message.type](self, message)
+                reply = await SESSION_HANDLERS[message.type](self, message)
                 if reply is not None:
                     self.send(wire.server_message(reply.pop("type"), request_id, **reply))
             except wire.WireError as exc:
@@ -334,6 +339,10 @@ HANDLERS: dict[str, Handler] = {
     "sos": handlers_location.on_sos,
     "display_name": handlers_chat.on_display_name,
 }
+
+
+SESSION_HANDLERS: dict[str, Handler] = relaying(HANDLERS)
+"""What a client's session runs: a group room hosted elsewhere is relayed (``ws.relay``)."""
 
 
 async def serve_websocket(state: AppState, websocket: WebSocket) -> None:
