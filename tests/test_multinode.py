@@ -107,6 +107,16 @@ async def test_a_join_on_another_node_is_relayed(nodes: tuple[LiveServer, LiveSe
     await bob_b.request({"type": "join", "room": room}, "joined")
     assert (await bob_a.expect("left", room=room))["reason"] == "replaced"
     await bob_b.request({"type": "leave", "room": room}, "left")
+
+    # Removed from the group while relayed: out of the call on the hosting node too.
+    bob_pid = (await bob_b.request({"type": "join", "room": room}, "joined"))["participant_id"]
+    assert bob_pid in hosted.participants
+    bob_id = (await b.http.get("/api/auth/me", headers=auth(bob))).json()["id"]
+    r = await b.http.delete(f"/api/groups/{group}/members/{bob_id}", headers=auth(ann))
+    assert r.status_code == 204, r.text
+    assert (await bob_b.expect("left", room=room))["reason"] == "membership"
+    await ann_a.expect("participant_left", participant_id=bob_pid)
+    assert bob_pid not in hosted.participants
     for ws in (ann_a, bob_a, bob_b):
         await ws.close()
     await asyncio.sleep(0.5)

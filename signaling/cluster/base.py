@@ -61,5 +61,9 @@ class RelayService(Protocol):
     def participant_in(self, session: Any, room: str) -> str | None:
         """The session's participant id in a room relayed to another node, if any."""
 
+    def leave_room(self, session: Any, room: str) -> bool:
+        """Take the session out of a relayed room (its participant leaves the hosting node);
+        False if that room is not relayed for it."""
+
     def session_closed(self, session: Any) -> None:
         """The session ended: close its links (their participants leave the hosting node)."""

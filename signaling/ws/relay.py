@@ -251,6 +251,13 @@ class Relay:
         if tell_host:
             self.post(topic(link.host), {"op": "close", "link": link.link_id})
 
+    def leave_room(self, session: Connection, room: str) -> bool:
+        link = self.by_session.get(session, {}).get(room)
+        if link is None:
+            return False
+        self._drop(link)  # the hosting node closes the link: its participant leaves
+        return True
+
     def session_closed(self, session: Connection) -> None:
         for link in list(self.by_session.get(session, {}).values()):
             self._drop(link)

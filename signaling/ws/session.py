@@ -119,6 +119,8 @@ class ClientSession:
         if participant is not None:
             await self.rooms.leave(participant)
             self.send({"type": "left", "room": participant.room_id, "reason": "membership"})
+        elif self.state.relay.leave_room(self, f"group:{group_id}"):
+            self.send({"type": "left", "room": f"group:{group_id}", "reason": "membership"})
 
     # -- lifecycle ----------------------------------------------------------
     async def run(self) -> None:
