@@ -5,7 +5,9 @@ The room is placed on one node; the other two relay the room's messages to it,
 so the SDP answers come from the hosting node and the media goes straight
 there. An FFT of what each member hears shows the other two tones and never
 its own; mute works across nodes. Then the hosting node is killed with -9:
-the members are back in one whole call on another node within 10 s.
+the members are back in one whole call on another node within 10 s. Last, a
+node that only relays is killed with -9: the hosting node drops its members
+from the call once its heartbeat has lapsed.
 """
 
 from __future__ import annotations
@@ -206,6 +208,25 @@ async def test_one_call_over_three_nodes_survives_its_node(
         assert sorted(rooms) == [0, 1]  # the room lives on one of the living nodes
         print(f"back in one call {took:.1f} s after the kill")
         await assert_mix_minus(peers)  # one whole call again, on a live node
+
+        # Now the other living node (which relays its members) dies: the hosting
+        # node drops their participants once that node's heartbeat has lapsed.
+        host, other = (n1, n2) if rooms[0] == 1 else (n2, n1)
+        on_other = [name for name in TONES_HZ if (n2 if name == "carol" else n1) is other]
+        stays = [name for name in TONES_HZ if name not in on_other]
+        other.proc.kill()
+        await other.proc.wait()
+        for name in stays:
+            for _ in on_other:
+                left = await sockets[name].expect("participant_left", timeout_s=BACK_WITHIN_S)
+                assert left["room"] == room
+        await asyncio.sleep(LISTEN_S)
+        for name in stays:
+            samples = peers[name].recorder.last(LISTEN_S)
+            for gone in on_other:
+                assert lacks_tone(samples, TONES_HZ[gone]), describe_tones(samples, [
+                    TONES_HZ[gone]])
+        assert host.proc.returncode is None
     finally:
         for client in peers.values():
             await client.close()
