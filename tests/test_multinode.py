@@ -92,6 +92,11 @@ async def test_a_join_on_another_node_is_relayed(nodes: tuple[LiveServer, LiveSe
     assert (await bob_b.expect("chat"))["text"] == "to b"
     with pytest.raises(TimeoutError):  # once each, no echo
         await bob_b.expect("chat", timeout_s=0.3)
+    renamed = await bob_b.request({"type": "display_name", "display_name": "Robert"},
+                                  "display_name")
+    assert renamed["changes_left"] == 2
+    got = await ann_a.expect("participant_renamed", participant_id=bob_pid)
+    assert got["display_name"] == "Robert" and got["room"] == room
     await bob_b.send({"type": "join", "room": room, "id": "twice"})
     assert (await bob_b.expect("error", id="twice"))["code"] == "bad_request"
 
@@ -102,6 +107,8 @@ async def test_a_join_on_another_node_is_relayed(nodes: tuple[LiveServer, LiveSe
     assert replaced["reason"] == "replaced"
     assert [p["display_name"] for p in again["participants"]] == ["ann"]
     assert len(hosted.participants) == 2
+    ann_view = await ann_a.expect("participant_joined", participant_id=again["participant_id"])
+    assert ann_view["display_name"] == "bob"  # a new connection, its own name
 
     # bob's socket on b joins again (relayed again), replacing the one on a.
     await bob_b.request({"type": "join", "room": room}, "joined")

@@ -13,7 +13,8 @@ and ICE candidates come from the hosting node, so media flows straight to it.
 Messages on the bus (JSON), each naming its ``link``:
 
 - to the hosting node: ``{"op": "msg", "link", "origin", "identity", "message"}``
-  (the client message as validated), ``{"op": "close", "link"}``;
+  (the client message as validated), ``{"op": "rename", "link", "display_name"}``
+  (a ``display_name`` change, checked on the accepting node), ``{"op": "close", "link"}``;
 - to the accepting node: ``{"op": "out", "link", "message"}``.
 
 Order: one session forwards one message at a time, and the hosting node runs
@@ -180,6 +181,8 @@ class Relay:
                     self._deliver(str(message["link"]), dict(message["message"]))
                 elif op == "msg":
                     self._host(message)
+                elif op == "rename":
+                    self._rename(str(message["link"]), str(message["display_name"]))
                 elif op == "close":
                     conn = self.remote.get(str(message["link"]))
                     if conn is not None:
@@ -330,6 +333,26 @@ class Relay:
                 conn.send(wire.server_message("error", request_id, code="internal",
                                               message="the server failed to handle this message"))
 
+    def _rename(self, link_id: str, name: str) -> None:
+        """The client renamed itself on its node (which checked the name and the limit)."""
+        conn = self.remote.get(link_id)
+        if conn is None:
+            return
+        conn.display_name = name
+        for room_id, participant in conn.participants.items():
+            conn.rooms.broadcast(
+                room_id,
+                {"type": "participant_renamed", "room": room_id,
+                 "participant_id": participant.participant_id, "display_name": name},
+                exclude=participant.participant_id, about=participant.participant_id,
+            )
+
+    def renamed(self, session: Connection) -> None:
+        """Pass a session's new display name to the rooms relayed for it."""
+        for link in self.by_session.get(session, {}).values():
+            self.post(topic(link.host), {"op": "rename", "link": link.link_id,
+                                         "display_name": session.display_name})
+
     async def _close_remote(self, conn: RemoteConnection) -> None:
         self.remote.pop(conn.link_id, None)
         if conn.worker is not None:
@@ -346,6 +369,14 @@ def relaying(handlers: Mapping[str, Handler]) -> dict[str, Handler]:
     out = dict(handlers)
     for kind in RELAYED_TYPES:
         out[kind] = _relayed(kind, handlers[kind])
+    rename = handlers["display_name"]
+
+    async def display_name(session: Connection, msg: Any) -> dict[str, Any] | None:
+        reply = await rename(session, msg)  # checked and counted here, once
+        cast(Relay, session.state.relay).renamed(session)
+        return reply
+
+    out["display_name"] = display_name
     return out
 
 
