@@ -1,6 +1,7 @@
 """One call across three real `disco serve` nodes (PostgreSQL + Redis), through the relay.
 
-Three members of a group connect their WebSockets to three different nodes.
+Three members of a group connect their WebSockets through HAProxy (round-robin,
+no stickiness), so each reaches a different node.
 The room is placed on one node; the other two relay the room's messages to it,
 so the SDP answers come from the hosting node and the media goes straight
 there. An FFT of what each member hears shows the other two tones and never
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import sys
 import time
@@ -26,7 +28,7 @@ import pytest
 
 from tests.rtc_helpers import RtcClient, describe_tones, has_tone, lacks_tone, loopback_ice
 from tests.server_helpers import PASSWORD, WsClient
-from tests.services import stop_process
+from tests.services import missing, stop_process
 
 DISCO = str(Path(sys.executable).with_name("disco"))
 TONES_HZ = {"alice": 440.0, "bob": 660.0, "carol": 990.0}
@@ -48,14 +50,14 @@ class Node:
         self.proc = proc
         self.base = f"http://127.0.0.1:{port}"
 
-    async def connect(self, token: str) -> WsClient:
-        import websockets
 
-        ws = await websockets.connect(f"ws://127.0.0.1:{self.port}/ws?token={token}",
-                                      max_size=4 * 1024 * 1024)
-        client = WsClient(ws)
-        client.welcome = await client.expect("welcome")
-        return client
+async def connect(ws_url: str, token: str) -> WsClient:
+    import websockets
+
+    ws = await websockets.connect(f"{ws_url}?token={token}", max_size=4 * 1024 * 1024)
+    client = WsClient(ws)
+    client.welcome = await client.expect("welcome")
+    return client
 
 
 @pytest.fixture
@@ -89,6 +91,52 @@ async def cluster(postgres_url: str, redis_url: str, redis_prefix: str,
     finally:
         for node in nodes:
             await stop_process(node.proc)
+
+
+@pytest.fixture
+async def balancer(cluster: list[Node], tmp_path: Path) -> AsyncIterator[str]:
+    """HAProxy in front of the nodes: WebSockets spread round-robin, no stickiness."""
+    binary = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
+    if binary is None:
+        missing("haproxy (Debian package haproxy)")
+    assert binary is not None
+    port = free_port()
+    servers = "\n".join(f"  server {n.name} 127.0.0.1:{n.port} check inter 300 fall 1 rise 1"
+                         for n in cluster)
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(f"""global
+  maxconn 256
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  timeout tunnel 1h
+  retries 3
+  option redispatch
+frontend disco
+  bind 127.0.0.1:{port}
+  default_backend nodes
+backend nodes
+  balance roundrobin
+  option httpchk GET /healthz
+{servers}
+""")
+    proc = await asyncio.create_subprocess_exec(
+        binary, "-db", "-f", str(config), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        async with httpx.AsyncClient(timeout=1) as http:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                        break
+                assert proc.returncode is None and time.monotonic() < deadline, "no haproxy"
+                await asyncio.sleep(0.1)
+        yield f"ws://127.0.0.1:{port}/ws"
+    finally:
+        await stop_process(proc)
 
 
 async def register(node: Node, name: str) -> str:
@@ -148,15 +196,17 @@ async def assert_mix_minus(peers: dict[str, RtcClient]) -> None:
 
 
 async def test_one_call_over_three_nodes_survives_its_node(
-    cluster: list[Node], monkeypatch: pytest.MonkeyPatch
+    cluster: list[Node], balancer: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loopback_ice(monkeypatch)
-    n0, n1, n2 = cluster
-    tokens = {name: await register(n0, name) for name in TONES_HZ}
-    group = await make_group(n0, tokens["alice"], tokens["bob"], tokens["carol"])
+    by_name = {n.name: n for n in cluster}
+    tokens = {name: await register(cluster[0], name) for name in TONES_HZ}
+    group = await make_group(cluster[0], tokens["alice"], tokens["bob"], tokens["carol"])
     room = f"group:{group}"
-    home = {"alice": n0, "bob": n1, "carol": n2}
-    sockets = {name: await home[name].connect(tokens[name]) for name in TONES_HZ}
+    # Through the load balancer, round-robin: each member on a different node.
+    sockets = {name: await connect(balancer, tokens[name]) for name in TONES_HZ}
+    home = {name: by_name[str(ws.welcome["node"])] for name, ws in sockets.items()}
+    assert len({n.name for n in home.values()}) == 3, {k: n.name for k, n in home.items()}
     peers: dict[str, RtcClient] = {}
     try:
         # alice's node hosts the room; bob's and carol's nodes relay to it.
@@ -182,8 +232,9 @@ async def test_one_call_over_three_nodes_survives_its_node(
         await sockets["carol"].request({"type": "mute", "room": room, "muted": False}, "muted")
 
         # The hosting node dies without a word.
-        n0.proc.kill()
-        await n0.proc.wait()
+        host = home["alice"]
+        host.proc.kill()
+        await host.proc.wait()
         killed = time.monotonic()
         deadline = killed + BACK_WITHIN_S
         for client in peers.values():
@@ -191,7 +242,10 @@ async def test_one_call_over_three_nodes_survives_its_node(
         peers.clear()
         with contextlib.suppress(Exception):
             await sockets["alice"].close()
-        sockets["alice"] = await n1.connect(tokens["alice"])  # her app reconnects elsewhere
+        # Her app reconnects through the load balancer, which sends her to a live node.
+        sockets["alice"] = await connect(balancer, tokens["alice"])
+        home["alice"] = by_name[str(sockets["alice"].welcome["node"])]
+        assert home["alice"] is not host
 
         async def back(name: str) -> None:
             if name != "alice":
@@ -203,17 +257,21 @@ async def test_one_call_over_three_nodes_survives_its_node(
         await asyncio.gather(*(back(name) for name in TONES_HZ))
         took = time.monotonic() - killed
         assert took <= BACK_WITHIN_S, f"back in one call after {took:.1f} s"
+        living = [n for n in cluster if n is not host]
         async with httpx.AsyncClient(timeout=5) as http:
-            rooms = [(await http.get(n.base + "/healthz")).json()["rooms"] for n in (n1, n2)]
-        assert sorted(rooms) == [0, 1]  # the room lives on one of the living nodes
+            rooms = {n.name: (await http.get(n.base + "/healthz")).json()["rooms"]
+                     for n in living}
+        assert sorted(rooms.values()) == [0, 1]  # the room lives on one of the living nodes
         print(f"back in one call {took:.1f} s after the kill")
         await assert_mix_minus(peers)  # one whole call again, on a live node
 
         # Now the other living node (which relays its members) dies: the hosting
         # node drops their participants once that node's heartbeat has lapsed.
-        host, other = (n1, n2) if rooms[0] == 1 else (n2, n1)
-        on_other = [name for name in TONES_HZ if (n2 if name == "carol" else n1) is other]
+        new_host = next(n for n in living if rooms[n.name] == 1)
+        other = next(n for n in living if n is not new_host)
+        on_other = [name for name in TONES_HZ if home[name] is other]
         stays = [name for name in TONES_HZ if name not in on_other]
+        assert on_other and stays
         other.proc.kill()
         await other.proc.wait()
         for name in stays:
@@ -226,7 +284,7 @@ async def test_one_call_over_three_nodes_survives_its_node(
             for gone in on_other:
                 assert lacks_tone(samples, TONES_HZ[gone]), describe_tones(samples, [
                     TONES_HZ[gone]])
-        assert host.proc.returncode is None
+        assert new_host.proc.returncode is None
     finally:
         for client in peers.values():
             await client.close()

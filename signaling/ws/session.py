@@ -141,6 +141,7 @@ class ClientSession:
                 settings.turn_ttl_s,
             ),
             "max_message_bytes": settings.max_message_bytes,
+            "node": settings.node_id,
         })
         tasks = [
             asyncio.create_task(self._writer(), name=f"ws-writer-{self.subject}"),
