@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from common.settings import DEV_JWT_SECRET, Settings, load_settings
 from signaling import __version__
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("disco")
 
@@ -105,15 +111,40 @@ def serve(settings: Settings) -> None:
         ssl_keyfile=settings.tls_keyfile,
     )
     ready = f"Disco is ready: web client at {scheme}://{settings.host}:{settings.port}/app/"
-    _AnnouncingServer(config, ready).run()
+    _AnnouncingServer(config, ready, app).run()
 
 
 class _AnnouncingServer(uvicorn.Server):
-    """uvicorn's server, saying where the web client is once it really listens."""
+    """uvicorn's server, saying where the web client is once it really listens, and
+    draining the node (``signaling.drain``) on the first SIGTERM/SIGINT before it stops."""
 
-    def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
+    def __init__(self, config: uvicorn.Config, ready_line: str, app: FastAPI) -> None:
         super().__init__(config)
         self.ready_line = ready_line
+        self.app = app
+        self._drain: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain is None and not self.should_exit and self.started:
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(self._start_drain)
+            return
+        super().handle_exit(sig, frame)  # a second signal: stop now
+
+    def _start_drain(self) -> None:
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        from signaling.drain import DRAIN_TIMEOUT_S, drain
+
+        print("draining: handing rooms over and telling clients to reconnect",
+              file=sys.stderr, flush=True)
+        try:
+            await asyncio.wait_for(drain(self.app.state.disco), DRAIN_TIMEOUT_S)
+        except Exception:
+            log.exception("drain failed; stopping anyway")
+        self.should_exit = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

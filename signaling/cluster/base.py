@@ -30,6 +30,9 @@ class Cluster(Protocol):
     async def close(self) -> None:
         """Stop the heartbeat, release this node's rooms and deregister."""
 
+    async def drain(self) -> None:
+        """Stop taking rooms: leave the registry and release this node's rooms."""
+
     async def once(self, key: str, ttl_s: float) -> bool:
         """True for the first caller of ``key`` on any node within ``ttl_s``, else False."""
 
@@ -60,6 +63,10 @@ class RelayService(Protocol):
 
     def participant_in(self, session: Any, room: str) -> str | None:
         """The session's participant id in a room relayed to another node, if any."""
+
+    async def drain(self) -> None:
+        """Tell the clients relayed to rooms here to join again (``left`` ``host_lost``)
+        and close their links."""
 
     def leave_room(self, session: Any, room: str) -> bool:
         """Take the session out of a relayed room (its participant leaves the hosting node);

@@ -26,6 +26,9 @@ class LocalCluster:
     async def close(self) -> None:
         return None
 
+    async def drain(self) -> None:
+        return None
+
     async def once(self, key: str, ttl_s: float) -> bool:
         now = self._clock()
         self._once = {k: until for k, until in self._once.items() if until > now}

@@ -123,25 +123,33 @@ class RedisCluster:
             raise Unavailable(f"Redis at DISCO_REDIS_URL is unreachable: {exc}") from exc
         self._heartbeat = asyncio.create_task(self._beat_forever(), name="cluster-heartbeat")
 
-    async def close(self) -> None:
-        """Stop beating, release every room held here, and leave the registry at once."""
+    async def drain(self) -> None:
+        """Stop beating, leave the registry and release every room held here.
+
+        From here on no node places a room here, and the nodes relaying to this
+        one see it gone at their next check (within ``LIVENESS_CHECK_S``).
+        """
         from redis.exceptions import RedisError
 
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
+            self._heartbeat = None
         for task in list(self._releases):
             task.cancel()
         await asyncio.gather(*self._releases, return_exceptions=True)
         try:
-            for room_id in list(self.held):
-                await self.release(room_id)
             await self.redis.delete(self._node_key(self.node_id))
             await self.redis.srem(f"{self.prefix}nodes", self.node_id)
+            for room_id in list(self.held):
+                await self.release(room_id)
         except RedisError as exc:
             log.warning("could not deregister node %s: %s (it expires on its own)",
                         self.node_id, exc)
+
+    async def close(self) -> None:
+        await self.drain()
         await self.redis.aclose()
 
     # -- heartbeat -------------------------------------------------------------------

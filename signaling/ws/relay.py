@@ -333,6 +333,12 @@ class Relay:
                 conn.send(wire.server_message("error", request_id, code="internal",
                                               message="the server failed to handle this message"))
 
+    async def drain(self) -> None:
+        for conn in list(self.remote.values()):
+            for room_id in conn.participants:
+                conn.send({"type": "left", "room": room_id, "reason": "host_lost"})
+            await self._close_remote(conn)
+
     def _rename(self, link_id: str, name: str) -> None:
         """The client renamed itself on its node (which checked the name and the limit)."""
         conn = self.remote.get(link_id)
