@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--config", type=Path, help="env-style settings file (DISCO_*=...)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="run N nodes (processes) behind this one port, about one per core; "
+                            "N > 1 needs DISCO_REDIS_URL (default 1)")
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--dev", dest="dev", action="store_true", default=None,
                       help="dev mode: placeholder secrets allowed (default)")
@@ -83,12 +87,36 @@ def announce_dev_mode(settings: Settings) -> None:
     print("=" * 72, file=sys.stderr)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, workers: int = 1) -> None:
+    settings.check_production_ready()
+    if workers != 1:
+        from groups.nearby import proximity
+        from signaling.workers import check_workers, supervise
+
+        check_workers(settings, workers)
+        announce_dev_mode(settings)
+        proximity.warm_up()  # compiled once here; the workers load it from numba's cache
+        raise SystemExit(supervise(settings, workers, _worker))
+    announce_dev_mode(settings)
+    _serve_node(settings)
+
+
+def _worker(settings_json: str, sockets: list[socket.socket]) -> None:
+    """One worker of ``disco serve --workers N`` (``signaling.workers``)."""
+    from signaling.workers import worker_settings
+
+    settings = worker_settings(settings_json)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _serve_node(settings, sockets)
+
+
+def _serve_node(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     from groups.nearby import proximity
     from signaling.app import create_app
 
-    settings.check_production_ready()
-    announce_dev_mode(settings)
     app = create_app(settings)
     print("preparing the nearby index (compiled on the first start only; later starts load it)",
           file=sys.stderr, flush=True)
@@ -111,7 +139,9 @@ def serve(settings: Settings) -> None:
         ssl_keyfile=settings.tls_keyfile,
     )
     ready = f"Disco is ready: web client at {scheme}://{settings.host}:{settings.port}/app/"
-    _AnnouncingServer(config, ready, app).run()
+    if sockets is not None:
+        ready = f"node {settings.node_id} is ready (pid {os.getpid()})"
+    _AnnouncingServer(config, ready, app).run(sockets=sockets)
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -185,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
-        serve(settings)
+        serve(settings, args.workers)
     elif args.command == "migrate":
         migrate_only(settings)
     else:
