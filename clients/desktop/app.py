@@ -776,10 +776,10 @@ async def run(options: Options, console: Console | None = None) -> None:
 
 
 def _room_node_lost(message: dict[str, Any], room: str) -> bool:
-    """``left`` with reason ``host_lost`` for our room, an ``error`` ``moved``, or the
+    """``left`` with reason ``host_lost`` or ``moved`` for our room, an ``error`` ``moved``, or the
     server's ``reconnect`` (it is draining)."""
     if message.get("type") == "reconnect":
         return True
     if message.get("type") == "left":
-        return message.get("room") == room and message.get("reason") == "host_lost"
+        return message.get("room") == room and message.get("reason") in ("host_lost", "moved")
     return message.get("type") == "error" and message.get("code") == "moved"

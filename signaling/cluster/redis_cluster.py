@@ -175,8 +175,21 @@ class RedisCluster:
                 self.held.add(room.room_id)
             else:
                 self.held.discard(room.room_id)
-                log.warning("room %s is held by another node while it has participants here",
-                            room.room_id)
+                await self.yield_room(room.room_id)
+
+    async def yield_room(self, room_id: str) -> None:
+        """Another live node holds the claim of a room that also has participants here
+        (placed while Redis was away, say): the claim is the truth, so this node's side
+        of the split goes. Its participants get ``left`` (``moved``) and join again,
+        which takes them (relayed) to the holder: one call again."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            return
+        log.warning("room %s is held by another node: moving its %d participants there",
+                    room_id, len(room.participants))
+        for participant in list(room.participants.values()):
+            participant.peer.send({"type": "left", "room": room_id, "reason": "moved"})
+            await self.rooms.leave(participant)
 
     async def _beat_forever(self) -> None:
         from redis.exceptions import RedisError

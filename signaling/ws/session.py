@@ -213,8 +213,12 @@ async def on_ping(session: ClientSession, msg: wire.Ping) -> dict[str, Any]:
 
 async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
     room_id = msg.room
-    if room_id in session.participants:
-        raise BadRequest(f"already in room {room_id}")
+    known = session.participants.get(room_id)
+    if known is not None:
+        here = session.rooms.get(room_id)
+        if here is not None and here.participants.get(known.participant_id) is known:
+            raise BadRequest(f"already in room {room_id}")
+        del session.participants[room_id]  # its room moved to another node: join again
     music_allowed = False
     if room_id == NEARBY_ROOM:
         radius = msg.radius_m or DEFAULT_RADIUS_M
