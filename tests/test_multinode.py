@@ -100,6 +100,14 @@ async def test_a_join_on_another_node_is_relayed(nodes: tuple[LiveServer, LiveSe
     await bob_b.send({"type": "join", "room": room, "id": "twice"})
     assert (await bob_b.expect("error", id="twice"))["code"] == "bad_request"
 
+    # A request sent right behind a leave, before the link closed, still gets its answer.
+    await bob_b.send({"type": "leave", "room": room, "id": "bye"})
+    await bob_b.send({"type": "mute", "room": room, "muted": False, "id": "late"})
+    await bob_b.expect("left", id="bye")
+    assert (await bob_b.expect("error", id="late"))["code"] == "not_found"
+    await bob_b.request({"type": "join", "room": room}, "joined")  # back, relayed again
+    bob_pid = (await ann_a.expect("participant_joined"))["participant_id"]
+
     # The same user again from node a: one participant remains, the old one is told.
     bob_a = await a.connect(bob)
     again = await bob_a.request({"type": "join", "room": room}, "joined")

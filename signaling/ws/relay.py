@@ -60,6 +60,7 @@ RELAYED_TYPES = frozenset({"join", "leave", "offer", "candidate", "mute", "volum
 LIVENESS_CHECK_S = 1.0
 """How often links are checked against the other side's heartbeat."""
 LINK_INBOX_MAX = 256
+DROPPED_LINKS_KEPT = 256
 
 Handler = Callable[[Any, Any], Awaitable[dict[str, Any] | None]]
 Bus = Any  # common.bus.LocalBus | RedisBus (publish, subscription)
@@ -128,6 +129,8 @@ class Relay:
         self.handlers = handlers
         """The local handlers the hosting side runs (never the relaying ones)."""
         self.links: dict[str, Link] = {}
+        self.dropped: dict[str, Link] = {}
+        """Recently closed links (oldest first): replies still on their way reach the client."""
         self.by_session: dict[Any, dict[str, Link]] = {}
         self.remote: dict[str, RemoteConnection] = {}
         self._out: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
@@ -246,6 +249,9 @@ class Relay:
 
     def _drop(self, link: Link, tell_host: bool = True) -> None:
         self.links.pop(link.link_id, None)
+        self.dropped[link.link_id] = link
+        while len(self.dropped) > DROPPED_LINKS_KEPT:
+            del self.dropped[next(iter(self.dropped))]
         links = self.by_session.get(link.session)
         if links is not None and links.get(link.room) is link:
             del links[link.room]
@@ -268,6 +274,9 @@ class Relay:
     def _deliver(self, link_id: str, message: dict[str, Any]) -> None:
         link = self.links.get(link_id)
         if link is None:
+            late = self.dropped.get(link_id)
+            if late is not None and "id" in message:
+                late.session.send(message)  # the reply to a request sent before the drop
             return
         kind = message.get("type")
         if kind == "joined" and message.get("room") == link.room:
