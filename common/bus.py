@@ -17,9 +17,13 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from common.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION_QUEUE_MAX = 1000
+RECONNECT_MIN_S = 0.5
+RECONNECT_MAX_S = 5.0
 
 Message = dict[str, Any]
 
@@ -88,9 +92,11 @@ class _Fanout:
             del self._subs[topic]
             await self.on_last(topic)
 
-    def deliver(self, topic: str, message: Message) -> None:
-        for sub in list(self._subs.get(topic, ())):
+    def deliver(self, topic: str, message: Message) -> int:
+        subs = list(self._subs.get(topic, ()))
+        for sub in subs:
             sub._put(topic, message)
+        return len(subs)
 
     async def on_first(self, topic: str) -> None:
         """Called when a topic gets its first local subscriber."""
@@ -100,7 +106,8 @@ class _Fanout:
 
 
 class Bus(Protocol):
-    async def publish(self, topic: str, message: Message) -> None: ...
+    async def publish(self, topic: str, message: Message) -> int:
+        """Send; returns how many subscribers (local ones, or nodes over Redis) got it."""
 
     def subscription(self) -> Subscription: ...
 
@@ -112,8 +119,8 @@ class Bus(Protocol):
 class LocalBus(_Fanout):
     """In-process bus: one node, no dependencies."""
 
-    async def publish(self, topic: str, message: Message) -> None:
-        self.deliver(topic, message)
+    async def publish(self, topic: str, message: Message) -> int:
+        return self.deliver(topic, message)
 
     def subscription(self) -> Subscription:
         return Subscription(self)
@@ -146,30 +153,73 @@ class RedisBus(_Fanout):
         self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
 
     async def _read(self) -> None:
+        """Deliver what arrives; when Redis goes away, resubscribe once it is back."""
+        from redis.exceptions import RedisError
+
+        backoff_s = RECONNECT_MIN_S
+        while True:
+            try:
+                async for raw in self._pubsub.listen():
+                    backoff_s = RECONNECT_MIN_S
+                    if raw.get("type") != "message":
+                        continue
+                    topic = raw["channel"].decode().removeprefix(self._prefix)
+                    try:
+                        message = json.loads(raw["data"])
+                    except (ValueError, TypeError):
+                        log.warning("dropping a non-JSON bus message on %s", topic)
+                        continue
+                    self.deliver(topic, message)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("redis bus lost its connection (%s); retrying in %.1f s",
+                            exc, backoff_s)
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(RECONNECT_MAX_S, backoff_s * 2)
+            await self._resubscribe()
+
+    async def _resubscribe(self) -> None:
+        """A new pub/sub connection with every topic this node listens to."""
+        from redis.exceptions import RedisError
+
+        old, self._pubsub = self._pubsub, self._redis.pubsub(ignore_subscribe_messages=True)
+        with contextlib.suppress(RedisError, OSError):
+            await old.aclose()
         try:
-            async for raw in self._pubsub.listen():
-                if raw.get("type") != "message":
-                    continue
-                topic = raw["channel"].decode().removeprefix(self._prefix)
-                try:
-                    message = json.loads(raw["data"])
-                except (ValueError, TypeError):
-                    log.warning("dropping a non-JSON bus message on %s", topic)
-                    continue
-                self.deliver(topic, message)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("redis bus reader stopped")
+            await self._pubsub.subscribe(self._prefix + "_",
+                                         *(self._prefix + topic for topic in self._subs))
+            log.info("redis bus reconnected (%d topics)", len(self._subs))
+        except (RedisError, OSError) as exc:
+            log.warning("redis bus still unreachable: %s", exc)
 
     async def on_first(self, topic: str) -> None:
-        await self._pubsub.subscribe(self._prefix + topic)
+        from redis.exceptions import RedisError
+
+        try:
+            await self._pubsub.subscribe(self._prefix + topic)
+        except (RedisError, OSError) as exc:  # subscribed again when the reader reconnects
+            log.warning("cannot subscribe to %s now: %s", topic, exc)
 
     async def on_last(self, topic: str) -> None:
-        await self._pubsub.unsubscribe(self._prefix + topic)
+        from redis.exceptions import RedisError
 
-    async def publish(self, topic: str, message: Message) -> None:
-        await self._redis.publish(self._prefix + topic, json.dumps(message))
+        try:
+            await self._pubsub.unsubscribe(self._prefix + topic)
+        except (RedisError, OSError) as exc:
+            log.warning("cannot unsubscribe from %s now: %s", topic, exc)
+
+    async def publish(self, topic: str, message: Message) -> int:
+        """Returns how many nodes were subscribed to ``topic`` (Redis counts connections).
+
+        Raises ``Unavailable`` while Redis cannot be reached.
+        """
+        from redis.exceptions import RedisError
+
+        try:
+            return int(await self._redis.publish(self._prefix + topic, json.dumps(message)))
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"the message bus (Redis) is unreachable: {exc}") from exc
 
     def subscription(self) -> Subscription:
         return Subscription(self)

@@ -23,6 +23,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
+MIGRATION_LOCK_KEY = 0x44_69_73_63_6F_4D_69_67  # "DiscoMig": one bigint shared by every node
+
 
 def normalise_url(url: str) -> str:
     """Accept plain ``postgresql://`` and ``sqlite://`` URLs; use the async drivers."""
@@ -83,26 +85,48 @@ def _upgrade(connection: Connection) -> None:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Apply every pending migration.
+    """Apply every pending migration (on PostgreSQL, one node at a time).
 
     On SQLite, foreign keys are off while migrations run (a migration that
     rebuilds a table drops the old one, and with foreign keys on that drop
     would cascade into every referencing table) and checked once afterwards.
     The pragma only takes effect outside a transaction, hence its own step.
     """
+    if is_sqlite(engine):
+        await _migrate_sqlite(engine)
+        return
+    # A session-level lock on its own connection: held across the upgrade's
+    # transaction, released when we say so or when the connection dies.
+    async with engine.connect() as lock_conn:
+        await lock_conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(_upgrade)
+        finally:
+            await lock_conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+            await lock_conn.commit()
+
+
+async def _migrate_sqlite(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
-        sqlite = conn.dialect.name == "sqlite"
-        if sqlite:
-            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-            await conn.commit()
+        await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        await conn.commit()
         try:
             async with conn.begin():
                 await conn.run_sync(_upgrade)
-                if sqlite:
-                    broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
-                    if broken:
-                        raise RuntimeError(f"migration left dangling foreign keys: {broken[:5]}")
+                broken = (await conn.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                if broken:
+                    raise RuntimeError(f"migration left dangling foreign keys: {broken[:5]}")
         finally:
-            if sqlite:
-                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
-                await conn.commit()
+            await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            await conn.commit()
+
+
+async def migration_lock_held(engine: AsyncEngine) -> bool:
+    """Whether any session holds the migration lock now (PostgreSQL only)."""
+    async with engine.connect() as conn:
+        result = await conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            f"AND ((classid::bigint << 32) | objid::bigint) = {MIGRATION_LOCK_KEY}"
+        )
+        return bool(result.scalar_one())

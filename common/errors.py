@@ -9,6 +9,7 @@ Hierarchy::
     ├── Forbidden              forbidden: authenticated but not allowed
     ├── NotFound               not_found: no such thing, or not yours to see
     ├── Conflict               conflict: duplicate, already done, wrong state
+    │   └── Elsewhere          elsewhere: the room is hosted by another node
     ├── LimitExceeded          limit_exceeded: a plan's entitlement says no
     ├── RateLimited            rate_limited: too many requests, try later
     └── Unavailable            unavailable: a dependency is not configured/up
@@ -51,6 +52,12 @@ class NotFound(DiscoError):
 
 class Conflict(DiscoError):
     code = "conflict"
+
+
+class Elsewhere(Conflict):
+    """A room hosted by another node of the deployment (``detail``: node, url)."""
+
+    code = "elsewhere"
 
 
 class LimitExceeded(DiscoError):

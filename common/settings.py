@@ -43,11 +43,13 @@ class Settings(BaseSettings):
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     node_id: str = Field("node-1", description="Name of this node in a multi-node deployment.")
-    workers: int = Field(
-        1, ge=1, le=256,
-        description="Processes `disco serve` runs on this machine behind one port, each a node "
-                    "(one per core; more than one needs Redis and PostgreSQL).",
+    node_url: str | None = Field(
+        None, description="This node's own address for clients (an `elsewhere` error names it)."
     )
+    node_capacity: int = Field(
+        60, ge=1, description="Participants this node hosts before new rooms go to other nodes.",
+    )
+    node_region: str = Field("", max_length=64, description="Region label in the heartbeat.")
 
     # --- storage -----------------------------------------------------------
     database_url: str = "sqlite+aiosqlite:///./disco.db"

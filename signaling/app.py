@@ -39,6 +39,8 @@ from groups.push.configure import make_senders
 from groups.push.dispatcher import PushDispatcher
 from signaling import __version__
 from signaling.auth import TokenSigner
+from signaling.cluster.local import LocalCluster
+from signaling.cluster.redis_cluster import RedisCluster
 from signaling.deps import AppState, Clock
 from signaling.edge_errors import error_body, http_headers, http_status
 from signaling.music_uploads import MusicUploads
@@ -52,7 +54,8 @@ from signaling.routes import groups as routes_groups
 from signaling.routes import location as routes_location
 from signaling.routes import music as routes_music
 from signaling.routes.billing import make_billing_service
-from signaling.ws.session import serve_websocket
+from signaling.ws.relay import Relay
+from signaling.ws.session import HANDLERS, serve_websocket
 
 if TYPE_CHECKING:
     from sfu.room import MediaConfig
@@ -72,6 +75,19 @@ def _media_config(settings: Settings) -> MediaConfig:
     from sfu.room import MediaConfig  # imported on first use: aiortc is heavy to load
 
     return MediaConfig.from_settings(settings)
+
+
+def make_cluster(settings: Settings, rooms: RoomRegistry,
+                 clock: Clock) -> LocalCluster | RedisCluster:
+    """One node alone (no Redis), or a node of the deployment sharing ``DISCO_REDIS_URL``."""
+    if settings.redis_url:
+        return RedisCluster(
+            settings.node_id, settings.redis_url, settings.redis_prefix, rooms, clock,
+            capacity=settings.node_capacity, node_url=settings.node_url or "",
+            media_address=settings.rtc_public_ip or ",".join(settings.rtc_host_addresses),
+            region=settings.node_region,
+        )
+    return LocalCluster(settings.node_id, clock, settings.node_url or "")
 
 
 async def build_state(settings: Settings, clock: Clock) -> AppState:
@@ -97,6 +113,9 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         settings.nearby_full_fraction, settings.nearby_gain_floor, settings.nearby_gain_exponent
     ))
     rooms.on_leave.append(nearby.leave)
+    cluster = make_cluster(settings, rooms, clock)
+    await cluster.start()  # registers this node: from here it may be given rooms
+    rooms.on_leave.append(cluster.participant_left)
     rooms.audiences[NEARBY_ROOM] = nearby.hearers
     rooms.media_started[NEARBY_ROOM] = nearby.media_started
     plans = load_catalog(settings.plans_file)
@@ -119,19 +138,24 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         limits=make_login_limits(settings, redis),
         music_uploads=MusicUploads(sessions, settings.upload_dir, settings.max_upload_bytes),
         redis=redis,
+        cluster=cluster,
+        relay=Relay(settings.node_id, bus, cluster, lambda: state, HANDLERS),
         clock=clock,
     )
+    await state.relay.start()
     return state
 
 
 async def close_state(state: AppState) -> None:
     """Stop the node's jobs, then close rooms, push, the bus and the database, in that order."""
     await state.cancel_background()
+    await state.relay.close()
     await state.rooms.close()
     await state.push.close()
     await state.limits.close()
     if state.redis is not None:
         await state.redis.aclose()
+    await state.cluster.close()
     await state.bus.close()
     await state.engine.dispose()
 

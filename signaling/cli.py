@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
+import os
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from common.settings import DEV_JWT_SECRET, Settings, load_settings
 from signaling import __version__
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("disco")
 
@@ -33,9 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument("--config", type=Path, help="env-style settings file (DISCO_*=...)")
-    serve.add_argument("--workers", type=int,
-                       help="processes on this machine, each a node behind the one port "
-                            "(default 1; one per core; more than 1 needs Redis and PostgreSQL)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="run N nodes (processes) behind this one port, about one per core; "
+                            "N > 1 needs DISCO_REDIS_URL (default 1)")
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--dev", dest="dev", action="store_true", default=None,
                       help="dev mode: placeholder secrets allowed (default)")
@@ -56,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {}
-    for name in ("host", "port", "dev", "workers"):
+    for name in ("host", "port", "dev"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -81,26 +87,33 @@ def announce_dev_mode(settings: Settings) -> None:
     print("=" * 72, file=sys.stderr)
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, workers: int = 1) -> None:
     settings.check_production_ready()
+    if workers != 1:
+        from groups.nearby import proximity
+        from signaling.workers import check_workers, supervise
+
+        check_workers(settings, workers)
+        announce_dev_mode(settings)
+        proximity.warm_up()  # compiled once here; the workers load it from numba's cache
+        raise SystemExit(supervise(settings, workers, _worker))
     announce_dev_mode(settings)
-    scheme = "https" if settings.tls_certfile else "http"
-    ready = f"Disco is ready: web client at {scheme}://{settings.host}:{settings.port}/app/"
-    if settings.workers > 1:
-        from signaling import workers
-
-        try:
-            workers.run(settings, serve_on_socket, ready)
-        except workers.WorkersError as exc:
-            print(f"disco serve: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-        return
-    serve_on_socket(settings, None, lambda: print(ready, file=sys.stderr, flush=True))
+    _serve_node(settings)
 
 
-def serve_on_socket(settings: Settings, sock: socket.socket | None,
-                    on_ready: Callable[[], None]) -> None:
-    """Run one node until it is stopped; on ``sock`` if given (a worker), else bind itself."""
+def _worker(settings_json: str, sockets: list[socket.socket]) -> None:
+    """One worker of ``disco serve --workers N`` (``signaling.workers``)."""
+    from signaling.workers import worker_settings
+
+    settings = worker_settings(settings_json)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _serve_node(settings, sockets)
+
+
+def _serve_node(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     from groups.nearby import proximity
     from signaling.app import create_app
 
@@ -111,6 +124,7 @@ def serve_on_socket(settings: Settings, sock: socket.socket | None,
     if took > 1.0:
         print(f"  nearby index compiled in {took:.1f} s", file=sys.stderr)
     freeze_startup_objects()
+    scheme = "https" if settings.tls_certfile else "http"
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -124,20 +138,48 @@ def serve_on_socket(settings: Settings, sock: socket.socket | None,
         ssl_certfile=settings.tls_certfile,
         ssl_keyfile=settings.tls_keyfile,
     )
-    _AnnouncingServer(config, on_ready).run(sockets=[sock] if sock is not None else None)
+    ready = f"Disco is ready: web client at {scheme}://{settings.host}:{settings.port}/app/"
+    if sockets is not None:
+        ready = f"node {settings.node_id} is ready (pid {os.getpid()})"
+    _AnnouncingServer(config, ready, app).run(sockets=sockets)
 
 
 class _AnnouncingServer(uvicorn.Server):
-    """uvicorn's server, saying where the web client is once it really listens."""
+    """uvicorn's server, saying where the web client is once it really listens, and
+    draining the node (``signaling.drain``) on the first SIGTERM/SIGINT before it stops."""
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, ready_line: str, app: FastAPI) -> None:
         super().__init__(config)
-        self.on_ready = on_ready
+        self.ready_line = ready_line
+        self.app = app
+        self._drain: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain is None and not self.should_exit and self.started:
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(self._start_drain)
+            return
+        super().handle_exit(sig, frame)  # a second signal: stop now
+
+    def _start_drain(self) -> None:
+        if self._drain is None:
+            self._drain = asyncio.ensure_future(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        from signaling.drain import DRAIN_TIMEOUT_S, drain
+
+        print("draining: handing rooms over and telling clients to reconnect",
+              file=sys.stderr, flush=True)
+        try:
+            await asyncio.wait_for(drain(self.app.state.disco), DRAIN_TIMEOUT_S)
+        except Exception:
+            log.exception("drain failed; stopping anyway")
+        self.should_exit = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            self.on_ready()
+            print(self.ready_line, file=sys.stderr, flush=True)
 
 
 def freeze_startup_objects() -> None:
@@ -173,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
-        serve(settings)
+        serve(settings, args.workers)
     elif args.command == "migrate":
         migrate_only(settings)
     else:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from groups.location.service import LocationService
     from groups.login_limits import LoginLimits
     from groups.push.dispatcher import PushDispatcher
+    from signaling.cluster.base import Cluster, RelayService
     from signaling.music_uploads import MusicUploads
     from signaling.nearby import NearbyRoom
     from signaling.rooms import RoomRegistry
@@ -70,6 +71,10 @@ class AppState:
     redis: Redis | None
     """The node's Redis client for shared keys (rate limits), None without Redis; the bus
     keeps its own pub/sub connection."""
+    cluster: Cluster
+    """This node's view of the deployment (``LocalCluster`` alone, ``RedisCluster`` shared)."""
+    relay: RelayService
+    """Group rooms hosted by other nodes, relayed for this node's sessions (and theirs here)."""
     clock: Clock = time.time
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Fire-and-forget work (``spawn``), awaited or cancelled at shutdown."""

@@ -19,6 +19,9 @@ from signaling.deps import AppState
 
 log = logging.getLogger(__name__)
 
+CALL_PUSH_ONCE_S = 120.0
+"""At most one ``call_started`` push per group in this window, across all nodes."""
+
 
 async def _names(state: AppState, group_id: int, user_id: int) -> tuple[str, str, list[int]] | None:
     """The group's name, the actor's display name, and the group's member ids."""
@@ -66,7 +69,14 @@ async def group_events(state: AppState, events: Iterable[dict[str, Any]]) -> Non
 
 async def call_started(state: AppState, group_id: int, started_by: int,
                        present: Iterable[int]) -> None:
-    """The first person in a group room: push to members who are not in it."""
+    """The first person in a group room: push to members who are not in it.
+
+    Once per group per ``CALL_PUSH_ONCE_S`` across every node (``state.cluster.once``):
+    a room started at the same time on two nodes, or placed again on another
+    node after its node failed, does not push twice.
+    """
+    if not await state.cluster.once(f"call_started:{group_id}", CALL_PUSH_ONCE_S):
+        return
     dispatcher = state.push
     found = await _names(state, group_id, started_by)
     if found is None:

@@ -23,10 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.settings import Settings
 from tests.rtc_helpers import describe_tones, free_port, has_tone, lacks_tone
-from tests.server_helpers import PASSWORD
+from tests.server_helpers import PASSWORD, live_server
 from tests.services import stop_process
-from tests.test_client_support import ClientProcess, read_wav, write_mono_wav
+from tests.test_client_support import ClientProcess, media_settings, read_wav, write_mono_wav
 
 A_HZ, B_HZ = 440.0, 880.0
 SERVER_START_TIMEOUT_S = 30.0
@@ -152,3 +153,40 @@ async def test_clients_rejoin_and_hear_after_a_server_restart(
     for heard, other, own in ((heard_a, B_HZ, A_HZ), (heard_b, A_HZ, B_HZ)):
         assert has_tone(heard, other), describe_tones(heard, [A_HZ, B_HZ])
         assert lacks_tone(heard, own), describe_tones(heard, [A_HZ, B_HZ])
+
+
+async def test_client_rejoins_when_the_rooms_node_goes(
+    settings: Settings, postgres_url: str, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """Bob's client stays connected to node b while his room is relayed to node c;
+    c stops, b says ``host_lost``, and the client joins again: the room is placed anew."""
+    shared = media_settings(settings).model_copy(update={
+        "database_url": postgres_url, "redis_url": redis_url, "redis_prefix": redis_prefix})
+    async with live_server(shared.model_copy(update={"node_id": "b"})) as b:
+        alice, _ = await b.register("alice")
+        bob, _ = await b.register("bob")
+        group = await b.group_with(alice, bob)
+        room = f"group:{group}"
+        client = ClientProcess(["--server", b.base_url, "--token", bob, "--group", str(group),
+                                "--input-file", str(write_mono_wav(tmp_path / "b.wav", B_HZ,
+                                                                   60.0)),
+                                "--output-file", str(tmp_path / "b_out.wav"),
+                                "--max-backoff", "1", "--duration", "40"])
+        try:
+            async with live_server(shared.model_copy(update={"node_id": "c"})) as c:
+                alice_c = await c.connect(alice)
+                await alice_c.request({"type": "join", "room": room}, "joined")  # c hosts it
+                await client.start()
+                await client.wait_line(f"joined {room}")
+                await client.wait_line("audio: receiving")
+                assert b.app_state.rooms.get(room) is None  # relayed: the call is on c
+                await alice_c.close()
+            await client.wait_line("went away", BACK_TIMEOUT_S)
+            await client.wait_line(f"joined {room}", BACK_TIMEOUT_S, occurrence=2)
+            await client.wait_line("audio: receiving", BACK_TIMEOUT_S, occurrence=2)
+            assert b.app_state.rooms.get(room) is not None  # placed again, on b
+            assert client.proc is not None
+            client.proc.send_signal(signal.SIGINT)
+            assert await client.wait(20) == 0, client.output()
+        finally:
+            await client.close()

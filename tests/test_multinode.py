@@ -7,12 +7,17 @@ out of the group room they are in on node B.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from common.settings import Settings
 from groups.location.fixes import FIX_BURST
+from groups.push.fcm import FcmSender
+from groups.push.messages import Platform
+from tests.push_support import android_token, fake_fcm
 from tests.server_helpers import PASSWORD, LiveServer, auth, live_server
 
 
@@ -21,8 +26,10 @@ async def nodes(settings: Settings, postgres_url: str,
                 redis_url: str, redis_prefix: str
                 ) -> AsyncIterator[tuple[LiveServer, LiveServer]]:
     shared = {"database_url": postgres_url, "redis_url": redis_url, "redis_prefix": redis_prefix}
-    async with live_server(settings.model_copy(update={**shared, "node_id": "a"})) as a, \
-            live_server(settings.model_copy(update={**shared, "node_id": "b"})) as b:
+    async with live_server(settings.model_copy(
+                update={**shared, "node_id": "a", "node_url": "http://a.test:8080"})) as a, \
+            live_server(settings.model_copy(
+                update={**shared, "node_id": "b", "node_url": "http://b.test:8080"})) as b:
         yield a, b
 
 
@@ -70,3 +77,173 @@ async def test_a_members_fix_budget_is_one_across_nodes(
         codes.append(r.status_code)
     assert codes.count(200) == FIX_BURST
     assert codes.count(429) == FIX_BURST
+
+
+async def test_a_join_on_another_node_is_relayed(nodes: tuple[LiveServer, LiveServer]) -> None:
+    """One call on one node, whichever node each member's socket reached."""
+    a, b = nodes
+    ann, _ = await a.register("ann")
+    bob, _ = await a.register("bob")
+    group = await a.group_with(ann, bob)
+    room = f"group:{group}"
+    ann_a, bob_b = await a.connect(ann), await b.connect(bob)
+    await ann_a.request({"type": "join", "room": room}, "joined")
+    joined = await bob_b.request({"type": "join", "room": room}, "joined")
+    assert [p["display_name"] for p in joined["participants"]] == ["ann"]
+    bob_pid = joined["participant_id"]
+    ann_pid = joined["participants"][0]["participant_id"]
+    assert (await ann_a.expect("participant_joined"))["participant_id"] == bob_pid
+    assert b.app_state.rooms.get(room) is None  # no second, silent call on b
+    hosted = a.app_state.rooms.get(room)
+    assert hosted is not None and set(hosted.participants) == {bob_pid, ann_pid}
+
+    # Room messages from b run on a, and a's events come back.
+    muted = await bob_b.request({"type": "mute", "room": room, "muted": True}, "muted")
+    assert muted["muted"] is True and hosted.participants[bob_pid].muted
+    assert (await ann_a.expect("participant_muted"))["participant_id"] == bob_pid
+    vol = await bob_b.request({"type": "volume", "participant_id": ann_pid, "gain": 0.5},
+                              "volume")
+    assert vol["gain"] == 0.5
+    sent = await bob_b.request({"type": "chat", "room": room, "text": "via b"}, "chat_sent")
+    assert sent["recipients"] == 1
+    assert (await ann_a.expect("chat"))["text"] == "via b"
+    await ann_a.request({"type": "chat", "room": room, "text": "to b"}, "chat_sent")
+    assert (await bob_b.expect("chat"))["text"] == "to b"
+    with pytest.raises(TimeoutError):  # once each, no echo
+        await bob_b.expect("chat", timeout_s=0.3)
+    renamed = await bob_b.request({"type": "display_name", "display_name": "Robert"},
+                                  "display_name")
+    assert renamed["changes_left"] == 2
+    got = await ann_a.expect("participant_renamed", participant_id=bob_pid)
+    assert got["display_name"] == "Robert" and got["room"] == room
+    await bob_b.send({"type": "join", "room": room, "id": "twice"})
+    assert (await bob_b.expect("error", id="twice"))["code"] == "bad_request"
+
+    # A request sent right behind a leave, before the link closed, still gets its answer.
+    await bob_b.send({"type": "leave", "room": room, "id": "bye"})
+    await bob_b.send({"type": "mute", "room": room, "muted": False, "id": "late"})
+    await bob_b.expect("left", id="bye")
+    assert (await bob_b.expect("error", id="late"))["code"] == "not_found"
+    await bob_b.request({"type": "join", "room": room}, "joined")  # back, relayed again
+    bob_pid = (await ann_a.expect("participant_joined"))["participant_id"]
+
+    # The same user again from node a: one participant remains, the old one is told.
+    bob_a = await a.connect(bob)
+    again = await bob_a.request({"type": "join", "room": room}, "joined")
+    replaced = await bob_b.expect("left", room=room)
+    assert replaced["reason"] == "replaced"
+    assert [p["display_name"] for p in again["participants"]] == ["ann"]
+    assert len(hosted.participants) == 2
+    ann_view = await ann_a.expect("participant_joined", participant_id=again["participant_id"])
+    assert ann_view["display_name"] == "bob"  # a new connection, its own name
+
+    # bob's socket on b joins again (relayed again), replacing the one on a.
+    await bob_b.request({"type": "join", "room": room}, "joined")
+    assert (await bob_a.expect("left", room=room))["reason"] == "replaced"
+    await bob_b.request({"type": "leave", "room": room}, "left")
+
+    # Removed from the group while relayed: out of the call on the hosting node too.
+    bob_pid = (await bob_b.request({"type": "join", "room": room}, "joined"))["participant_id"]
+    assert bob_pid in hosted.participants
+    bob_id = (await b.http.get("/api/auth/me", headers=auth(bob))).json()["id"]
+    r = await b.http.delete(f"/api/groups/{group}/members/{bob_id}", headers=auth(ann))
+    assert r.status_code == 204, r.text
+    assert (await bob_b.expect("left", room=room))["reason"] == "membership"
+    await ann_a.expect("participant_left", participant_id=bob_pid)
+    assert bob_pid not in hosted.participants
+    for ws in (ann_a, bob_a, bob_b):
+        await ws.close()
+    await asyncio.sleep(0.5)
+    assert a.app_state.rooms.get(room) is None and not a.app_state.relay.remote
+    assert not b.app_state.relay.links
+
+
+async def test_a_relayed_room_whose_node_goes_gets_a_clear_answer(
+    nodes: tuple[LiveServer, LiveServer], settings: Settings
+) -> None:
+    """The hosting node stops: a relayed message gets an error or the client is told
+    to rejoin, never silence; the next join places the room on a live node."""
+    a, b = nodes
+    ann, _ = await a.register("ann")
+    bob, _ = await a.register("bob")
+    group = await a.group_with(ann, bob)
+    room = f"group:{group}"
+    shared = {k: getattr(a.app_state.settings, k)
+              for k in ("database_url", "redis_url", "redis_prefix")}
+    async with live_server(settings.model_copy(update={**shared, "node_id": "c"})) as c:
+        ann_c = await c.connect(ann)
+        await ann_c.request({"type": "join", "room": room}, "joined")
+        bob_b = await b.connect(bob)
+        await bob_b.request({"type": "join", "room": room}, "joined")  # relayed to c
+        await ann_c.close()
+    # c has stopped: nothing listens on its relay topic, its heartbeat is gone.
+    await bob_b.send({"type": "mute", "room": room, "muted": True, "id": "m"})
+    answer = await bob_b.expect_any({"error", "left"}, timeout_s=3)
+    if answer["type"] == "error":
+        assert answer["code"] == "moved" and answer["id"] == "m"
+    else:
+        assert answer["reason"] == "host_lost"
+    joined = await bob_b.request({"type": "join", "room": room}, "joined")
+    assert joined["participants"] == []
+    assert b.app_state.rooms.get(room) is not None  # placed again, on a live node: b
+    await bob_b.close()
+
+
+async def test_group_chat_reaches_the_room_once_on_a_cluster(
+    nodes: tuple[LiveServer, LiveServer]
+) -> None:
+    """Chat goes over Redis; each member, local or relayed, gets it once."""
+    a, b = nodes
+    ann, _ = await a.register("ann")
+    bob, _ = await a.register("bob")
+    cat, _ = await a.register("cat")
+    group = await a.group_with(ann, bob, cat)
+    room = f"group:{group}"
+    on_a, bob_a, cat_b = await a.connect(ann), await a.connect(bob), await b.connect(cat)
+    for ws in (on_a, bob_a, cat_b):
+        await ws.request({"type": "join", "room": room}, "joined")
+
+    await on_a.request({"type": "chat", "room": room, "text": "one"}, "chat_sent")
+    sent = await cat_b.request({"type": "chat", "room": room, "text": "two"}, "chat_sent")
+    assert sent["recipients"] == 2
+    for ws, texts in ((on_a, ["two"]), (bob_a, ["one", "two"]), (cat_b, ["one"])):
+        got = [(await ws.expect("chat", room=room))["text"] for _ in texts]
+        assert sorted(got) == texts
+    await asyncio.sleep(0.3)
+    for ws in (on_a, bob_a, cat_b):
+        with pytest.raises(TimeoutError):
+            await ws.expect("chat", timeout_s=0.2)
+        await ws.close()
+
+
+async def test_call_started_pushes_once_across_nodes(
+    nodes: tuple[LiveServer, LiveServer], tmp_path: Path
+) -> None:
+    """The room starting on both nodes at once still pushes the absent member once."""
+    a, b = nodes
+    with fake_fcm(tmp_path) as (fake, account):
+        for node in (a, b):
+            node.app_state.push.senders[Platform.android] = FcmSender(
+                service_account_file=str(account), endpoint_base=fake.url
+            )
+        ann, _ = await a.register("ann")
+        bob, _ = await a.register("bob")
+        away, _ = await a.register("away")
+        group = await a.group_with(ann, bob, away, name="Rope team")
+        r = await a.http.post("/api/devices", headers=auth(away),
+                              json={"platform": "android", "token": android_token(7)})
+        assert r.status_code == 201, r.text
+        on_a, on_b = await a.connect(ann), await b.connect(bob)
+        room = f"group:{group}"
+        await asyncio.gather(on_a.send({"type": "join", "room": room, "id": "j"}),
+                             on_b.send({"type": "join", "room": room, "id": "j"}))
+        for ws in (on_a, on_b):
+            await ws.expect_any({"joined", "error"}, id="j")
+        for node in (a, b):
+            await asyncio.gather(*node.app_state.background)
+            await node.app_state.push.drain()
+        calls = [m for m in fake.sent_to(android_token(7))
+                 if m["notification"]["body"].startswith("A call started")]
+        assert len(calls) == 1, calls
+        await on_a.close()
+        await on_b.close()

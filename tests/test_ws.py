@@ -159,7 +159,7 @@ async def test_a_client_cannot_grow_the_log_without_bound(
     async def broken(_session: object, _msg: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setitem(ws_session.HANDLERS, "ping", broken)
+    monkeypatch.setitem(ws_session.SESSION_HANDLERS, "ping", broken)
     monkeypatch.setattr(ws_session, "_PROCESS_LOG_BUDGET", ws_session.LogBudget(20, 60.0))
     token, _ = await server.register("alice")
     for _ in range(3):  # reconnecting gets no more than the process's budget

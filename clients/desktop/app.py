@@ -445,6 +445,10 @@ class Client:
         raise ConnectionLost(f"closed ({ws.close_code} {ws.close_reason or ''})".strip())
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
+        if _room_node_lost(message, self.room):
+            # The node hosting the room (we were relayed to it) stopped: connect again
+            # and join, and the room is placed on a live node (docs/protocol.md).
+            raise ConnectionLost("the server node hosting the room went away")
         request_id = message.get("id")
         future = self._pending.get(str(request_id)) if request_id is not None else None
         if message.get("type") == "joined" and message.get("room") == self.room:
@@ -771,3 +775,13 @@ async def run(options: Options, console: Console | None = None) -> None:
     if not options.nearby and not options.group:
         raise UsageError("say which room: --group NAME_OR_ID or --nearby")
     await Client(options, console).run()
+
+
+def _room_node_lost(message: dict[str, Any], room: str) -> bool:
+    """``left`` with reason ``host_lost`` or ``moved`` for our room, an ``error`` ``moved``, or the
+    server's ``reconnect`` (it is draining)."""
+    if message.get("type") == "reconnect":
+        return True
+    if message.get("type") == "left":
+        return message.get("room") == room and message.get("reason") in ("host_lost", "moved")
+    return message.get("type") == "error" and message.get("code") == "moved"

@@ -1,8 +1,12 @@
 """WebSocket handlers for ephemeral chat and display names.
 
 Chat lives in memory on the room's node for 30 minutes (``groups.chat``).
-In a group room every participant reads it; in the nearby room a message
-reaches exactly the people who can hear the sender.
+In a group room every participant reads it, whichever node they are
+connected to: the message goes over the group's bus topic (``group:<id>``,
+the room's own id), and each session in the room passes it on
+(``ClientSession._bus_reader``). In the nearby room a message reaches exactly
+the people who can hear the sender, on this node only (the nearby room is
+node-local for now).
 """
 
 from __future__ import annotations
@@ -28,10 +32,15 @@ async def on_chat(session: Connection, msg: wire.Chat) -> dict[str, Any]:
                               recipients)
     wire_message = {**message.to_json(), "display_name": session.display_name}
     room = session.rooms.get(msg.room)
-    if room is not None:
-        for pid, other in room.participants.items():
-            if pid != participant.participant_id and message.visible_to(pid):
-                other.peer.send(wire_message)
+    if msg.room == NEARBY_ROOM:
+        if room is not None:
+            for pid, other in room.participants.items():
+                if pid != participant.participant_id and message.visible_to(pid):
+                    other.peer.send(wire_message)
+    else:
+        # Over the group's bus topic only (never also directly): every session
+        # in this room, on any node, passes it on once; the sender's does not.
+        await state.bus.publish(msg.room, wire_message)
     return {**wire_message, "type": "chat_sent", "recipients": len(recipients)
             if recipients is not None else len(room.participants) - 1 if room else 0}
 

@@ -37,6 +37,7 @@ from signaling.rooms import Participant, RoomRegistry
 from signaling.turn import ice_servers
 from signaling.ws import chat as handlers_chat
 from signaling.ws import location as handlers_location
+from signaling.ws.relay import relaying
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,12 @@ class ClientSession:
                 self.outbox.get_nowait()
                 self.outbox.put_nowait(None)
 
-    def error(self, code: str, message: str, request_id: wire.RequestId | None) -> None:
-        self.send(wire.server_message("error", request_id, code=code, message=message))
+    def error(self, code: str, message: str, request_id: wire.RequestId | None,
+              detail: dict[str, object] | None = None) -> None:
+        fields: dict[str, Any] = {"code": code, "message": message}
+        if detail:
+            fields["detail"] = detail
+        self.send(wire.server_message("error", request_id, **fields))
 
     async def _writer(self) -> None:
         while (message := await self.outbox.get()) is not None:
@@ -109,6 +114,8 @@ class ClientSession:
             own = event.get("user_id") == self.identity.user_id
             if own and event.get("type") == "member_location":
                 continue  # your own position, echoed by the bus
+            if event.get("type") == "chat" and not self._reads_chat(event):
+                continue
             self.send(event)
 
     def _revoked_by(self, event: dict[str, Any]) -> bool:
@@ -123,6 +130,14 @@ class ClientSession:
         with contextlib.suppress(RuntimeError):
             await self.websocket.close(WS_CLOSE_UNAUTHORIZED, reason[:120])
 
+    def _reads_chat(self, event: dict[str, Any]) -> bool:
+        """A group room's chat reaches sessions in that room, except the sender's own."""
+        room = str(event.get("room"))
+        participant = self.participants.get(room)
+        mine = (participant.participant_id if participant is not None
+                else self.state.relay.participant_in(self, room))
+        return mine is not None and event.get("from") != mine
+
     async def _membership_changed(self, event: dict[str, Any]) -> None:
         group_id = int(event["group_id"])
         if event.get("change") == "joined":
@@ -133,6 +148,8 @@ class ClientSession:
         if participant is not None:
             await self.rooms.leave(participant)
             self.send({"type": "left", "room": participant.room_id, "reason": "membership"})
+        elif self.state.relay.leave_room(self, f"group:{group_id}"):
+            self.send({"type": "left", "room": f"group:{group_id}", "reason": "membership"})
 
     # -- lifecycle ----------------------------------------------------------
     async def run(self) -> None:
@@ -153,6 +170,7 @@ class ClientSession:
                 settings.turn_ttl_s,
             ),
             "max_message_bytes": settings.max_message_bytes,
+            "node": settings.node_id,
         })
         tasks = [
             asyncio.create_task(self._writer(), name=f"ws-writer-{self.subject}"),
@@ -165,6 +183,7 @@ class ClientSession:
             with contextlib.suppress(asyncio.QueueFull):
                 self.outbox.put_nowait(None)
             await self.subscription.close()
+            self.state.relay.session_closed(self)
             for participant in list(self.participants.values()):
                 await self.rooms.leave(participant)
             self.participants.clear()
@@ -190,13 +209,13 @@ class ClientSession:
             try:
                 message = wire.parse_client_message(raw or "", max_bytes)
                 request_id = message.id
-                reply = await HANDLERS[message.type](self, message)
+                reply = await SESSION_HANDLERS[message.type](self, message)
                 if reply is not None:
                     self.send(wire.server_message(reply.pop("type"), request_id, **reply))
             except wire.WireError as exc:
                 self.error(exc.code, exc.message, exc.request_id)
             except DiscoError as exc:
-                self.error(exc.code, exc.message, request_id)
+                self.error(exc.code, exc.message, request_id, exc.detail)
             except Exception:
                 self._log_failure(request_id)
                 self.error("internal", "the server failed to handle this message", request_id)
@@ -233,8 +252,12 @@ async def on_ping(session: ClientSession, msg: wire.Ping) -> dict[str, Any]:
 
 async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
     room_id = msg.room
-    if room_id in session.participants:
-        raise BadRequest(f"already in room {room_id}")
+    known = session.participants.get(room_id)
+    if known is not None:
+        here = session.rooms.get(room_id)
+        if here is not None and here.participants.get(known.participant_id) is known:
+            raise BadRequest(f"already in room {room_id}")
+        del session.participants[room_id]  # its room moved to another node: join again
     music_allowed = False
     if room_id == NEARBY_ROOM:
         radius = msg.radius_m or DEFAULT_RADIUS_M
@@ -248,7 +271,9 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
         radius = None
     else:
         raise BadRequest("room must be 'group:<id>' or 'nearby'")
-    participant = await session.rooms.join(room_id, session, radius_m=radius)
+    # A group room is placed on one node of the deployment: joined here only if it is here.
+    participant = await session.state.cluster.admit(
+        room_id, lambda: session.rooms.join(room_id, session, radius_m=radius))
     session.participants[room_id] = participant
     room = session.rooms.get(room_id)
     assert room is not None
@@ -355,6 +380,10 @@ HANDLERS: dict[str, Handler] = {
     "sos": handlers_location.on_sos,
     "display_name": handlers_chat.on_display_name,
 }
+
+
+SESSION_HANDLERS: dict[str, Handler] = relaying(HANDLERS)
+"""What a client's session runs: a group room hosted elsewhere is relayed (``ws.relay``)."""
 
 
 async def serve_websocket(state: AppState, websocket: WebSocket) -> None:
