@@ -78,6 +78,11 @@ class Settings(BaseSettings):
 
     # --- location ----------------------------------------------------------
     location_retention_days: int = Field(30, ge=1)
+    # The web client's basemap: a MapLibre style URL, or one local .pmtiles file
+    # the server serves itself (with HTTP range requests). Neither: a plain map.
+    map_style_url: str | None = Field(None, description="MapLibre style JSON URL for the web map.")
+    map_pmtiles_file: Path | None = Field(None, description="A local .pmtiles basemap to serve.")
+    map_attribution: str = Field("", description="Attribution shown on the web map.")
     # Nearby voice gain over a pair's range: full volume up to this fraction of
     # the range, then fading (linear for exponent 1) to the floor at the edge.
     nearby_full_fraction: float = Field(0.25, ge=0.0, lt=1.0)

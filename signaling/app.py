@@ -180,6 +180,10 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     app.state.startup_hooks.append(routes_location.startup)
     app.state.shutdown_hooks.append(routes_location.shutdown)
 
+    from signaling.routes import map as routes_map
+
+    app.include_router(routes_map.make_router(settings))
+
     if WEB_DIR.is_dir():
         app.mount("/app", StaticFiles(directory=WEB_DIR, html=True), name="web")
 
