@@ -524,10 +524,20 @@ function onPosition(position) {
   if (Number.isFinite(c.heading) && c.heading >= 0 && c.heading < 360) fix.heading_deg = c.heading;
   if (disco.battery) fix.battery_pct = Math.round(disco.battery.level * 100);
   disco.lastFix = fix; // re-sent on joining the nearby room
-  const now = Date.now();
-  if (now - disco.lastLocationSent < LOCATION_MIN_INTERVAL_MS) return;
-  disco.lastLocationSent = now;
-  send(fix);
+  sendFixSoon();
+}
+
+let fixTimer = null;
+/** At most one fix per LOCATION_MIN_INTERVAL_MS, and the latest one always goes out. */
+function sendFixSoon() {
+  const wait = disco.lastLocationSent + LOCATION_MIN_INTERVAL_MS - Date.now();
+  if (wait > 0) {
+    if (!fixTimer) fixTimer = setTimeout(() => { fixTimer = null; sendFixSoon(); }, wait);
+    return;
+  }
+  if (disco.watchId === null || !disco.lastFix) return; // stopped sharing meanwhile
+  disco.lastLocationSent = Date.now();
+  send(disco.lastFix);
 }
 
 /** Great-circle distance in metres (haversine). */

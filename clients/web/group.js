@@ -36,7 +36,8 @@ async function openGroup(groupId) {
     disco.places = [];
     disco.events = [];
     discoMap.trail = null;
-    discoMap.fitted = false;
+    discoMap.fitted = 0;
+    discoMap.userMoved = false;
     $("trail-controls").hidden = true;
   }
   disco.groupId = groupId;

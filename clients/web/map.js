@@ -23,7 +23,8 @@ const discoMap = (window.discoMap = {
   config: null,    // GET /api/map
   markers: new Map(), // key -> maplibregl.Marker
   follow: null,    // user key the map follows, or null
-  fitted: false,   // zoomed to the group once
+  fitted: 0,       // how many points the last automatic zoom showed
+  userMoved: false, // the user panned or zoomed: no more automatic zooms
   trail: null,     // GeoJSON Feature of the chosen member's history
   error: null,
 });
@@ -100,7 +101,8 @@ function ensureMap() {
     map.addLayer({ id: "trail-line", type: "line", source: "trail",
       layout: { "line-join": "round", "line-cap": "round" },
       paint: { "line-color": "#d9480f", "line-width": 3, "line-opacity": 0.8 } });
-    map.on("dragstart", () => { if (discoMap.follow) setFollow(null); });
+    map.on("dragstart", () => { discoMap.userMoved = true; if (discoMap.follow) setFollow(null); });
+    map.on("zoomstart", (e) => { if (e.originalEvent) discoMap.userMoved = true; });
     discoMap.map = map;
     renderMap();
     return map;
@@ -199,17 +201,17 @@ function renderMap() {
   const follow = discoMap.follow === "me" ? disco.myPos : disco.positions.get(discoMap.follow);
   if (follow) {
     map.easeTo({ center: [follow.lon, follow.lat], zoom: Math.max(map.getZoom(), FOLLOW_ZOOM), duration: 300 });
-  } else if (!discoMap.fitted) {
-    fitAll();
+  } else if (!discoMap.userMoved && disco.positions.size + (disco.myPos ? 1 : 0) > discoMap.fitted) {
+    fitAll(); // zoom out to show whoever just appeared
   }
 }
 
-/** Zoom to everyone on the map (once, when the first positions arrive). */
+/** Zoom to everyone on the map. */
 function fitAll() {
   const points = [...disco.positions.values()];
   if (disco.myPos) points.push(disco.myPos);
   if (!points.length || !discoMap.map) return;
-  discoMap.fitted = true;
+  discoMap.fitted = points.length;
   const lons = points.map((p) => p.lon);
   const lats = points.map((p) => p.lat);
   discoMap.map.fitBounds([[Math.min(...lons), Math.min(...lats)], [Math.max(...lons), Math.max(...lats)]],

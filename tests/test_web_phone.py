@@ -1,0 +1,237 @@
+"""The phone client, end to end: two browser profiles at 390x844 drive the UI.
+
+One long scenario in one headless Chromium (two isolated browser contexts, so
+two "phones" with their own storage and permissions), against a live server
+whose basemap is a small .pmtiles file the test writes. Everything goes
+through the page as a user would (forms, buttons, a held SOS button, emulated
+geolocation); the server is only read to confirm.
+
+Screenshots of each step go to DISCO_WEB_SCREENSHOTS=<dir> (or the test's tmp
+dir); their paths are printed to the real stderr so CI's log shows them.
+At the end, every request either page made was to the Disco server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from common.settings import Settings
+from tests.browser_helpers import Browser, Page, launch_chromium
+from tests.map_support import write_raster_pmtiles
+from tests.rtc_helpers import loopback_ice
+from tests.server_helpers import LiveServer, live_server
+from tests.services import require_binary
+
+PHONE = {"width": 390, "height": 844, "mobile": True}
+LOOPBACK = "127.0.0.1"
+HOME = (46.5580, 7.8350)
+M_PER_DEG = 6_371_000 * math.pi / 180
+HUT = (HOME[0] + 600 / M_PER_DEG, HOME[1])  # 600 m north of Alice
+SOS_HOLD_S = 2.4   # the page needs 2 s
+MEDIA_TIMEOUT_S = 20.0
+
+
+def north(metres: float) -> tuple[float, float]:
+    return HOME[0] + metres / M_PER_DEG, HOME[1]
+
+
+class Shots:
+    """Numbered screenshots in one folder; each path printed past pytest's capture."""
+
+    def __init__(self, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.folder = folder
+        self.capsys = capsys
+        folder.mkdir(parents=True, exist_ok=True)
+        self.n = 0
+
+    async def take(self, page: Page, name: str) -> None:
+        self.n += 1
+        path = await page.screenshot(self.folder / f"{self.n:02d}-{name}.png")
+        with self.capsys.disabled():  # straight to the terminal, so CI's log keeps it
+            print(f"\nscreenshot: {path}", flush=True)
+
+
+@pytest.fixture
+async def server(settings: Settings, tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LiveServer]:
+    loopback_ice(monkeypatch)
+    basemap = write_raster_pmtiles(tmp_path / "region.pmtiles", max_zoom=3, center=HOME[::-1])
+    async with live_server(settings.model_copy(update={
+        "rtc_host_addresses": [LOOPBACK], "map_pmtiles_file": basemap,
+        "map_attribution": "test tiles",
+    })) as s:
+        yield s
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    chromium = require_binary("chromium", "chromium")
+    async with launch_chromium(chromium, tmp_path) as b:
+        yield b
+
+
+async def phone(browser: Browser, server: LiveServer) -> Page:
+    context = await browser.new_context()
+    page = await browser.new_page(context_id=context, **PHONE)  # type: ignore[arg-type]
+    await page.send("Network.enable")
+    await browser.cdp.send("Browser.grantPermissions", {
+        "origin": server.base_url, "browserContextId": context,
+        "permissions": ["geolocation", "notifications"],
+    })
+    return page
+
+
+async def place_at(page: Page, lat_lon: tuple[float, float], accuracy: float = 10) -> None:
+    await page.send("Emulation.setGeolocationOverride",
+                    {"latitude": lat_lon[0], "longitude": lat_lon[1], "accuracy": accuracy})
+
+
+def sent_locations(page: Page) -> list[dict[str, Any]]:
+    """The `location` messages the page has sent over its WebSocket."""
+    found = []
+    for e in page.cdp.events:
+        if e["method"] == "Network.webSocketFrameSent" and e.get("sessionId") == page.session_id:
+            message = json.loads(e["params"]["response"]["payloadData"])
+            if message.get("type") == "location":
+                found.append(message)
+    return found
+
+
+async def walk(page: Page, to: tuple[float, float]) -> None:
+    """Move the phone and wait until the page has sent that position."""
+    await place_at(page, to)
+    deadline = asyncio.get_running_loop().time() + 10
+    while not any(abs(m["lat"] - to[0]) < 1e-7 for m in sent_locations(page)):
+        assert asyncio.get_running_loop().time() < deadline, f"the page never sent {to}"
+        await asyncio.sleep(0.1)
+
+
+async def register(page: Page, username: str, display_name: str) -> None:
+    await page.fill("#username", username)
+    await page.fill("#password", "correct horse battery")
+    await page.fill("#display-name", display_name)
+    await page.click("#register")
+    await page.wait_for("window.disco.me")
+
+
+async def test_two_phones_on_the_map(
+    browser: Browser, server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = Path(os.environ.get("DISCO_WEB_SCREENSHOTS", tmp_path / "screens")) / "phone"
+    shots = Shots(folder, capsys)
+    alice = await phone(browser, server)
+    bob = await phone(browser, server)
+
+    # Alice registers, creates a group, and makes an invite link (with a QR code).
+    await alice.goto(f"{server.base_url}/app/")
+    await register(alice, "alice", "Alice")
+    await alice.fill("#group-name", "Ridge riders")
+    await alice.click("#create-group")
+    await alice.wait_for("window.disco.groupId")  # her only group opens by itself
+    assert await alice.evaluate("document.querySelector('header').offsetHeight") < 60  # one line
+    await alice.click("#groups .invite-btn")
+    link = await alice.wait_for("document.getElementById('invite-link')?.href")
+    await alice.wait_for("document.querySelector('#invite-qr svg')")
+    assert link.startswith(f"{server.base_url}/app/#invite=")
+    await shots.take(alice, "alice-invite")
+
+    # Bob opens the link, registers, and is in the group.
+    await bob.goto(link)
+    assert not await bob.evaluate("document.getElementById('auth-invite').hidden")
+    await register(bob, "bob", "Bob")
+    await bob.wait_for("window.disco.groupId && document.querySelectorAll('#members li').length === 2")
+    assert "Ridge riders" in await bob.evaluate("document.getElementById('map-group').textContent")
+    roles = await bob.evaluate(
+        "[...document.querySelectorAll('#members li')].map((li) => li.textContent)")
+    assert any("Alice" in r and "owner" in r for r in roles), roles
+    await shots.take(bob, "bob-joined-by-link")
+
+    # Both share their position; each sees the other on the map, with the distance.
+    await place_at(alice, HOME)
+    await place_at(bob, north(300))
+    await alice.click("#share-precise")
+    await bob.click("#share-precise")
+    row = await alice.wait_for(
+        "document.querySelector('#positions li.position')?.textContent", 15)
+    assert row.startswith("Bob") and "300 m" in row, row
+    await alice.wait_for("document.querySelectorAll('#map .marker.member').length === 1")
+    row = await bob.wait_for("document.querySelector('#positions li.position')?.textContent", 15)
+    assert row.startswith("Alice") and "300 m" in row, row
+    # The map is MapLibre on the server's own .pmtiles basemap, read by range requests.
+    await alice.wait_for("window.discoMap.map && window.discoMap.map.loaded()", 20)
+    assert await alice.evaluate("document.querySelector('#map canvas.maplibregl-canvas') !== null")
+    width = await alice.evaluate("document.documentElement.scrollWidth")
+    wide = await alice.evaluate(
+        "[...document.querySelectorAll('body *')].filter((e) => !e.closest('#map') && e.getBoundingClientRect().right > 391)"
+        ".map((e) => `${e.tagName}#${e.id}.${e.className}`).slice(0, 5)")
+    assert width <= PHONE["width"], f"the page is {width} px wide on a 390 px phone: {wide}"
+    assert any(u.endswith("/map/basemap.pmtiles") for u in alice.requests())
+    await shots.take(alice, "alice-sees-bob")
+    await shots.take(bob, "bob-sees-alice")
+
+    # Alice (owner) adds a place, the Hut, where she has moved the map.
+    await alice.evaluate(f"void window.discoMap.map.jumpTo({{center: [{HUT[1]}, {HUT[0]}], zoom: 15}})")
+    await alice.fill("#place-name", "Hut")
+    await alice.fill("#place-radius", "100")
+    await alice.click("#place-add")
+    await alice.wait_for("document.querySelector('#places li.place')?.textContent.includes('Hut')")
+    (place,) = (await server.http.get(
+        f"/api/groups/{await alice.evaluate('window.disco.groupId')}/places",
+        headers={"Authorization": f"Bearer {await alice.evaluate('window.disco.token')}"},
+    )).json()["places"]
+    assert abs(place["lat"] - HUT[0]) < 1e-5 and place["radius_m"] == 100
+    await alice.wait_for("document.querySelector('#map .marker.place')")
+
+    # Bob walks into the Hut (a first step outside it, then in): Alice's page
+    # shows the alert and the event.
+    await walk(bob, north(320))
+    await walk(bob, HUT)
+    await alice.wait_for(
+        "document.getElementById('events').textContent.includes('Bob arrived at Hut')", 15)
+    assert "Bob arrived at Hut" in await alice.evaluate("document.getElementById('notice').textContent")
+    await shots.take(alice, "alice-alert-bob-at-hut")
+
+    # Bob pauses sharing: Alice's page drops his position at once (no stale dot).
+    await bob.click("#share-paused")
+    await alice.wait_for("document.querySelectorAll('#map .marker.member').length === 0")
+    assert not await alice.evaluate("document.querySelector('#positions li.position')")
+    assert await bob.evaluate("window.disco.watchId === null")
+    await shots.take(alice, "alice-bob-paused")
+
+    # SOS: a tap sends nothing; a 2 s hold does. Alice sees who, where and when.
+    await bob.press("#sos", 0.2)
+    await bob.press("#sos", SOS_HOLD_S)
+    await bob.wait_for("document.getElementById('notice').textContent.includes('SOS sent')")
+    assert await bob.evaluate("document.getElementById('sos-alert').hidden")  # no alarm for himself
+    who = await alice.wait_for("!document.getElementById('sos-alert').hidden"
+                               " && document.getElementById('sos-who').textContent", 10)
+    assert who == "SOS from Bob"
+    where = await alice.evaluate("document.getElementById('sos-where').textContent")
+    assert f"{HUT[0]:.5f}" in where and "600 m from you" in where, where
+    assert await alice.evaluate("document.querySelector('#map .marker.sos') !== null")
+    assert await alice.evaluate("document.getElementById('sos-when').textContent")
+    await shots.take(alice, "alice-sos-from-bob")
+    await shots.take(bob, "bob-sos-sent")
+    sos_events = [e for e in bob.cdp.events if e["method"] == "Network.webSocketFrameSent"
+                  and e.get("sessionId") == bob.session_id
+                  and '"type":"sos"' in e["params"]["response"]["payloadData"]]
+    assert len(sos_events) == 1  # the tap sent nothing
+    await alice.click("#sos-ack")
+    await alice.wait_for("document.getElementById('sos-alert').hidden"
+                         " && !document.querySelector('#map .marker.sos')")
+
+    # Nothing either page asked for came from anywhere but this server.
+    origin = urlsplit(server.base_url).netloc
+    for page in (alice, bob):
+        for url in page.requests():
+            parts = urlsplit(url)
+            assert parts.scheme in ("blob", "data") or parts.netloc == origin, url
