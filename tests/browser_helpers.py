@@ -188,14 +188,15 @@ class Page:
         box = await self.evaluate(
             f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
             " if (!e || !e.offsetParent) return null; e.scrollIntoView({block: 'center'});"
-            " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+            " const r = e.getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )
         if box is None:
             raise CdpError(f"no visible element {selector!r}")
         return float(box[0]), float(box[1])
 
     async def press(self, selector: str, hold_s: float) -> None:
-        """Press the mouse on an element, hold it ``hold_s`` seconds, release (real input events)."""
+        """Press the mouse on an element, hold ``hold_s`` seconds, release (real input events)."""
         x, y = await self.center_of(selector)
         for kind, pause in (("mousePressed", hold_s), ("mouseReleased", 0.0)):
             await self.send("Input.dispatchMouseEvent", {
@@ -213,7 +214,8 @@ class Page:
     def requests(self) -> list[str]:
         """Every URL this page asked for so far (needs ``Network.enable``)."""
         return [e["params"]["request"]["url"] for e in self.cdp.events
-                if e["method"] == "Network.requestWillBeSent" and e.get("sessionId") == self.session_id]
+                if e["method"] == "Network.requestWillBeSent"
+                and e.get("sessionId") == self.session_id]
 
     async def screenshot(self, path: Path) -> Path:
         result = await self.send("Page.captureScreenshot", {

@@ -148,7 +148,8 @@ async def test_two_phones_on_the_map(
     await bob.goto(link)
     assert not await bob.evaluate("document.getElementById('auth-invite').hidden")
     await register(bob, "bob", "Bob")
-    await bob.wait_for("window.disco.groupId && document.querySelectorAll('#members li').length === 2")
+    await bob.wait_for(
+        "window.disco.groupId && document.querySelectorAll('#members li').length === 2")
     assert "Ridge riders" in await bob.evaluate("document.getElementById('map-group').textContent")
     roles = await bob.evaluate(
         "[...document.querySelectorAll('#members li')].map((li) => li.textContent)")
@@ -171,7 +172,8 @@ async def test_two_phones_on_the_map(
     assert await alice.evaluate("document.querySelector('#map canvas.maplibregl-canvas') !== null")
     width = await alice.evaluate("document.documentElement.scrollWidth")
     wide = await alice.evaluate(
-        "[...document.querySelectorAll('body *')].filter((e) => !e.closest('#map') && e.getBoundingClientRect().right > 391)"
+        "[...document.querySelectorAll('body *')]"
+        ".filter((e) => !e.closest('#map') && e.getBoundingClientRect().right > 391)"
         ".map((e) => `${e.tagName}#${e.id}.${e.className}`).slice(0, 5)")
     assert width <= PHONE["width"], f"the page is {width} px wide on a 390 px phone: {wide}"
     assert any(u.endswith("/map/basemap.pmtiles") for u in alice.requests())
@@ -179,7 +181,8 @@ async def test_two_phones_on_the_map(
     await shots.take(bob, "bob-sees-alice")
 
     # Alice (owner) adds a place, the Hut, where she has moved the map.
-    await alice.evaluate(f"void window.discoMap.map.jumpTo({{center: [{HUT[1]}, {HUT[0]}], zoom: 15}})")
+    await alice.evaluate(
+        f"void window.discoMap.map.jumpTo({{center: [{HUT[1]}, {HUT[0]}], zoom: 15}})")
     await alice.fill("#place-name", "Hut")
     await alice.fill("#place-radius", "100")
     await alice.click("#place-add")
@@ -197,7 +200,8 @@ async def test_two_phones_on_the_map(
     await walk(bob, HUT)
     await alice.wait_for(
         "document.getElementById('events').textContent.includes('Bob arrived at Hut')", 15)
-    assert "Bob arrived at Hut" in await alice.evaluate("document.getElementById('notice').textContent")
+    notice = await alice.evaluate("document.getElementById('notice').textContent")
+    assert "Bob arrived at Hut" in notice, notice
     await shots.take(alice, "alice-alert-bob-at-hut")
 
     # Bob pauses sharing: Alice's page drops his position at once (no stale dot).
