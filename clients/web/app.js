@@ -221,6 +221,9 @@ const handlers = {
     if (disco.muted) send({ type: "mute", muted: true, room: msg.room }); // stay muted
     startMedia(msg.room).catch((err) => showError(`Voice failed: ${err.message}`));
     disco.musicAllowed = msg.music_allowed !== false;
+    disco.music = null;
+    renderMusicAllowed();
+    onMusicState({ room: msg.room, status: "stopped", current: null, queue: [] });
     if (msg.room.startsWith("group:")) openGroup(Number(msg.room.slice(6))).catch((err) => showError(err.message));
     // The server places me in the nearby room by my next fix: send the last one now.
     if (msg.room === "nearby" && disco.lastFix) send(disco.lastFix);
@@ -307,6 +310,7 @@ const handlers = {
     else notify(eventText(msg));
   },
   sos: (msg) => onSos(msg),
+  music_state: (msg) => onMusicState(msg),
   sos_sent: (msg) => onSosSent(msg),
   // Nearby room: exactly the people I can hear, with rounded distances ("~150 m").
   nearby(msg) {
@@ -421,9 +425,7 @@ async function startMedia(room) {
   let stream = null;
   try {
     if (!navigator.mediaDevices) throw new Error("the microphone needs HTTPS (or localhost)");
-    stream = await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-    });
+    stream = await navigator.mediaDevices.getUserMedia(micConstraints());
   } catch (err) {
     showError(`No microphone (${err.message}): you can listen but not talk.`);
   }
@@ -434,6 +436,10 @@ async function startMedia(room) {
   const pc = new RTCPeerConnection({ iceServers: disco.iceServers });
   disco.pc = pc;
   disco.localStream = stream;
+  if (stream) {
+    startMeter(stream);
+    listMicrophones().catch(() => {});
+  }
   if (stream) {
     for (const track of stream.getAudioTracks()) {
       track.enabled = !disco.muted;
@@ -471,6 +477,7 @@ async function startMedia(room) {
 }
 
 function endMedia() {
+  stopMeter();
   if (disco.pc) disco.pc.close();
   disco.pc = null;
   if (disco.localStream) disco.localStream.getTracks().forEach((t) => t.stop());
@@ -486,6 +493,7 @@ function setMuted(muted) {
   $("mute").classList.toggle("active", muted);
   const me = disco.participants.get(disco.participantId);
   if (me) me.li.classList.toggle("is-muted", muted);
+  renderMutedHint();
 }
 
 // --------------------------------------------------------------- location --
@@ -508,13 +516,20 @@ function setSharing(on) {
   if (!window.isSecureContext) showError("Most browsers give the location only over HTTPS (or localhost).");
   if (navigator.getBattery && !disco.battery) navigator.getBattery().then((b) => { disco.battery = b; }).catch(() => {});
   disco.watchId = navigator.geolocation.watchPosition(onPosition, (err) => {
-    locationErrorShown = true;
-    showError(`Location unavailable: ${err.message || GEO_ERRORS[err.code] || "no reason given"}.`);
+    const reason = err.message || GEO_ERRORS[err.code] || "no reason given";
+    if (err.code === 1) { // denied: nothing will come until the user changes it
+      locationErrorShown = true;
+      showError(`Location unavailable: ${reason}. Allow this site to use your location.`);
+    } else { // no fix yet or a timeout: the watch keeps trying
+      $("map-note").textContent = `Waiting for your position (${reason})…`;
+      $("map-note").hidden = false;
+    }
   }, { enableHighAccuracy: true, maximumAge: 5_000, timeout: 30_000 });
 }
 
 function onPosition(position) {
   if (locationErrorShown) { locationErrorShown = false; hideError(); }
+  if (!discoMap.error) $("map-note").hidden = true;
   const c = position.coords;
   disco.myPos = { lat: c.latitude, lon: c.longitude, acc: c.accuracy };
   drawPositions();
@@ -663,6 +678,7 @@ function wire() {
     renderMap();
   };
   wireSos();
+  wireVoice();
   $("chat-form").onsubmit = guarded(() => {
     const text = $("chat-text").value.trim();
     if (!text || !disco.room) return;
