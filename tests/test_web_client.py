@@ -290,6 +290,9 @@ async def test_guest_joins_nearby_with_a_radius(
     await eventually(lambda: nearby.participants[walker["participant_id"]].radius_m == 1500)
 
     await page.wait_for("window.disco.pc?.connectionState === 'connected'", MEDIA_TIMEOUT_S)
+    # My hearing radius is drawn on the map; strangers are never on it, only in the list.
+    await page.wait_for("window.discoMap.drawn?.includes('hearing')", 20)
+    assert not await page.evaluate("document.querySelector('#map .marker.member')")
 
     # Errors from the server are shown plainly: a guest cannot join a group room.
     await page.evaluate("window.disco.ws.send(JSON.stringify({type: 'join', room: 'group:1'}))")

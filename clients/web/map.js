@@ -196,6 +196,7 @@ function renderMap() {
   for (const [key, marker] of discoMap.markers) {
     if (!keep.has(key)) { marker.remove(); discoMap.markers.delete(key); }
   }
+  discoMap.drawn = circles.map((c) => c.properties.kind); // what is on the map, for tests
   map.getSource("circles").setData({ type: "FeatureCollection", features: circles });
   map.getSource("trail").setData(discoMap.trail || emptyCollection());
   const follow = discoMap.follow === "me" ? disco.myPos : disco.positions.get(discoMap.follow);
