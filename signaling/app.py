@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mimetypes
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
 """The web client (``clients/web``), served at ``/app/``."""
+mimetypes.add_type("application/manifest+json", ".webmanifest")  # the PWA manifest
 # Routes whose bodies may exceed the JSON size limit.
 LARGE_BODY_PATHS = ("/api/music/uploads", "/api/billing/webhook")
 

@@ -173,6 +173,7 @@ function connect() {
       return;
     }
     setStatus(`offline, retrying in ${Math.round(disco.reconnectMs / 1000)} s`);
+    $("offline").hidden = false;
     setTimeout(() => disco.token && !disco.ws && connect(), disco.reconnectMs);
     disco.reconnectMs = Math.min(disco.reconnectMs * 2, RECONNECT_MAX_MS);
   };
@@ -197,6 +198,7 @@ const handlers = {
     disco.iceServers = msg.ice_servers || [];
     disco.reconnectMs = 1000;
     setStatus("online");
+    $("offline").hidden = true;
     $("whoami").textContent = `${msg.user.display_name}${msg.user.kind === "guest" ? " (guest)" : ""}`;
     $("groups-card").hidden = msg.user.kind !== "user";
     $("sharing").hidden = msg.user.kind !== "user";
@@ -691,6 +693,13 @@ function wire() {
     if (audio.srcObject && audio.paused) audio.play().catch(() => {});
   });
   drawPositions();
+  window.addEventListener("offline", () => { $("offline").hidden = false; });
+  if (!navigator.onLine) $("offline").hidden = false;
+  // Opened from the service worker's cache with the server down: say so.
+  fetch("/healthz", { cache: "no-store" }).catch(() => { $("offline").hidden = false; });
+  if ("serviceWorker" in navigator && window.isSecureContext) {
+    navigator.serviceWorker.register("sw.js").catch((err) => console.warn("service worker:", err.message));
+  }
   if (disco.token) start();
   else {
     $("auth").hidden = false;
