@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     apns_use_sandbox: bool = True
     fcm_service_account_file: Path | None = None
     fcm_project_id: str | None = None
+    # Web Push (browsers): a VAPID key pair's private half, base64url of the raw
+    # 32-byte P-256 key. `disco serve` in dev mode generates one and prints it.
+    vapid_private_key: str | None = None
+    vapid_subject: str | None = Field(
+        None, description="mailto: or https:// contact for push services (default: public_url)."
+    )
 
     @field_validator("turn_urls", "stun_urls", "rtc_host_addresses", mode="before")
     @classmethod

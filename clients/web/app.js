@@ -204,6 +204,7 @@ const handlers = {
     $("sharing").hidden = msg.user.kind !== "user";
     $("sos").hidden = $("sos-help").hidden = msg.user.kind !== "user";
     if (msg.user.kind === "user") {
+      offerPush();
       loadGroups()
         .then(() => (pendingInvite() ? acceptPendingInvite() : disco.groupId && openGroup(disco.groupId)))
         .catch((err) => showError(err.message));
@@ -680,6 +681,7 @@ function wire() {
     renderMap();
   };
   wireSos();
+  $("push-enable").onclick = guarded(enablePush);
   wireVoice();
   $("chat-form").onsubmit = guarded(() => {
     const text = $("chat-text").value.trim();

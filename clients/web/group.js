@@ -333,3 +333,32 @@ function onSos(msg) {
   renderMap();
   if (loc) showOnMap(loc.lat, loc.lon);
 }
+
+// ------------------------------------------------------------- Web Push --
+
+/** Show "Get notifications" where the browser can do Web Push and has not said no. */
+function offerPush() {
+  const able = "serviceWorker" in navigator && window.PushManager && window.Notification && window.isSecureContext;
+  $("push-enable").hidden = !able || Notification.permission === "denied";
+}
+
+function keyBytes(base64url) {
+  const raw = atob(base64url.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (base64url.length % 4)) % 4));
+  return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+}
+
+/**
+ * Subscribe this browser (invites, place alerts, SOS and calls arrive as
+ * notifications through the service worker) and register the subscription
+ * as a device: POST /api/devices {platform: "web", token: subscription JSON}.
+ */
+async function enablePush() {
+  if (await Notification.requestPermission() !== "granted") throw new Error("Notifications are blocked for this site.");
+  const { public_key: publicKey } = await api("GET", "/api/push/webpush");
+  const registration = await navigator.serviceWorker.ready;
+  const subscription = await registration.pushManager.getSubscription() ||
+    await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(publicKey) });
+  await api("POST", "/api/devices", { platform: "web", token: JSON.stringify(subscription) });
+  $("push-enable").hidden = true;
+  notice("Notifications are on for this device.");
+}

@@ -72,6 +72,13 @@ def make_senders(settings: Settings) -> dict[Platform, PushSender]:
     elif any(apns_fields):
         logger.warning("APNs is partly configured: set DISCO_APNS_KEY_FILE, DISCO_APNS_KEY_ID, "
                        "DISCO_APNS_TEAM_ID and DISCO_APNS_TOPIC together")
+    if settings.vapid_private_key:
+        from groups.push.webpush import VapidKeys, WebPushSender
+
+        senders[Platform.web] = WebPushSender(
+            VapidKeys.from_private(settings.vapid_private_key),
+            settings.vapid_subject or settings.public_url,
+        )
     if settings.fcm_service_account_file is not None:
         from groups.push.fcm import FcmSender
 
