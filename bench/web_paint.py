@@ -89,12 +89,11 @@ def register(base: str, username: str) -> str:
 
 def script_bytes(page: Page, since: int) -> int:
     """Bytes on the wire of Script responses among the CDP events after index ``since``."""
-    events = page.cdp.events[since:]
+    events = [e for e in page.cdp.events[since:] if e.get("sessionId") == page.session_id]
     scripts = {e["params"]["requestId"] for e in events
-               if e["method"] == "Network.responseReceived" and e.get("sessionId") == page.session_id
-               and e["params"]["type"] == "Script"}
+               if e["method"] == "Network.responseReceived" and e["params"]["type"] == "Script"}
     return sum(int(e["params"]["encodedDataLength"]) for e in events
-               if e["method"] == "Network.loadingFinished" and e.get("sessionId") == page.session_id
+               if e["method"] == "Network.loadingFinished"
                and e["params"]["requestId"] in scripts)
 
 
