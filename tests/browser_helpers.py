@@ -187,7 +187,11 @@ class Page:
         """The viewport coordinates of a visible element's centre (scrolled into view)."""
         box = await self.evaluate(
             f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
-            " if (!e || !e.offsetParent) return null; e.scrollIntoView({block: 'center'});"
+            " if (!e || !e.offsetParent) return null;"
+            # Scroll the window only: scrollIntoView would also scroll clipped
+            # containers (a map's panes) under the element.
+            " const top = e.getBoundingClientRect().top;"
+            " window.scrollTo(0, window.scrollY + top - innerHeight / 2);"
             " const r = e.getBoundingClientRect();"
             " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
         )

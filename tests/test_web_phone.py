@@ -227,6 +227,22 @@ async def test_two_phones_on_the_map(
     assert abs(place["lat"] - HUT[0]) < 1e-5 and place["radius_m"] == 100
     await alice.wait_for("document.querySelector('#map .marker.place')")
 
+    # She drags the edge handle outwards (real mouse input): the place grows on the server.
+    x, y = await alice.center_of("#map .marker.radius-handle .pin")
+    for kind, dy in (("mousePressed", 0), ("mouseMoved", 10), ("mouseMoved", 25),
+                     ("mouseMoved", 40), ("mouseReleased", 40)):
+        await alice.send("Input.dispatchMouseEvent", {
+            "type": kind, "x": x, "y": y + dy, "button": "left", "buttons": 1, "clickCount": 1})
+    await alice.wait_for("window.disco.places[0].radius_m > 120"
+                         " && document.querySelector('#places li.place')?.textContent"
+                         ".includes(`${window.disco.places[0].radius_m} m`)", 10)
+    (grown,) = (await server.http.get(
+        f"/api/groups/{await alice.evaluate('window.disco.groupId')}/places",
+        headers={"Authorization": f"Bearer {await alice.evaluate('window.disco.token')}"},
+    )).json()["places"]
+    assert grown["radius_m"] > 120 and abs(grown["lat"] - HUT[0]) < 1e-5
+    await shots.take(alice, "alice-place-resized")
+
     # Bob walks into the Hut (a first step outside it, then in): Alice's page
     # shows the alert and the event.
     await walk(bob, north(320))

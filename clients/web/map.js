@@ -16,6 +16,8 @@ const FOLLOW_ZOOM = 15;
 const EARTH_RADIUS_M = 6_371_000;
 const M_PER_DEG = (EARTH_RADIUS_M * Math.PI) / 180; // ~111 km per degree of latitude
 const STALE_FIX_S = 300;             // a fix older than this is drawn grey
+const PLACE_RADIUS_MIN_M = 25;       // as the server checks (groups/location/store.py)
+const PLACE_RADIUS_MAX_M = 50_000;
 
 const discoMap = (window.discoMap = {
   map: null,       // maplibregl.Map once loaded
@@ -133,17 +135,32 @@ function circlePolygon(lat, lon, radiusM, properties) {
 }
 
 /** An HTML marker: a dot and a label (the name, the fix age, the battery). */
-function upsertMarker(key, lngLat, className, label, title) {
+function upsertMarker(key, lngLat, className, label, title, onDrag) {
   let marker = discoMap.markers.get(key);
+  if (marker && Boolean(onDrag) !== marker.isDraggable()) {
+    marker.remove();
+    discoMap.markers.delete(key);
+    marker = null;
+  }
   if (!marker) {
     const node = el("div", { className: `marker ${className}` }, el("span", { className: "pin" }),
       el("span", { className: "label" }));
     node.dataset.key = key;
-    marker = new maplibregl.Marker({ element: node, anchor: "left" }).setLngLat(lngLat).addTo(discoMap.map);
+    marker = new maplibregl.Marker({ element: node, anchor: "left", draggable: Boolean(onDrag) })
+      .setLngLat(lngLat).addTo(discoMap.map);
+    if (onDrag) {
+      marker.on("dragstart", () => { node.dataset.dragging = "1"; });
+      marker.on("drag", () => onDrag(marker.getLngLat(), false));
+      marker.on("dragend", () => { delete node.dataset.dragging; onDrag(marker.getLngLat(), true); });
+    }
     discoMap.markers.set(key, marker);
   }
+  if (marker.getElement().dataset.dragging) return marker; // held: it stays under the finger
   const node = marker.getElement();
-  node.className = `marker ${className}`;
+  // Swap only Disco's classes: MapLibre's own (maplibregl-marker...) position the marker.
+  const mine = new Set(["marker", ...className.split(" ")]);
+  for (const c of [...node.classList]) if (!c.startsWith("maplibregl-") && !mine.has(c)) node.classList.remove(c);
+  node.classList.add(...mine);
   node.title = title || label;
   node.querySelector(".label").textContent = label;
   marker.setLngLat(lngLat);
@@ -182,10 +199,19 @@ function renderMap() {
       `${p.name}: ±${Math.round(p.acc)} m${p.approximate ? " (approximate)" : ""}`);
     keep.add(`m:${key}`);
   }
+  const editable = canManage();
   for (const place of disco.places) {
     circles.push(circlePolygon(place.lat, place.lon, place.radius_m, { kind: "place" }));
-    upsertMarker(`p:${place.id}`, [place.lon, place.lat], "place", place.name);
+    // Owners and admins drag the centre to move a place and the edge handle to resize it.
+    upsertMarker(`p:${place.id}`, [place.lon, place.lat], `place${editable ? " editable" : ""}`,
+      place.name, place.name, editable ? (at, done) => movePlace(place, at, done) : null);
     keep.add(`p:${place.id}`);
+    if (editable) {
+      // On the southern edge: the name's label sits east of the centre.
+      upsertMarker(`r:${place.id}`, [place.lon, place.lat - place.radius_m / M_PER_DEG], "radius-handle", "",
+        `Drag to resize ${place.name}`, (at, done) => resizePlace(place, at, done));
+      keep.add(`r:${place.id}`);
+    }
   }
   if (disco.sos && disco.sos.location) {
     const { lat, lon } = disco.sos.location;
@@ -205,6 +231,31 @@ function renderMap() {
   } else if (!discoMap.userMoved && disco.positions.size + (disco.myPos ? 1 : 0) > discoMap.fitted) {
     fitAll(); // zoom out to show whoever just appeared
   }
+}
+
+/** Dragging a place's centre: redraw as it moves, save when dropped. */
+function movePlace(place, at, done) {
+  place.lat = at.lat;
+  place.lon = at.lng;
+  renderMap();
+  if (done) savePlace(place);
+}
+
+/** Dragging a place's edge handle: the radius is the distance to the centre. */
+function resizePlace(place, at, done) {
+  const radius = distanceM(place, { lat: at.lat, lon: at.lng });
+  place.radius_m = Math.round(Math.min(Math.max(radius, PLACE_RADIUS_MIN_M), PLACE_RADIUS_MAX_M));
+  renderMap();
+  if (done) savePlace(place);
+}
+
+function savePlace(place) {
+  guarded(async () => {
+    const saved = await api("PUT", `/api/groups/${disco.groupId}/places/${place.id}`,
+      { name: place.name, lat: place.lat, lon: place.lon, radius_m: place.radius_m });
+    Object.assign(place, saved);
+    renderPlaces();
+  })();
 }
 
 /** Zoom to everyone on the map. */
