@@ -189,6 +189,15 @@ async def test_two_phones_on_the_map(
     assert any("Alice" in r and "owner" in r for r in roles), roles
     await shots.take(bob, "bob-joined-by-link")
 
+    # Alice (owner) sees Bob join her member list, makes him an admin, then a member again.
+    bob_row = "#members li.member-row:nth-child(2)"
+    await alice.wait_for(f"document.querySelector('{bob_row}')?.textContent.includes('Bob')")
+    await alice.click(f"{bob_row} .promote")
+    await alice.wait_for(f"document.querySelector('{bob_row} .role').textContent === 'admin'")
+    await alice.click(f"{bob_row} .demote")
+    await alice.wait_for(f"document.querySelector('{bob_row} .role').textContent === 'member'")
+    assert await alice.evaluate(f"document.querySelector('{bob_row} .remove') !== null")
+
     # Both share their position; each sees the other on the map, with the distance.
     await place_at(alice, HOME)
     await place_at(bob, north(300))
@@ -252,6 +261,24 @@ async def test_two_phones_on_the_map(
     notice = await alice.evaluate("document.getElementById('notice').textContent")
     assert "Bob arrived at Hut" in notice, notice
     await shots.take(alice, "alice-alert-bob-at-hut")
+
+    # Bob's trail (the history API, last 24 h) and following him on the map.
+    await alice.click("#positions li.position .trail")
+    trail = await alice.wait_for("!document.getElementById('trail-controls').hidden"
+                                 " && document.getElementById('trail-who').textContent")
+    points = int(trail.split("(")[1].split()[0])
+    assert trail.startswith("Bob") and points >= 3, trail  # 300 m, 320 m, the Hut
+    assert await alice.evaluate("window.discoMap.trail.geometry.type") == "LineString"
+    await alice.click("#positions li.position .follow")
+    await alice.wait_for(
+        f"Math.abs(window.discoMap.map.getCenter().lat - {HUT[0]}) < 1e-4", 10)
+    assert await alice.evaluate("document.querySelector('.follow').textContent") == "Following"
+    await shots.take(alice, "alice-trail-and-follow")
+
+    # Approximate sharing: Alice's view says so at once.
+    await bob.click("#share-approximate")
+    await alice.wait_for("document.querySelector('#positions li.position')?.textContent"
+                         ".includes('approximate')", 10)
 
     # Bob pauses sharing: Alice's page drops his position at once (no stale dot).
     await bob.click("#share-paused")
