@@ -26,11 +26,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from common.errors import BadRequest
+from common.settings import Settings
 from groups.push import messages
 from groups.push.dispatcher import PushDispatcher
 from groups.push.messages import Platform, clean_token, clean_web_subscription
 from groups.push.senders import SendResult
 from groups.push.webpush import VapidKeys, WebPushSender, b64url, classify
+from tests.server_helpers import auth, live_server
 from tests.test_push import Db, db  # noqa: F401  (the fixture: users in a migrated SQLite)
 
 SUBJECT = "mailto:ops@disco.example"
@@ -215,3 +217,25 @@ def test_vapid_keys_and_statuses() -> None:
         WebPushSender(keys, "ops@disco.example")
     assert [classify(s) for s in (201, 410, 500, 400)] == [
         SendResult.delivered, SendResult.invalid_token, SendResult.retry, SendResult.failed]
+
+
+async def test_routes_key_and_web_devices(settings: Settings) -> None:
+    async with live_server(settings) as server:  # no key configured: Web Push is off
+        token, _ = await server.register("ann")
+        off = await server.http.get("/api/push/webpush", headers=auth(token))
+        assert off.status_code == 503 and "DISCO_VAPID_PRIVATE_KEY" in off.json()["message"]
+    keys = VapidKeys.generate()
+    async with live_server(settings.model_copy(update={"vapid_private_key": keys.private_key})
+                           ) as server:
+        token, _ = await server.register("bea")  # same database
+        on = await server.http.get("/api/push/webpush", headers=auth(token))
+        assert on.json() == {"public_key": keys.public_key}
+        bad = await server.http.post("/api/devices", headers=auth(token),
+                                     json={"platform": "web", "token": "{}"})
+        assert bad.status_code == 400 and "endpoint" in bad.json()["message"]
+        sub = Browser().subscription("https://push.example/v1/abc")
+        ok = await server.http.post("/api/devices", headers=auth(token),
+                                    json={"platform": "web", "token": json.dumps(sub)})
+        assert ok.status_code == 201 and ok.json()["platform"] == "web"
+        listed = (await server.http.get("/api/devices", headers=auth(token))).json()["devices"]
+        assert [json.loads(d["token"])["endpoint"] for d in listed] == [sub["endpoint"]]
