@@ -192,6 +192,8 @@ async def test_two_phones_on_the_map(
     # Alice (owner) sees Bob join her member list, makes him an admin, then a member again.
     bob_row = "#members li.member-row:nth-child(2)"
     await alice.wait_for(f"document.querySelector('{bob_row}')?.textContent.includes('Bob')")
+    await alice.wait_for("document.getElementById('notice').textContent"
+                         " === 'Bob joined Ridge riders.'")
     await alice.click(f"{bob_row} .promote")
     await alice.wait_for(f"document.querySelector('{bob_row} .role').textContent === 'admin'")
     await alice.click(f"{bob_row} .demote")

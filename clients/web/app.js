@@ -123,6 +123,7 @@ function signOut(reason) {
   disco.token = null;
   disco.me = null;
   disco.groupId = null;
+  $("main").classList.remove("has-group");
   disco.positions.clear();
   disco.places = [];
   localStorage.removeItem(TOKEN_KEY);
@@ -302,9 +303,16 @@ const handlers = {
   },
   membership(msg) {
     if (!disco.me || disco.me.kind !== "user") return;
+    if (msg.change === "joined" && msg.group_id === disco.groupId && msg.user_id !== disco.me.id) {
+      const group = disco.groups.find((g) => g.id === msg.group_id);
+      api("GET", `/api/groups/${msg.group_id}`).then((detail) => {
+        const who = (detail.members || []).find((m) => m.user_id === msg.user_id);
+        notify(`${who ? who.display_name || who.username : "Someone"} joined ${group ? group.name : "the group"}.`);
+      }).catch(() => {});
+    }
     loadGroups().then(() => {
       const stillIn = disco.groups.some((g) => g.id === disco.groupId);
-      if (!stillIn) { disco.groupId = null; renderMembers(); return null; }
+      if (!stillIn) { disco.groupId = null; $("main").classList.remove("has-group"); renderMembers(); return null; }
       return msg.group_id === disco.groupId ? openGroup(disco.groupId) : null;
     }).catch(() => {});
   },

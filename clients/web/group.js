@@ -41,6 +41,7 @@ async function openGroup(groupId) {
     $("trail-controls").hidden = true;
   }
   disco.groupId = groupId;
+  $("main").classList.add("has-group"); // the map moves to the top on a phone
   const group = disco.groups.find((g) => g.id === groupId);
   $("map-group").textContent = group ? group.name : "";
   for (const li of document.querySelectorAll("#groups li.group")) {
