@@ -28,6 +28,9 @@ async def test_pmtiles_file_is_served_with_range_requests(
         assert head.status_code == 206
         assert head.headers["content-range"] == f"bytes 0-16383/{len(data)}"
         assert head.content == data[:16384]
+        assert "content-encoding" not in head.headers  # never gzipped: offsets stay exact
+        js = await server.http.get("/app/app.js", headers={"Accept-Encoding": "gzip"})
+        assert js.headers["content-encoding"] == "gzip"  # the client itself is
         assert parse_header(head.content).tile_type == "png"
 
         # A tile somewhere in the middle, and the last bytes.
