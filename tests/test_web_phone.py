@@ -196,8 +196,10 @@ async def test_two_phones_on_the_map(
                          " === 'Bob joined Ridge riders.'")
     await alice.click(f"{bob_row} .promote")
     await alice.wait_for(f"document.querySelector('{bob_row} .role').textContent === 'admin'")
+    await bob.wait_for("!document.getElementById('place-form').hidden")  # admins add places
     await alice.click(f"{bob_row} .demote")
     await alice.wait_for(f"document.querySelector('{bob_row} .role').textContent === 'member'")
+    await bob.wait_for("document.getElementById('place-form').hidden")
     assert await alice.evaluate(f"document.querySelector('{bob_row} .remove') !== null")
 
     # Both share their position; each sees the other on the map, with the distance.

@@ -45,6 +45,7 @@ const disco = (window.disco = {
   sos: null,           // the SOS alert shown, until acknowledged
   sharingMode: null,   // "precise" | "approximate" | "paused" | null (never chosen)
   battery: null,       // BatteryManager, where the browser has one
+  liveAt: new Map(),   // user id -> when its last live location/sharing event came
   musicAllowed: true,
 });
 
@@ -192,6 +193,26 @@ function send(message) {
 setInterval(() => disco.ws && disco.ws.readyState === WebSocket.OPEN && send({ type: "ping" }),
   PING_EVERY_MS);
 
+/** A member's position (live or from REST) into the open group's map; null removes it. */
+function applyLocation(msg) {
+  if (msg.group_id !== undefined && msg.group_id !== disco.groupId) return; // another group
+  const key = String(msg.user_id ?? msg.participant_id ?? msg.from);
+  if (disco.me && key === String(disco.me.id)) return;
+  // The server nests the position: {location: {lat, lon, accuracy_m, ts}}; a
+  // member who paused sharing (or never shared) comes with location null.
+  const loc = msg.location;
+  if (!loc) {
+    disco.positions.delete(key);
+  } else {
+    disco.positions.set(key, {
+      name: msg.display_name || memberName(key),
+      lat: loc.lat, lon: loc.lon, acc: loc.accuracy_m, ts: loc.ts || Date.now() / 1000,
+      battery: loc.battery_pct, approximate: msg.precision === "approximate",
+    });
+  }
+  drawPositions();
+}
+
 // Server messages, one handler per type. Unknown types are ignored.
 const handlers = {
   welcome(msg) {
@@ -276,26 +297,13 @@ const handlers = {
     appendChat(msg.display_name || (sender ? sender.info.display_name : "someone"), msg.text);
   },
   member_location(msg) {
-    if (msg.group_id !== undefined && msg.group_id !== disco.groupId) return; // another group
-    const key = String(msg.user_id ?? msg.participant_id ?? msg.from);
-    if (disco.me && key === String(disco.me.id)) return;
-    // The server nests the position: {location: {lat, lon, accuracy_m, ts}}; a
-    // member who paused sharing (or never shared) comes with location null.
-    const loc = msg.location;
-    if (!loc) {
-      disco.positions.delete(key);
-    } else {
-      disco.positions.set(key, {
-        name: msg.display_name || memberName(key),
-        lat: loc.lat, lon: loc.lon, acc: loc.accuracy_m, ts: loc.ts || Date.now() / 1000,
-        battery: loc.battery_pct, approximate: msg.precision === "approximate",
-      });
-    }
-    drawPositions();
+    disco.liveAt.set(String(msg.user_id), performance.now());
+    applyLocation(msg);
   },
   member_sharing(msg) {
+    disco.liveAt.set(String(msg.user_id), performance.now());
     // Paused: show nothing rather than a stale position.
-    if (msg.paused) handlers.member_location({ group_id: msg.group_id, user_id: msg.user_id, location: null });
+    if (msg.paused) applyLocation({ group_id: msg.group_id, user_id: msg.user_id, location: null });
     else {
       const p = disco.positions.get(String(msg.user_id));
       if (p && msg.group_id === disco.groupId) { p.approximate = msg.precision === "approximate"; drawPositions(); }

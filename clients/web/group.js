@@ -41,6 +41,7 @@ async function openGroup(groupId) {
     $("trail-controls").hidden = true;
   }
   disco.groupId = groupId;
+  const asked = performance.now(); // live events newer than this beat the REST answer
   $("main").classList.add("has-group"); // the map moves to the top on a phone
   const group = disco.groups.find((g) => g.id === groupId);
   $("map-group").textContent = group ? group.name : "";
@@ -62,7 +63,8 @@ async function openGroup(groupId) {
       syncSharingControl(item);
       continue;
     }
-    handlers.member_location({ ...item, group_id: groupId });
+    if ((disco.liveAt.get(String(item.user_id)) || 0) > asked) continue;
+    applyLocation({ ...item, group_id: groupId });
   }
   disco.places = places.places || [];
   renderPlaces();
