@@ -361,6 +361,20 @@ async def test_two_phones_on_the_map(
     await alice.key(" ", "Space", down=False)
     await bob.wait_for(f"document.querySelector('{alice_row}').classList.contains('is-muted')")
 
+    # Alice removes Bob (two taps): his page leaves the room and forgets the group.
+    await alice.click(f"{bob_row} .remove")
+    assert "Remove Bob?" in await alice.evaluate(
+        f"document.querySelector('{bob_row} .remove').textContent")
+    await alice.click(f"{bob_row} .remove")
+    await alice.wait_for("document.querySelectorAll('#members li.member-row').length === 1")
+    await bob.wait_for("window.disco.room === null && window.disco.groupId === null"
+                       " && window.disco.groups.length === 0", 10)
+    assert "membership" in await bob.evaluate("document.getElementById('error-text').textContent")
+    assert await bob.evaluate("document.querySelectorAll('#map .marker:not(.me)').length"
+                              " + document.querySelectorAll('#positions li.position').length") == 0
+    assert await bob.evaluate("document.getElementById('places-box').hidden")
+    await shots.take(bob, "bob-removed")
+
     # Nothing either page asked for came from anywhere but this server.
     origin = urlsplit(server.base_url).netloc
     for page in (alice, bob):

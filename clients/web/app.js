@@ -123,10 +123,7 @@ function signOut(reason) {
   setSharing(false);
   disco.token = null;
   disco.me = null;
-  disco.groupId = null;
-  $("main").classList.remove("has-group");
-  disco.positions.clear();
-  disco.places = [];
+  closeGroup();
   localStorage.removeItem(TOKEN_KEY);
   const ws = disco.ws;
   disco.ws = null;
@@ -320,7 +317,7 @@ const handlers = {
     }
     loadGroups().then(() => {
       const stillIn = disco.groups.some((g) => g.id === disco.groupId);
-      if (!stillIn) { disco.groupId = null; $("main").classList.remove("has-group"); renderMembers(); return null; }
+      if (!stillIn) { closeGroup(); return null; }
       return msg.group_id === disco.groupId ? openGroup(disco.groupId) : null;
     }).catch(() => {});
   },

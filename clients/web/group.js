@@ -68,10 +68,25 @@ async function openGroup(groupId) {
   }
   disco.places = places.places || [];
   renderPlaces();
-  disco.events = events.events || [];
+  disco.events = (events.events || []).sort((a, b) => a.ts - b.ts); // oldest first
   renderEvents();
   $("places-box").hidden = false;
   $("events-box").hidden = false;
+  drawPositions();
+}
+
+/** No group open (removed from it, signed out): nothing of it stays on screen. */
+function closeGroup() {
+  disco.groupId = null;
+  disco.members = [];
+  disco.places = [];
+  disco.events = [];
+  disco.positions.clear();
+  discoMap.trail = null;
+  $("main").classList.remove("has-group");
+  $("map-group").textContent = "";
+  $("places-box").hidden = $("events-box").hidden = $("trail-controls").hidden = true;
+  renderMembers();
   drawPositions();
 }
 
@@ -94,7 +109,9 @@ function renderMembers() {
       li.append(el("button", { className: "link demote", onclick: guarded(() => setRole(m, "member")) }, "Make member"));
     }
     if (!isMe && mine > (ROLE_RANK[m.role] || 0) && mine >= ROLE_RANK.admin) {
-      li.append(el("button", { className: "link remove", onclick: guarded(() => removeMember(m)) }, "Remove"));
+      const remove = el("button", { className: "link remove" }, "Remove");
+      remove.onclick = guarded(() => removeMember(m, remove));
+      li.append(remove);
     }
     return li;
   });
@@ -106,8 +123,17 @@ async function setRole(member, role) {
   await openGroup(disco.groupId);
 }
 
-async function removeMember(member) {
-  if (!confirm(`Remove ${member.display_name || member.username} from the group?`)) return;
+const CONFIRM_WINDOW_MS = 4_000;
+
+/** Remove takes two taps: the first asks, the second (within 4 s) removes. */
+async function removeMember(member, button) {
+  if (!button.classList.contains("confirming")) {
+    button.classList.add("confirming");
+    button.textContent = `Remove ${member.display_name || member.username}?`;
+    setTimeout(() => { button.classList.remove("confirming"); button.textContent = "Remove"; },
+      CONFIRM_WINDOW_MS);
+    return;
+  }
   await api("DELETE", `/api/groups/${disco.groupId}/members/${member.user_id}`);
   await openGroup(disco.groupId);
 }
