@@ -317,6 +317,17 @@ async def test_two_phones_on_the_map(
     await talk(alice)
     await talk(bob)
     assert await alice.evaluate("document.getElementById('music-none').hidden")
+    # The microphone picker lists Chromium's fake inputs; picking one swaps the sent
+    # track without renegotiating (Bob hears the new one below, with push-to-talk).
+    await alice.wait_for("document.querySelectorAll('#mic-select option').length >= 2")
+    await alice.evaluate(
+        "(() => { const s = document.getElementById('mic-select');"
+        " s.value = [...s.options].find((o) => o.textContent === 'Fake Audio Input 1').value;"
+        " s.dispatchEvent(new Event('change')); })()")
+    await alice.wait_for(
+        "window.disco.pc.getSenders()[0].track?.label === 'Fake Audio Input 1'"
+        " && window.disco.localStream.getAudioTracks()[0].label === 'Fake Audio Input 1'")
+    assert await alice.evaluate("window.disco.pc.connectionState") == "connected"
     song = tmp_path / "summit-song.wav"
     write_tone_file(song, freq_hz=440, seconds=20.0, rate_hz=24_000)
     document = await alice.send("DOM.getDocument")
