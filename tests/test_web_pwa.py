@@ -3,6 +3,8 @@ service worker that opens the app shell with the server stopped."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import struct
 from pathlib import Path
@@ -10,9 +12,21 @@ from pathlib import Path
 import pytest
 
 from common.settings import Settings
-from tests.browser_helpers import launch_chromium
+from tests.browser_helpers import Page, launch_chromium
 from tests.server_helpers import live_server
 from tests.services import require_binary
+
+
+async def wait_registration(page: Page) -> str:
+    """The service worker's registration id, from CDP's ServiceWorker events."""
+    for _ in range(100):
+        for event in page.cdp.events:
+            if event["method"] == "ServiceWorker.workerRegistrationUpdated":
+                for registration in event["params"]["registrations"]:
+                    if not registration["isDeleted"]:
+                        return str(registration["registrationId"])
+        await asyncio.sleep(0.1)
+    raise TimeoutError("no service worker registration reported")
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -53,6 +67,22 @@ async def test_installable_and_opens_offline(
             await page.goto(url)
             await page.wait_for("navigator.serviceWorker.controller !== null")
             assert await page.evaluate("document.getElementById('offline').hidden")
+
+            # A push (what groups/push/webpush.py sends, once decrypted) becomes a
+            # notification through the service worker's push handler.
+            await browser.cdp.send("Browser.grantPermissions", {
+                "origin": server.base_url, "permissions": ["notifications"]})
+            await page.send("ServiceWorker.enable")
+            registration = await wait_registration(page)
+            payload = {"title": "SOS from Bob", "body": "Bob needs help (Ridge riders)",
+                       "tag": None, "data": {"category": "sos", "group_id": "1"}}
+            await page.send("ServiceWorker.deliverPushMessage", {
+                "origin": server.base_url, "registrationId": registration,
+                "data": json.dumps(payload)})
+            shown = await page.wait_for(
+                "navigator.serviceWorker.ready.then((r) => r.getNotifications())"
+                ".then((n) => n.length && n.map((x) => [x.title, x.body, x.data.category]))", 10)
+            assert shown == [["SOS from Bob", "Bob needs help (Ridge riders)", "sos"]]
 
         # The server is gone: the page still opens, from the cache, and says it is offline.
         await page.goto(url)
