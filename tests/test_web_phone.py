@@ -317,6 +317,11 @@ async def test_two_phones_on_the_map(
     await talk(alice)
     await talk(bob)
     assert await alice.evaluate("document.getElementById('music-none').hidden")
+    # Connection quality from the server's RTCP receiver reports.
+    quality = await alice.wait_for("!document.getElementById('quality').hidden"
+                                   " && document.getElementById('quality').textContent", 15)
+    assert quality.startswith("connection good"), quality
+
     # The microphone picker lists Chromium's fake inputs; picking one swaps the sent
     # track without renegotiating (Bob hears the new one below, with push-to-talk).
     await alice.wait_for("document.querySelectorAll('#mic-select option').length >= 2")

@@ -407,6 +407,7 @@ function renderRoom() {
 function renderPcState(extra) {
   const state = disco.pc ? disco.pc.connectionState : "no voice";
   $("pc-state").textContent = extra ? `${state}, ${extra}` : state;
+  renderQuality();
 }
 
 /** One list row per participant; its class list carries speaking/muted. */

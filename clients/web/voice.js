@@ -197,3 +197,44 @@ function onMusicState(msg) {
   $("music-pause").hidden = msg.status !== "playing";
   $("music-resume").hidden = msg.status !== "paused";
 }
+
+// ------------------------------------------------------ connection quality --
+
+const QUALITY_EVERY_MS = 3_000;
+const QUALITY_FAIR = { rttMs: 250, lossPct: 3 };  // worse than either: fair
+const QUALITY_POOR = { rttMs: 600, lossPct: 10 }; // worse than either: poor
+
+/**
+ * What the server reports about my stream (its RTCP receiver reports: round
+ * trip and loss, as remote-inbound-rtp in the stats), as good / fair / poor.
+ */
+async function measureQuality() {
+  const pc = disco.pc;
+  if (!pc || pc.connectionState !== "connected") { disco.quality = null; renderQuality(); return; }
+  let rttS = null;
+  let lost = null;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === "remote-inbound-rtp" && r.kind === "audio") {
+      if (Number.isFinite(r.roundTripTime)) rttS = r.roundTripTime;
+      if (Number.isFinite(r.fractionLost)) lost = r.fractionLost;
+    }
+  });
+  if (rttS === null && lost === null) { disco.quality = null; renderQuality(); return; }
+  const rttMs = Math.round((rttS ?? 0) * 1000);
+  const lossPct = Math.round((lost ?? 0) * 100);
+  const level = rttMs > QUALITY_POOR.rttMs || lossPct > QUALITY_POOR.lossPct ? "poor"
+    : rttMs > QUALITY_FAIR.rttMs || lossPct > QUALITY_FAIR.lossPct ? "fair" : "good";
+  disco.quality = { level, rttMs, lossPct };
+  renderQuality();
+}
+
+function renderQuality() {
+  const q = disco.quality;
+  const out = $("quality");
+  out.hidden = !q;
+  if (!q) return;
+  out.textContent = `connection ${q.level} (${q.rttMs} ms, ${q.lossPct}% lost)`;
+  out.className = `quality small ${q.level}`;
+}
+
+setInterval(() => { measureQuality().catch(() => {}); }, QUALITY_EVERY_MS);
