@@ -65,6 +65,15 @@ def _media_config(settings: Settings) -> MediaConfig:
 
 def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     settings.check_production_ready()
+    if settings.vapid_private_key:  # a bad key stops the server here, not mid start-up
+        from groups.push.webpush import check_settings
+
+        try:
+            check_settings(settings.vapid_private_key,
+                           settings.vapid_subject or settings.public_url)
+        except DiscoError as exc:
+            raise SystemExit(f"refusing to start: Web Push (DISCO_VAPID_*): {exc.message}"
+                             ) from exc
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

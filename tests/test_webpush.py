@@ -32,6 +32,7 @@ from groups.push.dispatcher import PushDispatcher
 from groups.push.messages import Platform, clean_token, clean_web_subscription
 from groups.push.senders import SendResult
 from groups.push.webpush import VapidKeys, WebPushSender, b64url, classify
+from signaling.app import create_app
 from tests.server_helpers import auth, live_server
 from tests.test_push import Db, db  # noqa: F401  (the fixture: users in a migrated SQLite)
 
@@ -239,3 +240,11 @@ async def test_routes_key_and_web_devices(settings: Settings) -> None:
         assert ok.status_code == 201 and ok.json()["platform"] == "web"
         listed = (await server.http.get("/api/devices", headers=auth(token))).json()["devices"]
         assert [json.loads(d["token"])["endpoint"] for d in listed] == [sub["endpoint"]]
+
+
+def test_a_bad_vapid_setting_stops_the_server(settings: Settings) -> None:
+    with pytest.raises(SystemExit, match=r"DISCO_VAPID_.*not a VAPID private key"):
+        create_app(settings.model_copy(update={"vapid_private_key": "nope"}))
+    with pytest.raises(SystemExit, match="mailto"):
+        create_app(settings.model_copy(update={
+            "vapid_private_key": VapidKeys.generate().private_key, "vapid_subject": "ops"}))

@@ -70,6 +70,13 @@ class VapidKeys:
         return cls(private_key.strip(), b64url(public))
 
 
+def check_settings(private_key: str | None, subject: str) -> None:
+    """Raise BadRequest now, at start-up, for a key or subject the sender would refuse."""
+    if private_key:
+        VapidKeys.from_private(private_key)
+        WebPushSender.check_subject(subject)
+
+
 def webpush_payload(message: PushMessage) -> str:
     return json.dumps({"title": message.title, "body": message.body,
                        "tag": message.collapse_id, "data": message.payload_data()},
@@ -99,13 +106,17 @@ class WebPushSender:
 
     def __init__(self, keys: VapidKeys, subject: str, *,
                  timeout_s: float = WEBPUSH_TIMEOUT_S) -> None:
-        if not subject.startswith(("mailto:", "https://", "http://")):
-            raise BadRequest("the VAPID subject must be a mailto: or https:// URL")
+        self.check_subject(subject)
         self.keys = keys
         self.subject = subject
         self._vapid = Vapid.from_string(private_key=keys.private_key)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+
+    @staticmethod
+    def check_subject(subject: str) -> None:
+        if not subject.startswith(("mailto:", "https://", "http://")):
+            raise BadRequest("the VAPID subject must be a mailto: or https:// URL")
 
     def _headers(self, endpoint: str, message: PushMessage, now: float) -> dict[str, str]:
         parts = urlsplit(endpoint)
