@@ -102,6 +102,11 @@ class Settings(BaseSettings):
 
     # --- location ----------------------------------------------------------
     location_retention_days: int = Field(30, ge=1)
+    # The web client's basemap: a MapLibre style URL, or one local .pmtiles file
+    # the server serves itself (with HTTP range requests). Neither: a plain map.
+    map_style_url: str | None = Field(None, description="MapLibre style JSON URL for the web map.")
+    map_pmtiles_file: Path | None = Field(None, description="A local .pmtiles basemap to serve.")
+    map_attribution: str = Field("", description="Attribution shown on the web map.")
     # Nearby voice gain over a pair's range: full volume up to this fraction of
     # the range, then fading (linear for exponent 1) to the floor at the edge.
     nearby_full_fraction: float = Field(0.25, ge=0.0, lt=1.0)
@@ -126,6 +131,12 @@ class Settings(BaseSettings):
     apns_use_sandbox: bool = True
     fcm_service_account_file: Path | None = None
     fcm_project_id: str | None = None
+    # Web Push (browsers): a VAPID key pair's private half, base64url of the raw
+    # 32-byte P-256 key. `disco serve` in dev mode generates one and prints it.
+    vapid_private_key: str | None = None
+    vapid_subject: str | None = Field(
+        None, description="mailto: or https:// contact for push services (default: public_url)."
+    )
 
     @field_validator("turn_urls", "stun_urls", "rtc_host_addresses", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mimetypes
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from redis.asyncio import Redis
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
 
 from billing.plans import load_catalog
 from common.bus import make_bus
@@ -64,6 +66,8 @@ log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "clients" / "web"
 """The web client (``clients/web``), served at ``/app/``."""
+mimetypes.add_type("application/manifest+json", ".webmanifest")  # the PWA manifest
+WEB_GZIP_MIN_BYTES = 1024
 # Routes whose bodies may exceed the JSON size limit.
 LARGE_BODY_PATHS = ("/api/music/uploads", "/api/billing/webhook")
 
@@ -162,6 +166,15 @@ async def close_state(state: AppState) -> None:
 
 def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
     settings.check_production_ready()
+    if settings.vapid_private_key:  # a bad key stops the server here, not mid start-up
+        from groups.push.webpush import check_settings
+
+        try:
+            check_settings(settings.vapid_private_key,
+                           settings.vapid_subject or settings.public_url)
+        except DiscoError as exc:
+            raise SystemExit(f"refusing to start: Web Push (DISCO_VAPID_*): {exc.message}"
+                             ) from exc
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -229,8 +242,15 @@ def create_app(settings: Settings, clock: Clock = time.time) -> FastAPI:
                    routes_devices, routes_location):
         app.include_router(routes.router)
 
+    from signaling.routes import map as routes_map
+
+    app.include_router(routes_map.make_router(settings))
+
     if WEB_DIR.is_dir():
-        app.mount("/app", StaticFiles(directory=WEB_DIR, html=True), name="web")
+        # Compressed (MapLibre's 1 MB of JS is ~0.3 MB gzipped); only here: the
+        # basemap's range responses (/map/) must stay byte-exact.
+        app.mount("/app", GZipMiddleware(StaticFiles(directory=WEB_DIR, html=True),
+                                         minimum_size=WEB_GZIP_MIN_BYTES), name="web")
 
         @app.get("/", include_in_schema=False)
         async def root() -> RedirectResponse:

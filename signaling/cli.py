@@ -69,6 +69,19 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), **overrides)
 
 
+def with_dev_vapid_keys(settings: Settings) -> Settings:
+    """Dev mode without Web Push keys: make a pair for this run (printed by announce_dev_mode)."""
+    if not settings.dev or settings.vapid_private_key:
+        return settings
+    from groups.push.webpush import VapidKeys
+
+    keys = VapidKeys.generate()
+    print("  Web Push: generated DISCO_VAPID_PRIVATE_KEY for this run "
+          "(set it to keep browsers' subscriptions across restarts):", file=sys.stderr)
+    print(f"  DISCO_VAPID_PRIVATE_KEY={keys.private_key}", file=sys.stderr)
+    return settings.model_copy(update={"vapid_private_key": keys.private_key})
+
+
 def announce_dev_mode(settings: Settings) -> None:
     """Dev mode says plainly which secrets are placeholders, as LiveKit's --dev does."""
     if not settings.dev:
@@ -89,6 +102,7 @@ def announce_dev_mode(settings: Settings) -> None:
 
 def serve(settings: Settings, workers: int = 1) -> None:
     settings.check_production_ready()
+    settings = with_dev_vapid_keys(settings)  # once: every worker pushes with the same key
     if workers != 1:
         from groups.nearby import proximity
         from signaling.workers import check_workers, supervise

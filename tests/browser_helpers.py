@@ -183,6 +183,44 @@ class Page:
         if not visible:
             raise CdpError(f"no visible element {selector!r} to click")
 
+    async def center_of(self, selector: str) -> tuple[float, float]:
+        """The viewport coordinates of a visible element's centre (scrolled into view)."""
+        box = await self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            " if (!e || !e.offsetParent) return null;"
+            # Scroll the window only: scrollIntoView would also scroll clipped
+            # containers (a map's panes) under the element.
+            " const top = e.getBoundingClientRect().top;"
+            " window.scrollTo(0, window.scrollY + top - innerHeight / 2);"
+            " const r = e.getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        if box is None:
+            raise CdpError(f"no visible element {selector!r}")
+        return float(box[0]), float(box[1])
+
+    async def press(self, selector: str, hold_s: float) -> None:
+        """Press the mouse on an element, hold ``hold_s`` seconds, release (real input events)."""
+        x, y = await self.center_of(selector)
+        for kind, pause in (("mousePressed", hold_s), ("mouseReleased", 0.0)):
+            await self.send("Input.dispatchMouseEvent", {
+                "type": kind, "x": x, "y": y, "button": "left", "buttons": 1, "clickCount": 1,
+            })
+            await asyncio.sleep(pause)
+
+    async def key(self, key: str, code: str, down: bool) -> None:
+        """A real key event (``key`` as KeyboardEvent.key, ``code`` as .code)."""
+        await self.send("Input.dispatchKeyEvent", {
+            "type": "keyDown" if down else "keyUp", "key": key, "code": code,
+            "windowsVirtualKeyCode": 32 if key == " " else 0,
+        })
+
+    def requests(self) -> list[str]:
+        """Every URL this page asked for so far (needs ``Network.enable``)."""
+        return [e["params"]["request"]["url"] for e in self.cdp.events
+                if e["method"] == "Network.requestWillBeSent"
+                and e.get("sessionId") == self.session_id]
+
     async def screenshot(self, path: Path) -> Path:
         result = await self.send("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
@@ -220,9 +258,17 @@ class Browser:
         self.process = process
         self.log_path = log_path
 
-    async def new_page(self, *, loopback_webrtc: bool = True,
-                       width: int = 1100, height: int = 900) -> Page:
-        target = await self.cdp.send("Target.createTarget", {"url": "about:blank"})
+    async def new_context(self) -> str:
+        """A separate browser profile (its own storage, cookies, permissions)."""
+        return str((await self.cdp.send("Target.createBrowserContext"))["browserContextId"])
+
+    async def new_page(self, *, loopback_webrtc: bool = True, width: int = 1100,
+                       height: int = 900, context_id: str | None = None,
+                       mobile: bool = False) -> Page:
+        params: dict[str, Any] = {"url": "about:blank"}
+        if context_id is not None:
+            params["browserContextId"] = context_id
+        target = await self.cdp.send("Target.createTarget", params)
         attached = await self.cdp.send(
             "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
         )
@@ -230,7 +276,7 @@ class Browser:
         await page.send("Page.enable")
         await page.send("Runtime.enable")
         await page.send("Emulation.setDeviceMetricsOverride", {
-            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False,
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile,
         })
         if loopback_webrtc:
             await page.send("Page.addScriptToEvaluateOnNewDocument",

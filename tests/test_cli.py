@@ -17,6 +17,7 @@ import pytest
 import websockets
 
 from common.settings import DEV_JWT_SECRET
+from groups.push.webpush import VapidKeys
 
 DISCO = str(Path(sys.executable).with_name("disco"))
 
@@ -68,6 +69,8 @@ def test_serve_on_embedded_defaults(served: tuple[str, subprocess.Popen[str]],
                    headers={"Authorization": f"Bearer {token}"})
     assert g.status_code == 201
     assert httpx.get(base + "/", follow_redirects=False).headers["location"] == "/app/"
+    webpush = httpx.get(base + "/api/push/webpush", headers={"Authorization": f"Bearer {token}"})
+    assert webpush.status_code == 200, webpush.text  # dev mode made a VAPID pair
 
     async def talk() -> dict[str, object]:
         async with websockets.connect(base.replace("http", "ws") + f"/ws?token={token}") as ws:
@@ -84,6 +87,9 @@ def test_serve_on_embedded_defaults(served: tuple[str, subprocess.Popen[str]],
     ready = output.index(f"Disco is ready: web client at {base}/app/")
     assert output.index("preparing the nearby index") < ready
     assert output.index("Uvicorn running on") < ready
+    (vapid,) = [line.split("=", 1)[1] for line in output.splitlines()
+                if line.strip().startswith("DISCO_VAPID_PRIVATE_KEY=")]
+    assert VapidKeys.from_private(vapid).public_key == webpush.json()["public_key"]
 
 
 def test_prod_mode_refuses_placeholder_secrets(tmp_path: Path) -> None:

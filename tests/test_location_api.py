@@ -66,6 +66,26 @@ async def test_location_flow(server: LiveServer) -> None:
     r = await server.http.get(f"/api/groups/{group}/events", headers=auth(owner))
     assert [e["kind"] for e in r.json()["events"]] == ["sos", "leave", "enter"]
 
+    # Moving a place (the web map drags it): admins only; the states start over.
+    moved = {"name": "camp 2", "lat": 46.01, "lon": 7.0, "radius_m": 300}
+    r = await server.http.put(f"/api/groups/{group}/places/{place['id']}", headers=auth(member),
+                              json=moved)
+    assert r.status_code == 403
+    r = await server.http.put(f"/api/groups/{group}/places/{place['id']}", headers=auth(owner),
+                              json={**moved, "radius_m": 5})
+    assert r.status_code == 400 and "radius_m" in r.json()["message"]
+    r = await server.http.put(f"/api/groups/{group}/places/999", headers=auth(owner), json=moved)
+    assert r.status_code == 404
+    r = await server.http.put(f"/api/groups/{group}/places/{place['id']}", headers=auth(owner),
+                              json=moved)
+    assert r.status_code == 200 and r.json()["name"] == "camp 2" and r.json()["radius_m"] == 300
+    r = await server.http.get(f"/api/groups/{group}/places", headers=auth(owner))
+    assert [(p["name"], p["lat"]) for p in r.json()["places"]] == [("camp 2", 46.01)]
+    lat, lon = destination(46.01, 7.0, 0, 100)  # inside the moved place: a first fix, no event
+    r = await server.http.post("/api/locations", headers=auth(member), json={
+        "lat": lat, "lon": lon, "accuracy_m": 10, "ts": now - 20})
+    assert r.json()["events"] == []
+
     r = await server.http.delete(f"/api/groups/{group}/places/{place['id']}", headers=auth(owner))
     assert r.status_code == 204
     r = await server.http.get(f"/api/groups/{group}/places", headers=auth(owner))

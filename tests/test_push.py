@@ -258,7 +258,8 @@ async def test_devices_without_a_sender_are_skipped(db: Db) -> None:
 
 def test_make_senders(tmp_path: Path) -> None:
     dev = make_senders(Settings(_env_file=None, dev=True))  # type: ignore[call-arg]
-    assert {p: s.name for p, s in dev.items()} == {Platform.ios: "log", Platform.android: "log"}
+    assert {p: s.name for p, s in dev.items()} == {
+        Platform.ios: "log", Platform.android: "log", Platform.web: "log"}
     assert make_senders(Settings(_env_file=None, dev=False,  # type: ignore[call-arg]
                                  jwt_secret="x" * 32)) == {}
     pem, _ = p8_key()

@@ -199,16 +199,16 @@ async def test_register_create_group_invite_and_talk(
                                {"origin": server.base_url, "permissions": ["geolocation"]})
         await page.send("Emulation.setGeolocationOverride",
                         {"latitude": HOME[0], "longitude": HOME[1], "accuracy": 12})
-        await page.click("#share-location")
+        await page.click("#share-precise")
         (fix,) = await wait_sent(page, "location")
         assert (fix["lat"], fix["lon"], fix["accuracy_m"]) == (*HOME, 12)
         # Bob, a member, shares his position for real; the server records it and
         # publishes it to the group, and the page draws it.
         await bob.request({"type": "location", "lat": HOME[0] + 300 / M_PER_DEG,
                            "lon": HOME[1], "accuracy_m": 8}, "location_ok")
-        row = await page.wait_for("document.querySelector('#positions li')?.textContent")
+        row = await page.wait_for("document.querySelector('#positions li.position')?.textContent")
         assert row.startswith("bob") and "300 m" in row
-        assert await page.evaluate("document.querySelectorAll('#map circle.member').length") == 1
+        await page.wait_for("document.querySelectorAll('#map .marker.member').length === 1")
 
         # Chat both ways: Bob reads what Alice types, the page shows what Bob says.
         await page.fill("#chat-text", "on my way")
@@ -276,7 +276,7 @@ async def test_guest_joins_nearby_with_a_radius(
         pass  # the first one came when Hiker's own fix arrived: nobody around yet
     (walker,) = news["people"]
     assert walker["display_name"] == "Walker" and walker["distance"] == "~200 m"
-    assert await page.evaluate("document.getElementById('share-location').checked")
+    assert await page.evaluate("window.disco.watchId !== null")
     hiker_row = f'[data-participant-id="{hiker_joined["participant_id"]}"]'
     shown = await page.wait_for(f"document.querySelector('{hiker_row}')?.textContent")
     assert "Hiker" in shown and "~200 m" in shown
@@ -290,6 +290,9 @@ async def test_guest_joins_nearby_with_a_radius(
     await eventually(lambda: nearby.participants[walker["participant_id"]].radius_m == 1500)
 
     await page.wait_for("window.disco.pc?.connectionState === 'connected'", MEDIA_TIMEOUT_S)
+    # My hearing radius is drawn on the map; strangers are never on it, only in the list.
+    await page.wait_for("window.discoMap.drawn?.includes('hearing')", 20)
+    assert not await page.evaluate("document.querySelector('#map .marker.member')")
 
     # Errors from the server are shown plainly: a guest cannot join a group room.
     await page.evaluate("window.disco.ws.send(JSON.stringify({type: 'join', room: 'group:1'}))")

@@ -211,6 +211,26 @@ async def test_removed_member_is_taken_out_of_the_room(server: LiveServer) -> No
     await b.close()
 
 
+async def test_a_role_change_keeps_the_member_in_the_group(server: LiveServer) -> None:
+    owner, _ = await server.register("owner")
+    member, member_user = await server.register("member")
+    group = await server.group_with(owner, member)
+    a, b = await server.connect(owner), await server.connect(member)
+    await b.request({"type": "join", "room": f"group:{group}"}, "joined")
+    r = await server.http.put(f"/api/groups/{group}/members/{member_user['id']}/role",
+                              headers=auth(owner), json={"role": "admin"})
+    assert r.status_code == 200
+    changed = await b.expect("membership")
+    assert changed["change"] == "role" and changed["user_id"] == member_user["id"]
+    # Still in the room and still hearing the group's events.
+    await a.request({"type": "location", "lat": 46.0, "lon": 7.0, "accuracy_m": 5},
+                    "location_ok")
+    assert (await b.expect("member_location"))["group_id"] == group
+    assert not [m for m in b.backlog if m["type"] == "left"]
+    await a.close()
+    await b.close()
+
+
 async def test_same_user_reconnecting_replaces_the_stale_participant(server: LiveServer) -> None:
     token, _ = await server.register("alice")
     other, _ = await server.register("bob")

@@ -1,4 +1,6 @@
-// Disco web client: accounts, groups, voice rooms, location map, chat.
+// Disco web client: accounts, groups, voice rooms, location, chat.
+// map.js (MapLibre, loaded after sign-in) and group.js (members, invites,
+// places, events, sharing, SOS) are loaded before this file and share its globals.
 //
 // Plain JavaScript, no build step, no network resources beyond this server.
 // It speaks the same protocol as every other client (docs/protocol.md):
@@ -36,6 +38,15 @@ const disco = (window.disco = {
   lastLocationSent: 0,
   reconnectMs: 1000,
   groups: [],
+  groupId: null,       // the open group (map, members, places, events)
+  members: [],         // its members: {user_id, username, display_name, role}
+  places: [],
+  events: [],          // place_event / sos of the open group, oldest first
+  sos: null,           // the SOS alert shown, until acknowledged
+  sharingMode: null,   // "precise" | "approximate" | "paused" | null (never chosen)
+  battery: null,       // BatteryManager, where the browser has one
+  liveAt: new Map(),   // user id -> when its last live location/sharing event came
+  musicAllowed: true,
 });
 
 // ---------------------------------------------------------------- helpers --
@@ -46,13 +57,6 @@ const $ = (id) => document.getElementById(id);
 function el(tag, props = {}, ...children) {
   const node = Object.assign(document.createElement(tag), props);
   node.append(...children);
-  return node;
-}
-
-function svg(tag, attrs = {}, text) {
-  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
   return node;
 }
 
@@ -119,6 +123,7 @@ function signOut(reason) {
   setSharing(false);
   disco.token = null;
   disco.me = null;
+  closeGroup();
   localStorage.removeItem(TOKEN_KEY);
   const ws = disco.ws;
   disco.ws = null;
@@ -136,6 +141,7 @@ function start() {
   $("main").hidden = false;
   $("logout").hidden = false;
   connect();
+  ensureMap().catch(() => {}); // MapLibre only now, after sign-in
 }
 
 // -------------------------------------------------------------- websocket --
@@ -166,6 +172,7 @@ function connect() {
       return;
     }
     setStatus(`offline, retrying in ${Math.round(disco.reconnectMs / 1000)} s`);
+    $("offline").hidden = false;
     setTimeout(() => disco.token && !disco.ws && connect(), disco.reconnectMs);
     disco.reconnectMs = Math.min(disco.reconnectMs * 2, RECONNECT_MAX_MS);
   };
@@ -183,6 +190,26 @@ function send(message) {
 setInterval(() => disco.ws && disco.ws.readyState === WebSocket.OPEN && send({ type: "ping" }),
   PING_EVERY_MS);
 
+/** A member's position (live or from REST) into the open group's map; null removes it. */
+function applyLocation(msg) {
+  if (msg.group_id !== undefined && msg.group_id !== disco.groupId) return; // another group
+  const key = String(msg.user_id ?? msg.participant_id ?? msg.from);
+  if (disco.me && key === String(disco.me.id)) return;
+  // The server nests the position: {location: {lat, lon, accuracy_m, ts}}; a
+  // member who paused sharing (or never shared) comes with location null.
+  const loc = msg.location;
+  if (!loc) {
+    disco.positions.delete(key);
+  } else {
+    disco.positions.set(key, {
+      name: msg.display_name || memberName(key),
+      lat: loc.lat, lon: loc.lon, acc: loc.accuracy_m, ts: loc.ts || Date.now() / 1000,
+      battery: loc.battery_pct, approximate: msg.precision === "approximate",
+    });
+  }
+  drawPositions();
+}
+
 // Server messages, one handler per type. Unknown types are ignored.
 const handlers = {
   welcome(msg) {
@@ -190,9 +217,17 @@ const handlers = {
     disco.iceServers = msg.ice_servers || [];
     disco.reconnectMs = 1000;
     setStatus("online");
+    $("offline").hidden = true;
     $("whoami").textContent = `${msg.user.display_name}${msg.user.kind === "guest" ? " (guest)" : ""}`;
     $("groups-card").hidden = msg.user.kind !== "user";
-    if (msg.user.kind === "user") loadGroups().catch((err) => showError(err.message));
+    $("sharing").hidden = msg.user.kind !== "user";
+    $("sos").hidden = $("sos-help").hidden = msg.user.kind !== "user";
+    if (msg.user.kind === "user") {
+      offerPush();
+      loadGroups()
+        .then(() => (pendingInvite() ? acceptPendingInvite() : disco.groupId && openGroup(disco.groupId)))
+        .catch((err) => showError(err.message));
+    }
     if (disco.wantRoom) joinRoom(disco.wantRoom);
   },
   joined(msg) {
@@ -207,7 +242,11 @@ const handlers = {
     renderRoom();
     if (disco.muted) send({ type: "mute", muted: true, room: msg.room }); // stay muted
     startMedia(msg.room).catch((err) => showError(`Voice failed: ${err.message}`));
-    if (msg.room.startsWith("group:")) loadLocations(msg.room.slice(6));
+    disco.musicAllowed = msg.music_allowed !== false;
+    disco.music = null;
+    renderMusicAllowed();
+    onMusicState({ room: msg.room, status: "stopped", current: null, queue: [] });
+    if (msg.room.startsWith("group:")) openGroup(Number(msg.room.slice(6))).catch((err) => showError(err.message));
     // The server places me in the nearby room by my next fix: send the last one now.
     if (msg.room === "nearby" && disco.lastFix) send(disco.lastFix);
   },
@@ -255,32 +294,40 @@ const handlers = {
     appendChat(msg.display_name || (sender ? sender.info.display_name : "someone"), msg.text);
   },
   member_location(msg) {
-    const key = String(msg.user_id ?? msg.participant_id ?? msg.from);
-    if (disco.me && key === String(disco.me.id)) return;
-    // The server nests the position: {location: {lat, lon, accuracy_m, ts}}; a
-    // member who paused sharing (or never shared) comes with location null.
-    const loc = msg.location;
-    if (!loc) {
-      disco.positions.delete(key);
-    } else {
-      disco.positions.set(key, {
-        name: msg.display_name || disco.memberNames.get(key) || `member ${key}`,
-        lat: loc.lat, lon: loc.lon, acc: loc.accuracy_m, ts: loc.ts || Date.now() / 1000,
-        approximate: msg.precision === "approximate",
-      });
-    }
-    drawMap();
+    disco.liveAt.set(String(msg.user_id), performance.now());
+    applyLocation(msg);
   },
   member_sharing(msg) {
+    disco.liveAt.set(String(msg.user_id), performance.now());
     // Paused: show nothing rather than a stale position.
-    if (msg.paused) handlers.member_location({ user_id: msg.user_id, location: null });
+    if (msg.paused) applyLocation({ group_id: msg.group_id, user_id: msg.user_id, location: null });
+    else {
+      const p = disco.positions.get(String(msg.user_id));
+      if (p && msg.group_id === disco.groupId) { p.approximate = msg.precision === "approximate"; drawPositions(); }
+    }
   },
-  membership() {
-    if (disco.me && disco.me.kind === "user") loadGroups().catch(() => {});
+  membership(msg) {
+    if (!disco.me || disco.me.kind !== "user") return;
+    if (msg.change === "joined" && msg.group_id === disco.groupId && msg.user_id !== disco.me.id) {
+      const group = disco.groups.find((g) => g.id === msg.group_id);
+      api("GET", `/api/groups/${msg.group_id}`).then((detail) => {
+        const who = (detail.members || []).find((m) => m.user_id === msg.user_id);
+        notify(`${who ? who.display_name || who.username : "Someone"} joined ${group ? group.name : "the group"}.`);
+      }).catch(() => {});
+    }
+    loadGroups().then(() => {
+      const stillIn = disco.groups.some((g) => g.id === disco.groupId);
+      if (!stillIn) { closeGroup(); return null; }
+      return msg.group_id === disco.groupId ? openGroup(disco.groupId) : null;
+    }).catch(() => {});
   },
-  sos(msg) {
-    showError(`SOS from ${msg.display_name || "a member"}: ${msg.message || "needs help"}`);
+  place_event(msg) {
+    if (msg.group_id === disco.groupId) addEvent(msg);
+    else notify(eventText(msg));
   },
+  sos: (msg) => onSos(msg),
+  music_state: (msg) => onMusicState(msg),
+  sos_sent: (msg) => onSosSent(msg),
   // Nearby room: exactly the people I can hear, with rounded distances ("~150 m").
   nearby(msg) {
     if (disco.room !== "nearby") return;
@@ -310,21 +357,19 @@ async function loadGroups() {
   const { groups } = await api("GET", "/api/groups");
   disco.groups = groups;
   const list = $("groups");
-  list.replaceChildren(...groups.map((g) => el("li", { className: "group" },
-    el("span", { className: "grow" }, g.name, " ", el("small", { className: "muted" }, g.role || "")),
-    el("button", { className: "talk", onclick: guarded(() => joinRoom(g.room)) }, "Talk"),
-    el("button", { className: "secondary invite-btn", onclick: guarded(() => createInvite(g)) }, "Invite"),
-  )));
-  if (!groups.length) list.append(el("li", { className: "muted" }, "No groups yet: create one or enter an invite code."));
-}
-
-async function createInvite(group) {
-  const invite = await api("POST", `/api/groups/${group.id}/invites`);
-  const until = new Date(invite.expires_at * 1000).toLocaleString();
-  const out = $("invite-out");
-  out.replaceChildren(`Invite code for ${group.name}: `, el("code", { id: "invite-code-out" }, invite.code),
-    el("small", { className: "muted" }, ` (valid until ${until})`));
-  out.hidden = false;
+  list.replaceChildren(...groups.map((g) => {
+    const li = el("li", { className: `group${g.id === disco.groupId ? " open" : ""}` },
+      el("button", { className: "link grow open-group", onclick: guarded(() => openGroup(g.id)) },
+        g.name, " ", el("small", { className: "muted" }, g.role || "")),
+      el("button", { className: "talk", onclick: guarded(() => joinRoom(g.room)) }, "Talk"));
+    if (g.role === "owner" || g.role === "admin") {
+      li.append(el("button", { className: "secondary invite-btn", onclick: guarded(() => createInvite(g)) }, "Invite"));
+    }
+    li.dataset.groupId = g.id;
+    return li;
+  }));
+  if (!groups.length) list.append(el("li", { className: "muted" }, "No groups yet: create one or open an invite link."));
+  if (!disco.groupId && groups.length === 1) await openGroup(groups[0].id);
 }
 
 // ------------------------------------------------------------------ rooms --
@@ -349,11 +394,12 @@ function leaveRoom() {
 }
 
 function renderRoom() {
+  renderMap(); // the hearing radius shows in the nearby room
   const inRoom = Boolean(disco.room);
   $("room-card").hidden = !inRoom;
   if (!inRoom) return;
   const group = disco.groups.find((g) => g.room === disco.room);
-  $("room-name").textContent = disco.room === "nearby" ? "Nearby" : group ? group.name : disco.room;
+  $("room-name").textContent = disco.room === "nearby" ? "Talking nearby" : group ? group.name : disco.room;
   $("join-nearby").disabled = disco.room === "nearby";
   renderPcState();
 }
@@ -361,6 +407,7 @@ function renderRoom() {
 function renderPcState(extra) {
   const state = disco.pc ? disco.pc.connectionState : "no voice";
   $("pc-state").textContent = extra ? `${state}, ${extra}` : state;
+  renderQuality();
 }
 
 /** One list row per participant; its class list carries speaking/muted. */
@@ -395,9 +442,7 @@ async function startMedia(room) {
   let stream = null;
   try {
     if (!navigator.mediaDevices) throw new Error("the microphone needs HTTPS (or localhost)");
-    stream = await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-    });
+    stream = await navigator.mediaDevices.getUserMedia(micConstraints());
   } catch (err) {
     showError(`No microphone (${err.message}): you can listen but not talk.`);
   }
@@ -408,6 +453,10 @@ async function startMedia(room) {
   const pc = new RTCPeerConnection({ iceServers: disco.iceServers });
   disco.pc = pc;
   disco.localStream = stream;
+  if (stream) {
+    startMeter(stream);
+    listMicrophones().catch(() => {});
+  }
   if (stream) {
     for (const track of stream.getAudioTracks()) {
       track.enabled = !disco.muted;
@@ -445,6 +494,7 @@ async function startMedia(room) {
 }
 
 function endMedia() {
+  stopMeter();
   if (disco.pc) disco.pc.close();
   disco.pc = null;
   if (disco.localStream) disco.localStream.getTracks().forEach((t) => t.stop());
@@ -460,58 +510,67 @@ function setMuted(muted) {
   $("mute").classList.toggle("active", muted);
   const me = disco.participants.get(disco.participantId);
   if (me) me.li.classList.toggle("is-muted", muted);
+  renderMutedHint();
 }
 
 // --------------------------------------------------------------- location --
 
+const GEO_ERRORS = { 1: "permission denied", 2: "position unavailable", 3: "timed out" };
+let locationErrorShown = false;
+
+/** The browser's position watch: on while sharing (the server is told by setSharingMode). */
 function setSharing(on) {
-  $("share-location").checked = on;
   if (!on) {
     if (disco.watchId !== null) navigator.geolocation.clearWatch(disco.watchId);
     disco.watchId = null;
     return;
   }
+  if (disco.watchId !== null) return;
   if (!navigator.geolocation) {
-    $("share-location").checked = false;
     showError("This browser cannot tell its location.");
     return;
   }
   if (!window.isSecureContext) showError("Most browsers give the location only over HTTPS (or localhost).");
-  disco.watchId = navigator.geolocation.watchPosition(onPosition,
-    (err) => showError(`Location unavailable: ${err.message}`),
-    { enableHighAccuracy: true, maximumAge: 5_000, timeout: 30_000 });
+  if (navigator.getBattery && !disco.battery) navigator.getBattery().then((b) => { disco.battery = b; }).catch(() => {});
+  disco.watchId = navigator.geolocation.watchPosition(onPosition, (err) => {
+    const reason = err.message || GEO_ERRORS[err.code] || "no reason given";
+    if (err.code === 1) { // denied: nothing will come until the user changes it
+      locationErrorShown = true;
+      showError(`Location unavailable: ${reason}. Allow this site to use your location.`);
+    } else { // no fix yet or a timeout: the watch keeps trying
+      $("map-note").textContent = `Waiting for your position (${reason})…`;
+      $("map-note").hidden = false;
+    }
+  }, { enableHighAccuracy: true, maximumAge: 5_000, timeout: 30_000 });
 }
 
 function onPosition(position) {
+  if (locationErrorShown) { locationErrorShown = false; hideError(); }
+  if (!discoMap.error) $("map-note").hidden = true;
   const c = position.coords;
   disco.myPos = { lat: c.latitude, lon: c.longitude, acc: c.accuracy };
-  drawMap();
+  drawPositions();
   const fix = { type: "location", lat: c.latitude, lon: c.longitude,
     accuracy_m: Math.min(Math.max(c.accuracy || 1, 0.1), 100_000), ts: position.timestamp / 1000 };
   if (Number.isFinite(c.speed) && c.speed >= 0) fix.speed_mps = c.speed;
   if (Number.isFinite(c.heading) && c.heading >= 0 && c.heading < 360) fix.heading_deg = c.heading;
+  if (disco.battery) fix.battery_pct = Math.round(disco.battery.level * 100);
   disco.lastFix = fix; // re-sent on joining the nearby room
-  const now = Date.now();
-  if (now - disco.lastLocationSent < LOCATION_MIN_INTERVAL_MS) return;
-  disco.lastLocationSent = now;
-  send(fix);
+  sendFixSoon();
 }
 
-/** Last known positions of a group's members (if the server offers them). */
-async function loadLocations(groupId) {
-  try {
-    const group = await api("GET", `/api/groups/${groupId}`);
-    for (const m of group.members || []) disco.memberNames.set(String(m.user_id), m.display_name);
-    const data = await api("GET", `/api/groups/${groupId}/locations`);
-    const list = Array.isArray(data) ? data : (data && (data.locations || data.members)) || [];
-    for (const item of list) handlers.member_location(item);
-  } catch (err) {
-    if (err.status !== 404) showError(`Locations: ${err.message}`);
+let fixTimer = null;
+/** At most one fix per LOCATION_MIN_INTERVAL_MS, and the latest one always goes out. */
+function sendFixSoon() {
+  const wait = disco.lastLocationSent + LOCATION_MIN_INTERVAL_MS - Date.now();
+  if (wait > 0) {
+    if (!fixTimer) fixTimer = setTimeout(() => { fixTimer = null; sendFixSoon(); }, wait);
+    return;
   }
+  if (disco.watchId === null || !disco.lastFix) return; // stopped sharing meanwhile
+  disco.lastLocationSent = Date.now();
+  send(disco.lastFix);
 }
-
-const EARTH_RADIUS_M = 6_371_000;
-const M_PER_DEG = (EARTH_RADIUS_M * Math.PI) / 180; // ~111 km per degree of latitude
 
 /** Great-circle distance in metres (haversine). */
 function distanceM(a, b) {
@@ -527,55 +586,56 @@ function formatDistance(m) {
   return m < 1000 ? `${Math.round(m)} m` : `${(m / 1000).toFixed(m < 10_000 ? 1 : 0)} km`;
 }
 
-/** A round ring radius (1, 2, 5 x 10^n metres) at least `m`. */
-function niceRadius(m) {
-  const base = 10 ** Math.floor(Math.log10(Math.max(m, 10)));
-  return [1, 2, 5, 10].map((k) => k * base).find((r) => r >= m);
+/**
+ * The open group's members, nearest first, with the fix's age, accuracy and
+ * battery, a Follow and a Trail button each; then the map redraws.
+ */
+function drawPositions() {
+  const now = Date.now() / 1000;
+  const center = disco.myPos;
+  const rows = [...disco.positions.entries()]
+    .map(([key, p]) => ({ key, p, d: center ? distanceM(center, p) : null }))
+    .sort((a, b) => (a.d ?? 0) - (b.d ?? 0));
+  $("positions").replaceChildren(...rows.map(({ key, p, d }) => {
+    const facts = [ageText(p.ts, now), `±${Math.round(p.acc)} m`];
+    if (p.approximate) facts.push("approximate");
+    if (Number.isFinite(p.battery)) facts.push(`battery ${p.battery}%`);
+    const follow = el("button", { className: "link follow" }, discoMap.follow === key ? "Following" : "Follow");
+    follow.dataset.key = key;
+    follow.onclick = () => setFollow(discoMap.follow === key ? null : key);
+    const li = el("li", { className: "position" },
+      el("span", { className: "grow" }, el("b", { className: "name" }, p.name), " ",
+        el("small", { className: "muted" }, facts.join(" · "))),
+      el("span", { className: "distance" }, d === null ? "?" : formatDistance(d)),
+      follow,
+      el("button", { className: "link trail", onclick: guarded(() => showTrail(key)) }, "Trail"));
+    li.dataset.userId = key;
+    return li;
+  }));
+  if (!rows.length) {
+    $("positions").append(el("li", { className: "muted" },
+      disco.groupId ? "Nobody in this group shares a position right now." : "Open a group to see its members."));
+  }
+  renderMap();
 }
 
-/**
- * Draw the map: me at the centre, north up, others placed by a local flat
- * projection (fine at the scale of a group), with distance rings.
- */
-function drawMap() {
-  const map = $("map");
-  const others = [...disco.positions.values()];
-  const center = disco.myPos || others[0];
-  map.replaceChildren();
-  const list = $("positions");
-  list.replaceChildren();
-  if (!center) {
-    map.append(svg("text", { x: 0, y: 0, "text-anchor": "middle", class: "hint" },
-      "No positions yet"));
-    return;
-  }
-  const cosLat = Math.cos((center.lat * Math.PI) / 180);
-  const toXY = (p) => [(p.lon - center.lon) * M_PER_DEG * cosLat, -(p.lat - center.lat) * M_PER_DEG];
-  const farthest = Math.max(100, ...others.map((p) => distanceM(center, p)));
-  const ring = niceRadius(farthest);
-  const scale = 130 / ring; // SVG units per metre; the view is -150..150
-  for (const r of [ring / 2, ring]) {
-    map.append(svg("circle", { cx: 0, cy: 0, r: r * scale, class: "ring" }),
-      // Labels sit on the north-east diagonal, clear of the "N" and of me.
-      svg("text", { x: r * scale * 0.71 + 2, y: -r * scale * 0.71 - 2, class: "ring-label" },
-        formatDistance(r)));
-  }
-  map.append(svg("text", { x: 0, y: -140, "text-anchor": "middle", class: "north" }, "N"));
-  if (disco.myPos) {
-    map.append(svg("circle", { cx: 0, cy: 0, r: Math.min(disco.myPos.acc * scale, 130), class: "accuracy" }),
-      svg("circle", { cx: 0, cy: 0, r: 5, class: "me" }));
-  }
-  const now = Date.now() / 1000;
-  const rows = others.map((p) => ({ p, d: distanceM(center, p) })).sort((a, b) => a.d - b.d);
-  for (const { p, d } of rows) {
-    const [x, y] = toXY(p).map((v) => v * scale);
-    const stale = now - p.ts > 300;
-    map.append(svg("circle", { cx: x, cy: y, r: 4.5, class: stale ? "member stale" : "member" }),
-      svg("text", { x: x + 7, y: y + 3, class: "member-label" }, p.name));
-    const age = Math.max(0, Math.round((now - p.ts) / 60));
-    list.append(el("li", {}, el("span", { className: "grow" }, p.name),
-      `${disco.myPos ? formatDistance(d) : "?"}`,
-      el("small", { className: "muted" }, age ? ` · ${age} min ago` : " · now")));
+/** A member's history trail for the chosen range (GeoJSON from the server). */
+async function showTrail(userKey) {
+  const range = Number($("trail-range").value);
+  const to = Date.now() / 1000;
+  const feature = await api("GET",
+    `/api/groups/${disco.groupId}/members/${userKey}/history?from=${to - range}&to=${to}`);
+  discoMap.trail = feature;
+  disco.trailUser = userKey;
+  const points = feature.geometry ? feature.geometry.coordinates.length : 0;
+  $("trail-who").textContent = `${memberName(userKey)} (${points} point${points === 1 ? "" : "s"})`;
+  $("trail-controls").hidden = false;
+  renderMap();
+  if (points && discoMap.map) {
+    const lons = feature.geometry.coordinates.map((c) => c[0]);
+    const lats = feature.geometry.coordinates.map((c) => c[1]);
+    discoMap.map.fitBounds([[Math.min(...lons), Math.min(...lats)], [Math.max(...lons), Math.max(...lats)]],
+      { padding: 50, maxZoom: 16, duration: 0 });
   }
 }
 
@@ -619,10 +679,24 @@ function wire() {
   $("radius").oninput = () => { $("radius-out").textContent = formatDistance(Number($("radius").value)); };
   $("radius").onchange = () => {
     if (disco.room === "nearby") send({ type: "radius", radius_m: Number($("radius").value) });
+    renderMap(); // the hearing radius
   };
   $("mute").onclick = () => setMuted(!disco.muted);
   $("leave").onclick = () => leaveRoom();
-  $("share-location").onchange = (event) => setSharing(event.target.checked);
+  for (const radio of document.querySelectorAll('input[name="sharing"]')) {
+    radio.onchange = guarded(() => setSharingMode(radio.value));
+  }
+  $("place-form").onsubmit = guarded(addPlace);
+  $("trail-range").onchange = guarded(() => disco.trailUser && showTrail(disco.trailUser));
+  $("trail-clear").onclick = () => {
+    discoMap.trail = null;
+    disco.trailUser = null;
+    $("trail-controls").hidden = true;
+    renderMap();
+  };
+  wireSos();
+  $("push-enable").onclick = guarded(enablePush);
+  wireVoice();
   $("chat-form").onsubmit = guarded(() => {
     const text = $("chat-text").value.trim();
     if (!text || !disco.room) return;
@@ -634,9 +708,19 @@ function wire() {
     const audio = $("remote-audio");
     if (audio.srcObject && audio.paused) audio.play().catch(() => {});
   });
-  drawMap();
+  drawPositions();
+  window.addEventListener("offline", () => { $("offline").hidden = false; });
+  if (!navigator.onLine) $("offline").hidden = false;
+  // Opened from the service worker's cache with the server down: say so.
+  fetch("/healthz", { cache: "no-store" }).catch(() => { $("offline").hidden = false; });
+  if ("serviceWorker" in navigator && window.isSecureContext) {
+    navigator.serviceWorker.register("sw.js").catch((err) => console.warn("service worker:", err.message));
+  }
   if (disco.token) start();
-  else $("auth").hidden = false;
+  else {
+    $("auth").hidden = false;
+    $("auth-invite").hidden = !pendingInvite();
+  }
 }
 
 wire();

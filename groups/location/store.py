@@ -326,6 +326,28 @@ async def create_place(
     return place
 
 
+async def update_place(
+    session: AsyncSession, group_id: int, actor_id: int, place_id: int, name: str, lat: float,
+    lon: float, radius_m: float,
+) -> Place:
+    """Move, resize or rename a place (admins). A new centre or radius forgets who was
+    inside: each member's next fix decides again, without an enter/leave for the edit."""
+    clean = validate_place(name, lat, lon, radius_m)
+    await require_member(session, group_id, actor_id, at_least=Role.admin)
+    place = await session.get(Place, place_id)
+    if place is None or place.group_id != group_id:
+        raise NotFound("no such place")
+    if (place.lat, place.lon, place.radius_m) != (float(lat), float(lon), float(radius_m)):
+        await session.exec(  # type: ignore[call-overload]
+            delete(PlaceMemberState).where(col(PlaceMemberState.place_id) == place_id)
+        )
+    place.name, place.lat, place.lon = clean, float(lat), float(lon)
+    place.radius_m = float(radius_m)
+    session.add(place)
+    await session.flush()
+    return place
+
+
 async def list_places(session: AsyncSession, group_id: int, viewer_id: int) -> list[Place]:
     await require_member(session, group_id, viewer_id)
     rows = await session.exec(

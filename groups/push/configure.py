@@ -1,11 +1,11 @@
 """Which push senders a node uses, from its settings.
 
 ``make_senders(settings)``: APNs when its four settings are present, FCM when
-its service account is; in dev mode a platform without credentials gets the
-log-only sender, in production it gets none and its devices are skipped (with
-one warning at start-up). The sender modules import ``groups.push.senders``
-and nothing imports them back but this factory, which loads each
-only when it is configured.
+its service account is, Web Push when it has a VAPID key; in dev mode a
+platform without credentials gets the log-only sender, in production it gets
+none and its devices are skipped (with one warning at start-up). The sender
+modules import ``groups.push.senders`` and nothing imports them back but this
+factory, which loads each only when it is configured.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ def make_senders(settings: Settings) -> dict[Platform, PushSender]:
     elif any(apns_fields):
         logger.warning("APNs is partly configured: set DISCO_APNS_KEY_FILE, DISCO_APNS_KEY_ID, "
                        "DISCO_APNS_TEAM_ID and DISCO_APNS_TOPIC together")
+    if settings.vapid_private_key:
+        from groups.push.webpush import VapidKeys, WebPushSender  # pywebpush, aiohttp
+
+        senders[Platform.web] = WebPushSender(
+            VapidKeys.from_private(settings.vapid_private_key),
+            settings.vapid_subject or settings.public_url,
+        )
     if settings.fcm_service_account_file is not None:
         from groups.push.fcm import FcmSender  # imported only when used: pyfcm, google-auth
 

@@ -8,6 +8,9 @@ APNs or FCM payloads.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,11 +22,15 @@ TITLE_MAX_CHARS = 100
 BODY_MAX_CHARS = 240
 APNS_TOKEN_RE = re.compile(r"^[0-9a-f]{64,200}$")  # 32-byte tokens today; Apple may grow them
 FCM_TOKEN_RE = re.compile(r"^[A-Za-z0-9_:\-]{32,512}$")
+TOKEN_MAX_CHARS = 512  # the push_devices.token column
+P256DH_BYTES = 65      # an uncompressed P-256 point
+AUTH_SECRET_BYTES = 16
 
 
 class Platform(StrEnum):
     ios = "ios"
     android = "android"
+    web = "web"  # the token is the browser's push subscription, as compact JSON
 
 
 class Category(StrEnum):
@@ -103,8 +110,10 @@ def clean_token(platform: str, token: str) -> tuple[Platform, str]:
     try:
         kind = Platform(platform)
     except ValueError:
-        raise BadRequest("platform must be 'ios' or 'android'") from None
+        raise BadRequest("platform must be 'ios', 'android' or 'web'") from None
     token = token.strip()
+    if kind is Platform.web:
+        return kind, clean_web_subscription(token)
     if kind is Platform.ios:
         token = token.lower()
         if not APNS_TOKEN_RE.fullmatch(token):
@@ -113,6 +122,47 @@ def clean_token(platform: str, token: str) -> tuple[Platform, str]:
         raise BadRequest("an Android (FCM) registration token is 32-512 characters of "
                          "letters, digits, '_', '-' and ':'")
     return kind, token
+
+
+def _b64url_bytes(name: str, value: object) -> bytes:
+    if not isinstance(value, str):
+        raise BadRequest(f"a Web Push subscription's keys.{name} must be a base64url string")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"a Web Push subscription's keys.{name} is not base64url") from None
+
+
+def clean_web_subscription(token: str) -> str:
+    """A browser's PushSubscription JSON, checked and re-serialised compactly.
+
+    ``{"endpoint": "https://...", "keys": {"p256dh": <65-byte point>, "auth": <16 bytes>}}``
+    (``JSON.stringify(subscription)`` in the page); other fields are dropped.
+    """
+    try:
+        sub = json.loads(token)
+    except ValueError:
+        raise BadRequest("a Web Push token is the subscription as JSON "
+                         "(JSON.stringify(subscription))") from None
+    if not isinstance(sub, dict) or not isinstance(sub.get("keys"), dict):
+        raise BadRequest("a Web Push subscription needs an endpoint and keys {p256dh, auth}")
+    endpoint = sub.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+        raise BadRequest("a Web Push subscription's endpoint must be an https:// URL")
+    keys = sub["keys"]
+    p256dh = _b64url_bytes("p256dh", keys.get("p256dh"))
+    if len(p256dh) != P256DH_BYTES or p256dh[0] != 4:
+        raise BadRequest("a Web Push subscription's keys.p256dh must be an uncompressed "
+                         "P-256 point (65 bytes)")
+    if len(_b64url_bytes("auth", keys.get("auth"))) != AUTH_SECRET_BYTES:
+        raise BadRequest("a Web Push subscription's keys.auth must be 16 bytes")
+    compact = json.dumps({"endpoint": endpoint, "keys": {"p256dh": keys["p256dh"],
+                                                         "auth": keys["auth"]}},
+                         separators=(",", ":"))
+    if len(compact) > TOKEN_MAX_CHARS:
+        raise BadRequest(f"this Web Push subscription is {len(compact)} characters; "
+                         f"at most {TOKEN_MAX_CHARS} are stored")
+    return compact
 
 
 def clean_categories(names: Iterable[str]) -> frozenset[Category]:

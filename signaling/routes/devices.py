@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
+from common.errors import Unavailable
 from groups.push import store
 from groups.push.messages import Category
 from signaling.deps import Db, State, UserId
@@ -58,3 +59,18 @@ async def put_settings(body: PushSettingsBody, user_id: UserId, state: State, db
     muted = await store.set_muted(db, user_id, body.muted, state.clock())
     await db.commit()
     return {"muted": sorted(c.value for c in muted), "categories": [c.value for c in Category]}
+
+
+@router.get("/push/webpush")
+async def webpush_key(_user_id: UserId, state: State) -> dict[str, object]:
+    """The VAPID public key a browser subscribes with (its ``applicationServerKey``).
+
+    Subscribe in the page, then register the subscription as a device:
+    ``POST /api/devices {"platform": "web", "token": JSON.stringify(subscription)}``.
+    """
+    from groups.push.webpush import VapidKeys
+
+    key = state.settings.vapid_private_key
+    if not key:
+        raise Unavailable("Web Push is off on this server (DISCO_VAPID_PRIVATE_KEY is not set)")
+    return {"public_key": VapidKeys.from_private(key).public_key}

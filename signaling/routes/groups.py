@@ -39,7 +39,7 @@ def group_json(group: Group, role: Role | None = None) -> dict[str, object]:
 
 
 async def announce_membership(state: AppState, group_id: int, user_id: int, change: str) -> None:
-    """Tell live sessions that ``user_id`` joined or left ``group_id``."""
+    """Tell live sessions that ``user_id`` joined, left, or changed role in ``group_id``."""
     event = {"type": "membership", "group_id": group_id, "user_id": user_id, "change": change}
     await state.bus.publish(f"user:{user_id}", event)
     await state.bus.publish(f"group:{group_id}", event)
@@ -126,7 +126,10 @@ async def remove_member(
 
 @router.put("/groups/{group_id}/members/{member_id}/role")
 async def set_role(
-    group_id: GroupId, member_id: MemberId, body: RoleChange, user_id: UserId, db: Db
+    group_id: GroupId, member_id: MemberId, body: RoleChange, user_id: UserId, state: State,
+    db: Db
 ) -> dict[str, object]:
     await service.set_role(db, group_id, user_id, member_id, body.role)
+    await db.commit()  # before the event: clients re-read the group when they get it
+    await announce_membership(state, group_id, member_id, "role")
     return {"group_id": group_id, "user_id": member_id, "role": body.role.value}

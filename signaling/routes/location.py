@@ -99,6 +99,18 @@ async def create_place(
     return store.place_json(place)
 
 
+@router.put("/groups/{group_id}/places/{place_id}")
+async def update_place(
+    group_id: int, place_id: int, body: PlaceCreate, user_id: UserId, db: Db
+) -> dict[str, Any]:
+    """Move, resize or rename a place (owner/admin): the web map drags centre and radius."""
+    place = await store.update_place(
+        db, group_id, user_id, place_id, body.name, body.lat, body.lon, body.radius_m
+    )
+    await db.commit()
+    return store.place_json(place)
+
+
 @router.delete("/groups/{group_id}/places/{place_id}", status_code=204)
 async def delete_place(group_id: GroupId, place_id: PlaceId, user_id: UserId, db: Db) -> Response:
     await store.delete_place(db, group_id, user_id, place_id)

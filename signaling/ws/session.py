@@ -143,6 +143,8 @@ class ClientSession:
         if event.get("change") == "joined":
             await self.subscription.add(f"group:{group_id}")
             return
+        if event.get("change") != "left":  # "role": still a member, nothing to undo
+            return
         await self.subscription.remove(f"group:{group_id}")
         participant = self.participants.pop(f"group:{group_id}", None)
         if participant is not None:
