@@ -300,4 +300,23 @@ async def test_guest_joins_nearby_with_a_radius(
                                " && document.getElementById('error-text').textContent")
     assert "guest" in text and "(forbidden)" in text
     await page.screenshot(screenshot_path(tmp_path, "web-client-nearby.png"))
+
+    # The call's node goes away (a cluster tells relayed clients left/host_lost): the
+    # page joins again by itself, with the same radius, and is placed anew.
+    (mine,) = [p for p in nearby.participants.values() if p.peer.display_name == "Walker"]
+    session = mine.peer
+    session.participants.pop("nearby")  # type: ignore[attr-defined]
+    await server.app_state.rooms.leave(mine)
+    session.send({"type": "left", "room": "nearby", "reason": "host_lost"})
+
+    def walkers() -> list[Any]:
+        room = server.app_state.rooms.get("nearby")
+        return [p for p in (room.participants.values() if room else ())
+                if p.peer.display_name == "Walker"]
+
+    await eventually(lambda: [p.peer for p in walkers()] == [session])
+    assert walkers()[0].radius_m == 1500
+    # A draining node says reconnect: the page opens a new socket and rejoins the room.
+    session.send({"type": "reconnect", "reason": "draining"})
+    await eventually(lambda: [p.peer is session for p in walkers()] == [False], 15)
     await hiker.close()

@@ -17,6 +17,9 @@ const TOKEN_KEY = "disco.token";
 const PING_EVERY_MS = 25_000;           // keeps idle connections open
 const LOCATION_MIN_INTERVAL_MS = 3_000; // at most one location message per 3 s
 const RECONNECT_MAX_MS = 15_000;
+const REJOIN_DELAY_MS = 500;             // after the call's node went away, then join again
+// `left` reasons after which the call goes on elsewhere: join again (docs/protocol.md)
+const REJOIN_REASONS = new Set(["host_lost", "moved"]);
 
 const disco = (window.disco = {
   token: localStorage.getItem(TOKEN_KEY),
@@ -253,10 +256,30 @@ const handlers = {
   left(msg) {
     if (msg.room !== disco.room) return;
     endMedia();
-    disco.room = disco.wantRoom = null;
+    disco.room = null;
     renderRoom();
+    if (REJOIN_REASONS.has(msg.reason)) {
+      // The node hosting the call went away (or the call moved): join again and
+      // the deployment places the room on a live node.
+      rejoinSoon(msg.room);
+      return;
+    }
+    disco.wantRoom = null;
     if (msg.reason === "replaced") showError("You joined this room from another device.");
     else if (msg.reason) showError(`You left the room (${msg.reason}).`);
+  },
+  reconnect() {
+    // The server is draining: reconnect (through the load balancer, to another node)
+    // and rejoin the room we were in.
+    disco.wantRoom = disco.wantRoom || disco.room;
+    const ws = disco.ws;
+    disco.ws = null;
+    endMedia();
+    disco.room = null;
+    renderRoom();
+    if (ws) ws.close();
+    setStatus("reconnecting…");
+    connect();
   },
   answer(msg) {
     if (disco.pc && msg.room === disco.room) {
@@ -347,6 +370,15 @@ const handlers = {
     p.li.querySelector(".name").textContent = msg.display_name;
   },
   error(msg) {
+    if (msg.code === "moved" && disco.room) {
+      // A message for a call whose node has gone: join again, placed on a live node.
+      const room = disco.room;
+      endMedia();
+      disco.room = null;
+      renderRoom();
+      rejoinSoon(room);
+      return;
+    }
     showError(`${msg.message} (${msg.code})`);
   },
 };
@@ -374,16 +406,26 @@ async function loadGroups() {
 
 // ------------------------------------------------------------------ rooms --
 
+/** Join ``room`` again after a moment (its node went away; the server places it anew). */
+function rejoinSoon(room) {
+  disco.wantRoom = room;
+  setStatus("rejoining the call…");
+  setTimeout(() => disco.wantRoom === room && !disco.room && send(joinMessage(room)),
+    REJOIN_DELAY_MS);
+}
+
+function joinMessage(room) {
+  const message = { type: "join", room };
+  if (room === "nearby") message.radius_m = Number($("radius").value);
+  return message;
+}
+
 function joinRoom(room) {
   if (disco.room === room) return;
   leaveRoom();
   disco.wantRoom = room;
-  const message = { type: "join", room };
-  if (room === "nearby") {
-    message.radius_m = Number($("radius").value);
-    if (disco.watchId === null) setSharing(true); // nearby is about where I am
-  }
-  send(message);
+  if (room === "nearby" && disco.watchId === null) setSharing(true); // nearby is about where I am
+  send(joinMessage(room));
 }
 
 function leaveRoom() {
