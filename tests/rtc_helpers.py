@@ -39,7 +39,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,6 +287,19 @@ def steady_tone_level_db(samples: Samples, freq_hz: float, percentile: float = 9
     basis = window * np.exp(-2j * np.pi * freq_hz * np.arange(n) / SAMPLE_RATE_HZ)
     amplitudes = 2 * np.abs(frames @ basis) / window.sum()
     return 20 * math.log10(float(np.percentile(amplitudes, percentile)) + 1e-15)
+
+
+def assert_mix_minus(peers: Mapping[str, RtcClient], tones_hz: Mapping[str, float],
+                     listen_s: float) -> None:
+    """Each peer's last ``listen_s`` holds every other peer's tone and never its own."""
+    for name, client in peers.items():
+        samples = client.recorder.last(listen_s)
+        report = describe_tones(samples, list(tones_hz.values()))
+        for other, hz in tones_hz.items():
+            if other == name:
+                assert lacks_tone(samples, hz), f"{name} hears itself: {report}"
+            else:
+                assert has_tone(samples, hz), f"{name} misses {other}: {report}"
 
 
 def describe_tones(samples: Samples, freqs: list[float]) -> str:

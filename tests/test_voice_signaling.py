@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from common.settings import Settings
 from tests.rtc_helpers import (
     RtcClient,
+    assert_mix_minus,
     describe_tones,
     eventually,
     has_tone,
@@ -77,14 +78,7 @@ async def test_group_room_mix_minus_mute_volume_and_drop(server: LiveServer) -> 
         await asyncio.sleep(0.5)
 
         # Mix-minus: everyone else's tone, never your own.
-        for name, client in peers.items():
-            samples = client.recorder.last(LISTEN_S)
-            report = describe_tones(samples, list(TONES_HZ.values()))
-            for other, hz in TONES_HZ.items():
-                if other == name:
-                    assert lacks_tone(samples, hz), f"{name} hears itself: {report}"
-                else:
-                    assert has_tone(samples, hz), f"{name} misses {other}: {report}"
+        assert_mix_minus(peers, TONES_HZ, LISTEN_S)
 
         # Prometheus sees the room working.
         metrics = await scrape(server)

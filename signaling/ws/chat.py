@@ -55,13 +55,18 @@ async def on_display_name(session: Connection, msg: wire.DisplayName) -> dict[st
         )
     name = clean_display_name(msg.display_name)
     session.renames = changes + 1
-    session.display_name = name
-    for room_id, participant in session.participants.items():
-        session.rooms.broadcast(
+    rename(session, name)
+    return {"type": "display_name", "display_name": name,
+            "changes_left": DISPLAY_NAME_CHANGES_PER_SESSION - changes - 1}
+
+
+def rename(conn: Connection, name: str) -> None:
+    """Give ``conn`` its new display name and tell the others in its rooms on this node."""
+    conn.display_name = name
+    for room_id, participant in conn.participants.items():
+        conn.rooms.broadcast(
             room_id,
             {"type": "participant_renamed", "room": room_id,
              "participant_id": participant.participant_id, "display_name": name},
             exclude=participant.participant_id, about=participant.participant_id,
         )
-    return {"type": "display_name", "display_name": name,
-            "changes_left": DISPLAY_NAME_CHANGES_PER_SESSION - changes - 1}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from common.errors import BadRequest, NotFound
 from signaling.auth import Identity
 from signaling.deps import AppState
 from signaling.rooms import Participant, RoomRegistry
@@ -31,3 +32,16 @@ class Connection(Protocol):
 
     def participant(self, room: str | None) -> Participant:
         """The participant for ``room``, or for the only room joined if None."""
+
+
+def participant_in(participants: dict[str, Participant], room: str | None) -> Participant:
+    """The participant for ``room``, or for the only room joined if None (both sides of a
+    relayed connection answer ``Connection.participant`` with this)."""
+    if room is None:
+        if len(participants) != 1:
+            raise BadRequest(f"say which room: you are in {len(participants)} rooms")
+        return next(iter(participants.values()))
+    participant = participants.get(room)
+    if participant is None:
+        raise NotFound(f"you are not in room {room}")
+    return participant

@@ -43,10 +43,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from common.errors import BadRequest, DiscoError, Elsewhere, NotFound
+from common.errors import DiscoError, Elsewhere
 from protocol import wire
 from signaling.auth import Identity
 from signaling.rooms import Participant
+from signaling.ws import chat
+from signaling.ws.connection import participant_in
 
 if TYPE_CHECKING:
     from signaling.cluster.base import Cluster
@@ -107,14 +109,7 @@ class RemoteConnection:
                                              "message": message})
 
     def participant(self, room: str | None) -> Participant:
-        if room is None:
-            if len(self.participants) != 1:
-                raise BadRequest(f"say which room: you are in {len(self.participants)} rooms")
-            return next(iter(self.participants.values()))
-        participant = self.participants.get(room)
-        if participant is None:
-            raise NotFound(f"you are not in room {room}")
-        return participant
+        return participant_in(self.participants, room)
 
 
 class Relay:
@@ -353,14 +348,7 @@ class Relay:
         conn = self.remote.get(link_id)
         if conn is None:
             return
-        conn.display_name = name
-        for room_id, participant in conn.participants.items():
-            conn.rooms.broadcast(
-                room_id,
-                {"type": "participant_renamed", "room": room_id,
-                 "participant_id": participant.participant_id, "display_name": name},
-                exclude=participant.participant_id, about=participant.participant_id,
-            )
+        chat.rename(conn, name)
 
     def renamed(self, session: Connection) -> None:
         """Pass a session's new display name to the rooms relayed for it."""

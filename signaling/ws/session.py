@@ -37,6 +37,7 @@ from signaling.rooms import Participant, RoomRegistry
 from signaling.turn import ice_servers
 from signaling.ws import chat as handlers_chat
 from signaling.ws import location as handlers_location
+from signaling.ws.connection import participant_in
 from signaling.ws.relay import relaying
 
 log = logging.getLogger(__name__)
@@ -235,14 +236,7 @@ class ClientSession:
     # -- helpers ------------------------------------------------------------
     def participant(self, room: str | None) -> Participant:
         """The participant for ``room``, or for the only room joined if None."""
-        if room is None:
-            if len(self.participants) != 1:
-                raise BadRequest(f"say which room: you are in {len(self.participants)} rooms")
-            return next(iter(self.participants.values()))
-        participant = self.participants.get(room)
-        if participant is None:
-            raise NotFound(f"you are not in room {room}")
-        return participant
+        return participant_in(self.participants, room)
 
 
 # -- handlers: one per client message type -----------------------------------
