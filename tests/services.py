@@ -12,8 +12,13 @@ import contextlib
 import os
 import shutil
 import socket
+import sys
+from pathlib import Path
 
 import pytest
+
+DISCO = str(Path(sys.executable).with_name("disco"))
+"""This environment's ``disco`` command: tests run it as a user would."""
 
 POSTGRES_URL = os.environ.get("DISCO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("DISCO_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -58,3 +63,10 @@ def require_binary(name: str, package: str) -> str:
         missing(f"{name} (Debian package {package}) not installed")
     assert path is not None
     return path
+
+
+def free_tcp_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,14 +16,8 @@ import websockets
 
 from common.settings import DEV_JWT_SECRET
 from groups.push.webpush import VapidKeys
-
-DISCO = str(Path(sys.executable).with_name("disco"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.services import DISCO
+from tests.services import free_tcp_port as free_port
 
 
 def clean_env() -> dict[str, str]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,16 +18,13 @@ import httpx
 import pytest
 
 from common import db
+from tests.services import DISCO
+from tests.services import free_tcp_port as free_port
 
-DISCO = str(Path(sys.executable).with_name("disco"))
 NODES = 3
 START_TIMEOUT_S = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def node_env(database_url: str, node: int) -> dict[str, str]:

@@ -17,8 +17,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,19 +32,15 @@ from tests.rtc_helpers import (
     loopback_ice,
 )
 from tests.server_helpers import PASSWORD, WsClient
-from tests.services import missing, stop_process
+from tests.services import DISCO, missing, stop_process
+from tests.services import free_tcp_port as free_port
 
-DISCO = str(Path(sys.executable).with_name("disco"))
 TONES_HZ = {"alice": 440.0, "bob": 660.0, "carol": 990.0}
 LISTEN_S = 1.0
 BACK_WITHIN_S = 10.0
 START_TIMEOUT_S = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Node:

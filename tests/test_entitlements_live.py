@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,8 +23,8 @@ import pytest
 from common.settings import Settings
 from tests.rtc_helpers import write_tone_file
 from tests.server_helpers import LiveServer, WsClient, live_server
+from tests.services import DISCO
 
-DISCO = str(Path(sys.executable).with_name("disco"))
 WITHIN_S = 5.0
 
 

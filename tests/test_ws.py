@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import websockets
 
 from common.settings import Settings
-from tests.server_helpers import LiveServer, auth, live_server
+from tests.server_helpers import LiveServer, WsClient, auth, live_server
 
 
 @pytest.fixture
@@ -193,11 +194,17 @@ async def test_join_twice_and_guest_rules(server: LiveServer) -> None:
     await guest.close()
 
 
-async def test_removed_member_is_taken_out_of_the_room(server: LiveServer) -> None:
+async def owner_and_member(server: LiveServer) -> tuple[str, dict[str, Any], int, WsClient,
+                                                        WsClient]:
+    """A group of two, both connected: the owner's token, the member, the group, sockets."""
     owner, _ = await server.register("owner")
     member, member_user = await server.register("member")
     group = await server.group_with(owner, member)
-    a, b = await server.connect(owner), await server.connect(member)
+    return owner, member_user, group, await server.connect(owner), await server.connect(member)
+
+
+async def test_removed_member_is_taken_out_of_the_room(server: LiveServer) -> None:
+    owner, member_user, group, a, b = await owner_and_member(server)
     await a.request({"type": "join", "room": f"group:{group}"}, "joined")
     await b.request({"type": "join", "room": f"group:{group}"}, "joined")
     await a.expect("participant_joined")
@@ -212,10 +219,7 @@ async def test_removed_member_is_taken_out_of_the_room(server: LiveServer) -> No
 
 
 async def test_a_role_change_keeps_the_member_in_the_group(server: LiveServer) -> None:
-    owner, _ = await server.register("owner")
-    member, member_user = await server.register("member")
-    group = await server.group_with(owner, member)
-    a, b = await server.connect(owner), await server.connect(member)
+    owner, member_user, group, a, b = await owner_and_member(server)
     await b.request({"type": "join", "room": f"group:{group}"}, "joined")
     r = await server.http.put(f"/api/groups/{group}/members/{member_user['id']}/role",
                               headers=auth(owner), json={"role": "admin"})
