@@ -13,6 +13,7 @@ from common.settings import Settings
 from tests.billing_support import FakeStripe, billing_settings, fake_stripe
 from tests.server_helpers import LiveServer, live_server
 from tests.services import POSTGRES_URL, REDIS_URL, missing, port_open
+from tests.test_client_support import media_settings
 
 
 def _pg_available() -> bool:
@@ -128,4 +129,11 @@ async def billing_server(settings: Settings, tmp_path: Path, database_url: str,
     """A live server with plans and Stripe (the stand-in), on SQLite and on PostgreSQL."""
     async with live_server(billing_settings(settings, tmp_path, database_url,
                                             stripe_api.url)) as server:
+        yield server
+
+
+@pytest.fixture
+async def media_server(settings: Settings) -> AsyncIterator[LiveServer]:
+    """A live server whose media offers only 127.0.0.1 as its ICE candidate."""
+    async with live_server(media_settings(settings)) as server:
         yield server

@@ -8,18 +8,15 @@ is heard: each output file must hold the other's tone and not its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from common.settings import Settings
 from tests.rtc_helpers import describe_tones, has_tone, lacks_tone, tone_level_db, write_tone_file
-from tests.server_helpers import LiveServer, live_server
+from tests.server_helpers import LiveServer
 from tests.test_client_support import (
     ClientProcess,
     crew,
-    media_settings,
     read_wav,
     window,
     write_mono_wav,
@@ -30,9 +27,8 @@ DURATION_S = 6.0
 
 
 @pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[LiveServer]:
-    async with live_server(media_settings(settings)) as s:
-        yield s
+def server(media_server: LiveServer) -> LiveServer:
+    return media_server
 
 
 async def test_two_headless_clients_hear_each_other_and_not_themselves(

@@ -8,17 +8,14 @@ once and then stops sending (the talk goes on).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from common.settings import Settings
 from tests.rtc_helpers import describe_tones, has_tone, lacks_tone
-from tests.server_helpers import LiveServer, live_server
+from tests.server_helpers import LiveServer
 from tests.test_client_support import (
     ClientProcess,
-    media_settings,
     read_wav,
     window,
     write_mono_wav,
@@ -31,9 +28,8 @@ TRACK = """<gpx xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>
 
 
 @pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[LiveServer]:
-    async with live_server(media_settings(settings)) as s:
-        yield s
+def server(media_server: LiveServer) -> LiveServer:
+    return media_server
 
 
 async def test_two_guests_talk_in_the_nearby_room(server: LiveServer, tmp_path: Path) -> None:

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from common.settings import Settings
 from tests.pulse_helpers import pulseaudio
 from tests.rtc_helpers import describe_tones, has_tone, lacks_tone
-from tests.server_helpers import LiveServer, live_server
-from tests.test_client_support import ClientProcess, crew, media_settings, read_wav, write_mono_wav
+from tests.server_helpers import LiveServer
+from tests.test_client_support import ClientProcess, crew, read_wav, write_mono_wav
 
 pytestmark = pytest.mark.pulseaudio
 
@@ -33,9 +31,8 @@ LISTEN_S = 3.0
 
 
 @pytest.fixture
-async def server(settings: Settings) -> AsyncIterator[LiveServer]:
-    async with live_server(media_settings(settings)) as s:
-        yield s
+def server(media_server: LiveServer) -> LiveServer:
+    return media_server
 
 
 async def test_microphone_and_speaker_through_pulseaudio(
