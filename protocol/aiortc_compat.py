@@ -19,10 +19,11 @@ and quietly running without it:
     aiortc's audio ``JitterBuffer`` (the receiver's private
     ``__jitter_buffer``) waits for four later packets before it releases a
     frame (80 ms) and stalls on a loss until 16 more arrive, then decodes in a
-    thread. ``take_rtp`` swaps it for one that hands every packet, with its
-    codec (from the receiver's private ``__codecs``), to a callback on the
-    event loop, after aiortc's SRTP, RTCP statistics and RTX unwrapping, and
-    gives aiortc's decoder nothing.
+    thread. ``take_rtp`` swaps it for one that hands every packet (as an
+    ``InboundRtp``: sequence number, RTP timestamp, payload type, payload),
+    with its codec (from the receiver's private ``__codecs``), to a callback
+    on the event loop, after aiortc's SRTP, RTCP statistics and RTX
+    unwrapping, and gives aiortc's decoder nothing.
 
 Two reads, for tests: ``nominated_local_candidate`` (which path ICE chose:
 host or relay) and ``go_silent`` (close a peer's sockets with no goodbye, as
@@ -42,6 +43,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Sequence
 from types import FunctionType
+from typing import NamedTuple
 
 import aioice.ice
 from aioice.candidate import Candidate
@@ -62,7 +64,17 @@ chosen_host_addresses: tuple[str, ...] = ()
 Set it with ``set_host_addresses``; tests may ``monkeypatch.setattr`` it.
 """
 
-RtpSink = Callable[[RtpPacket, str], None]
+class InboundRtp(NamedTuple):
+    """One received RTP packet, as the receive path needs it (no aiortc types)."""
+
+    sequence_number: int
+    timestamp: int
+    """RTP timestamp (48 kHz for Opus and RED)."""
+    payload_type: int
+    payload: bytes
+
+
+RtpSink = Callable[[InboundRtp, str], None]
 """Called with each inbound RTP packet and its codec's lower-case MIME type."""
 
 
@@ -176,7 +188,8 @@ class _Tap(JitterBuffer):
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         codec = self._codecs.get(packet.payload_type)
         mime = str(getattr(codec, "mimeType", "")).lower()
-        self._sink(packet, mime)
+        self._sink(InboundRtp(packet.sequence_number, packet.timestamp, packet.payload_type,
+                              packet.payload), mime)
         return False, None
 
 

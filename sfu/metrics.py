@@ -44,7 +44,8 @@ ENCODES = Counter("disco_sfu_encodes_total", "Opus frames encoded by the mixer")
 PACKETS_IN = Counter("disco_sfu_packets_in_total", "Decoded audio frames received")
 PACKETS_OUT = Counter("disco_sfu_packets_out_total", "Audio packets handed to senders")
 FRAMES_DROPPED = Counter(
-    "disco_sfu_frames_dropped_total", "Inbound frames dropped because the jitter slot was full"
+    "disco_sfu_frames_dropped_total",
+    "Inbound packets not played: too late for playout, or skipped to shed delay"
 )
 PEER_FAILURES = Counter(
     "disco_sfu_peer_failures_total", "Peer connections that failed or went silent"

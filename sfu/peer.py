@@ -2,9 +2,9 @@
 
 Inbound: ``aiortc_compat.take_rtp`` hands each RTP packet of a receiver to an
 ``sfu.inbound.InboundStream`` on the event loop as it arrives (aiortc's own
-jitter buffer and decoder thread get nothing). Voice goes to the voice slot;
-tracks whose mid the client marked as music go to music slots; the room's
-clock pops the slots once per tick.
+jitter buffer and decoder thread get nothing). Voice goes to ``voice``;
+tracks whose mid the client marked as music go to ``music``; the room's
+clock pops each stream once per tick (reordered, FEC-recovered, concealed).
 
 Outbound: a ``MixTrack`` on the first non-music audio transceiver, fed with
 Opus payloads by the room (``send``).
@@ -18,14 +18,13 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from protocol import aiortc_compat
 from sfu import metrics
 from sfu.errors import BadCandidate, BadOffer
 from sfu.ice import announce_public_ip, rtc_configuration
-from sfu.inbound import InboundStream, JitterSlot
+from sfu.inbound import InboundStream
 from sfu.tracks import MixTrack
 
 logger = logging.getLogger(__name__)
@@ -81,11 +80,12 @@ class Peer:
     ) -> None:
         self.participant_id = participant_id
         self.out = MixTrack()
-        self.voice = JitterSlot()
-        self.music: dict[str, JitterSlot] = {}
+        self.voice = InboundStream(participant_id)
+        self.music: dict[str, InboundStream] = {}
         self.state = "new"
         self._connected_at: float | None = None
         self._voice_in: InboundStream | None = None
+        """``voice`` once the offer says the client sends voice (else nothing to watch)."""
         self._public_ip = public_ip
         self._music_mids = frozenset(music_mids)
         self._on_state: Callable[[Peer, str], None] | None = on_state
@@ -116,7 +116,7 @@ class Peer:
         """
         if self.state != "connected" or self._voice_in is None or self._connected_at is None:
             return None
-        last = self._voice_in.last_frame_at
+        last = self._voice_in.last_packet_at
         return self._connected_at if last is None else max(last, self._connected_at)
 
     def fail(self) -> None:
@@ -172,10 +172,10 @@ class Peer:
             if not client_sends:
                 pass
             elif mid is not None and mid in self._music_mids:
-                slot = self.music.setdefault(mid, JitterSlot())
-                stream = InboundStream(slot, f"{self.participant_id}/{mid}")
+                stream = self.music.setdefault(
+                    mid, InboundStream(f"{self.participant_id}/{mid}"))
             elif t is voice[0]:
-                stream = self._voice_in = InboundStream(self.voice, self.participant_id)
+                stream = self._voice_in = self.voice
             aiortc_compat.take_rtp(t.receiver, self._sink(stream))
         try:
             await pc.setLocalDescription(await pc.createAnswer())
@@ -190,8 +190,8 @@ class Peer:
             return _ignore
         loop = asyncio.get_running_loop()
 
-        def sink(packet: RtpPacket, mime: str) -> None:
-            stream.packet(packet.sequence_number, packet.payload, loop.time(), mime)
+        def sink(rtp: aiortc_compat.InboundRtp, mime: str) -> None:
+            stream.packet(rtp.sequence_number, rtp.timestamp, rtp.payload, loop.time(), mime)
 
         return sink
 
@@ -221,11 +221,14 @@ class Peer:
     async def close(self) -> None:
         self.detach()
         self.out.stop()
-        dropped = self.voice.dropped_frames + sum(s.dropped_frames for s in self.music.values())
+        dropped = 0
+        for stream in (self.voice, *self.music.values()):
+            c = stream.playout.counters
+            dropped += c.late + c.shed
         if dropped:
             metrics.FRAMES_DROPPED.inc(dropped)
         await self._pc.close()
 
 
-def _ignore(packet: RtpPacket, mime: str) -> None:
+def _ignore(packet: aiortc_compat.InboundRtp, mime: str) -> None:
     """Packets on an m-line we do not mix (a second voice track)."""

@@ -58,6 +58,9 @@ class PlayoutStream:
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._quiet = True
         self._stats_base = (0, 0)
+        self.silent = True
+        """The last ``pop`` had nothing to play (``Silence``: not started, DTX, or
+        concealment ran out); its zeros are not the sender's audio."""
 
     @property
     def counters(self) -> Counters:
@@ -92,6 +95,7 @@ class PlayoutStream:
     def pop(self, now: float) -> Pcm:
         """This tick's 960 samples (zeros when there is nothing to play)."""
         action = self.buffer.pop(now, quiet=self._quiet)
+        self.silent = isinstance(action, Silence)
         try:
             if isinstance(action, Frame):
                 pcm = self._decoder.decode(action.payload)

@@ -15,7 +15,8 @@ its own. After a long stall (the process was starved) the clock catches up
 at most ``MAX_CATCHUP_TICKS`` ticks and then skips ahead, counting the loss.
 
 The tick itself (``MediaRoom.tick(now)``) never awaits and reads the time it
-is given: its inputs are the peers' jitter slots (``MediaPeer``), the music
+is given: its inputs are the peers' inbound streams (``MediaPeer.voice`` and
+``music``, each popped once a tick: ``sfu.inbound``), the music
 player, the mix plan and the room's controls (``RoomControls``: who is muted,
 whether music is allowed, owned by the signaling layer and asked every
 tick); its outputs are Opus payloads handed to ``MediaPeer.send``, events,
@@ -43,7 +44,7 @@ from sfu import metrics
 from sfu.codec import OpusEncoder
 from sfu.ducking import Ducker
 from sfu.errors import BadCandidate, BadMusicRequest, BadVolume, MusicNotAllowed
-from sfu.inbound import JitterSlot
+from sfu.inbound import FrameSource
 from sfu.levels import SpeakingDetector, levels_dbov
 from sfu.mixer import FRAME_MS, MAX_GAIN, Acc, MixPlan, Pcm, assign_encoders, mix
 from sfu.music import ACTIONS, MusicPlayer, Track, probe_audio, resolve_source
@@ -120,10 +121,10 @@ class MediaPeer(Protocol):
     def participant_id(self) -> str: ...
 
     @property
-    def voice(self) -> JitterSlot: ...
+    def voice(self) -> FrameSource: ...
 
     @property
-    def music(self) -> Mapping[str, JitterSlot]: ...
+    def music(self) -> Mapping[str, FrameSource]: ...
 
     @property
     def listening(self) -> bool: ...
@@ -449,13 +450,13 @@ class MediaRoom:
         music_frames: list[Pcm] = []
         timed = self._ticks % JITTER_WAIT_SAMPLE_EVERY_TICKS == 0
         for pid, peer in peers.items():
-            frame = peer.voice.pop()
+            frame = peer.voice.pop(now)
             if frame is not None and pid not in muted:
                 voice[pid] = frame
                 if timed and peer.voice.ready_at is not None:
                     metrics.JITTER_WAIT_SECONDS.observe(now - peer.voice.ready_at)
             for slot in peer.music.values():
-                m = slot.pop()
+                m = slot.pop(now)
                 if m is not None:
                     music_frames.append(m)
         if voice:

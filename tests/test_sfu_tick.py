@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sfu.inbound import JitterSlot, MonoOpusDecoder
-from sfu.levels import HANGOVER_S
+from sfu.inbound import InboundStream, JitterSlot, MonoOpusDecoder
+from sfu.levels import HANGOVER_S, levels_dbov
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ, Pcm
 from sfu.music import MusicPlayer, Track
+from sfu.opus import Encoder
+from sfu.reorder import FRAME_TS
 from sfu.room import (
     LIVENESS_EVERY_TICKS,
     MediaConfig,
@@ -61,7 +63,7 @@ class FakePeer:
 
     participant_id: str
     music_mids: Collection[str] = ()
-    voice: JitterSlot = field(default_factory=JitterSlot)
+    voice: JitterSlot | InboundStream = field(default_factory=JitterSlot)
     music: dict[str, JitterSlot] = field(default_factory=dict)
     listening: bool = True
     heard_at: float | None = None
@@ -151,6 +153,7 @@ class Harness:
             self.now = T0 + self.n * FRAME_S
             for pid, hz in self.talking.items():
                 peer = self.peers[pid]
+                assert isinstance(peer.voice, JitterSlot)  # PCM in: the tick's own tests
                 peer.voice.push(tone(hz, self.n), self.now)
                 peer.heard_at = self.now
             for (pid, mid), hz in self.music_hz.items():
@@ -323,3 +326,40 @@ async def test_a_listener_that_stopped_listening_is_sent_nothing() -> None:
     h.peers["b"].listening = False
     h.run(5)
     assert h.peers["b"].decoded == [] and len(h.peers["a"].decoded) == 5
+
+
+async def test_opus_packets_through_the_inbound_stream_and_a_dtx_pause() -> None:
+    """The production inbound path under the tick: RTP packets in, a loss rebuilt from
+    FEC, then silence in DTX (libopus's 1-byte frames, sent as WebRTC does: the
+    first, then one every 400 ms): silence, not loss, and not a vanished peer."""
+    h = Harness()
+    await h.join("a", "b")
+    stream = InboundStream("a")
+    h.peers["a"].voice = stream
+    encoder = Encoder(48_000, fec=True, packet_loss_perc=10)
+    encoder.set_dtx(True)
+    seq = 0
+    in_dtx = 0
+    for k in range(1, 301):
+        now = T0 + (h.n + 1) * FRAME_S  # the tick's time: packets arrive just before it
+        pcm = tone(440.0, k) if k <= 100 else np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        payload = encoder.encode(pcm)
+        in_dtx = in_dtx + 1 if len(payload) <= 2 else 0
+        if k != 40 and (in_dtx == 0 or in_dtx % 20 == 1):
+            stream.packet(seq % 65_536, k * FRAME_TS, payload, now)
+        if in_dtx == 0 or in_dtx % 20 == 1:
+            seq += 1
+        if stream.last_packet_at is not None:
+            h.peers["a"].heard_at = stream.last_packet_at  # what Peer.last_heard reads
+        h.peers["b"].heard_at = now  # b sends (silence) all along
+        h.run(1)
+        if k == 100:
+            heard = h.peers["b"].heard(95)
+            levels = [float(levels_dbov(f)[0]) for f in np.split(heard, 95)]
+            # the loss dips (PLC, then FEC at 10%) for two frames; nothing falls silent
+            assert min(levels) > -40 and sum(level < -25 for level in levels) <= 2
+    c = stream.playout.counters
+    assert (c.lost, c.recovered) == (1, 1) and c.dtx > 100
+    assert not any(r.expired for r in h.results) and not h.peers["a"].failed
+    assert h.times_of("stopped_speaking", "a")  # a pause, heard as one
+    assert lacks_tone(h.peers["b"].heard(), 440.0)
