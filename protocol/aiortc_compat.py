@@ -25,6 +25,14 @@ and quietly running without it:
     on the event loop, after aiortc's SRTP, RTCP statistics and RTX
     unwrapping, and gives aiortc's decoder nothing.
 
+``accept_red`` (process-wide, called by ``install``)
+    aiortc's audio codec table (``aiortc.codecs.CODECS``) has no RED (RFC
+    2198), so an offer's ``red/48000/2`` (Chrome offers it after Opus) is
+    dropped from the answer. ``install`` appends ``RED_CODEC`` to that table:
+    the answer then accepts RED when offered, and ``take_rtp`` hands RED
+    packets to the sink with ``audio/red``. aiortc sends with the first
+    codec the offer lists; browsers list Opus first.
+
 Two reads, for tests: ``nominated_local_candidate`` (which path ICE chose:
 host or relay) and ``go_silent`` (close a peer's sockets with no goodbye, as
 a phone leaving coverage does), both through the aioice ``Connection`` that
@@ -46,9 +54,11 @@ from types import FunctionType
 from typing import NamedTuple
 
 import aioice.ice
+import aiortc.codecs
 from aioice.candidate import Candidate
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
@@ -57,6 +67,11 @@ logger = logging.getLogger(__name__)
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _CODECS = "_RTCRtpReceiver__codecs"
 _AIOICE_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
+
+RED_MIME = "audio/red"
+RED_CODEC = RTCRtpCodecParameters(mimeType="audio/red", clockRate=48_000, channels=2,
+                                  payloadType=63)
+"""RFC 2198 redundancy around Opus, as Chrome offers it (its PT is taken from the offer)."""
 
 chosen_host_addresses: tuple[str, ...] = ()
 """The host candidates aioice offers; () = aioice's own choice (all but loopback).
@@ -92,6 +107,7 @@ def install() -> None:
     not start with a patch that silently does nothing.
     """
     check_receiver_class(RTCRtpReceiver)
+    accept_red()
     if installed():
         return
     check_aioice_gathering()
@@ -111,6 +127,21 @@ def uninstall() -> None:
 def _code_names(fn: object) -> set[str]:
     code = getattr(fn, "__code__", None)
     return set(code.co_names) if code is not None else set()
+
+
+def accept_red() -> None:
+    """Put RED in aiortc's audio codec table, after its own codecs (idempotent)."""
+    table = getattr(aiortc.codecs, "CODECS", None)
+    audio = table.get("audio") if isinstance(table, dict) else None
+    if not isinstance(audio, list) or not all(
+        isinstance(c, RTCRtpCodecParameters) for c in audio
+    ):
+        raise CompatError(
+            "aiortc.codecs.CODECS['audio'] is not a list of RTCRtpCodecParameters; RED "
+            "cannot be negotiated (supported: aiortc 1.16.x)"
+        )
+    if not any(c.mimeType.lower() == RED_MIME for c in audio):
+        audio.append(RED_CODEC)
 
 
 def check_receiver_class(cls: type) -> None:

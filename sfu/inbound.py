@@ -160,7 +160,8 @@ class InboundStream:
         silent talker is still heard from; only a vanished one stops."""
         self.ready_at: float | None = None
         self._label = label
-        self._opus_pt = opus_pt
+        self.opus_pt = opus_pt
+        """The offer's Opus payload type: a RED block of another type is skipped."""
         self._warned_codec = False
 
     def packet(self, sequence_number: int, timestamp: int, payload: bytes, now: float,
@@ -175,7 +176,7 @@ class InboundStream:
             return False  # padding only
         if mime == RED_MIME:
             self.playout.push_red(sequence_number, timestamp, payload, now,
-                                  opus_pt=self._opus_pt)
+                                  opus_pt=self.opus_pt)
         else:
             self.playout.push(sequence_number, timestamp, payload, now)
         self.packets_in += 1

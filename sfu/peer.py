@@ -25,6 +25,7 @@ from sfu import metrics
 from sfu.errors import BadCandidate, BadOffer
 from sfu.ice import announce_public_ip, rtc_configuration
 from sfu.inbound import InboundStream
+from sfu.sdp_opus import set_opus_fmtp
 from sfu.tracks import MixTrack
 
 logger = logging.getLogger(__name__)
@@ -47,20 +48,26 @@ def check_offer_text(sdp: Any) -> None:
         raise BadOffer("offer has no audio")
 
 
-def offered_sending(offer_sdp: str) -> tuple[dict[str, bool], list[bool]]:
-    """Which offered audio m-lines the client sends on: by mid, and in order."""
+def offered_sending(offer_sdp: str) -> tuple[dict[str, bool], list[bool], dict[str, int]]:
+    """Which offered audio m-lines the client sends on: by mid, and in order; and the
+    Opus payload type of each mid that offers Opus."""
     try:
         parsed = SessionDescription.parse(offer_sdp)
     except Exception as exc:  # aiortc's parser raises assorted types on bad SDP
         raise BadOffer(f"offer rejected: {exc or type(exc).__name__}") from None
     by_mid: dict[str, bool] = {}
     in_order: list[bool] = []
+    opus_pts: dict[str, int] = {}
     for media in parsed.media:
         sends = media.direction in CLIENT_SENDS
         in_order.append(sends)
         if media.rtp.muxId:
             by_mid[media.rtp.muxId] = sends
-    return by_mid, in_order
+            opus = [c.payloadType for c in media.rtp.codecs
+                    if c.mimeType.lower() == "audio/opus" and c.payloadType is not None]
+            if opus:
+                opus_pts[media.rtp.muxId] = opus[0]
+    return by_mid, in_order, opus_pts
 
 
 class Peer:
@@ -142,7 +149,7 @@ class Peer:
     async def answer(self, offer_sdp: str) -> str:
         """Apply the client's offer; returns the answer SDP with all our candidates."""
         check_offer_text(offer_sdp)
-        sends_by_mid, sends_in_order = offered_sending(offer_sdp)
+        sends_by_mid, sends_in_order, opus_pts = offered_sending(offer_sdp)
         pc = self._pc
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -176,13 +183,16 @@ class Peer:
                     mid, InboundStream(f"{self.participant_id}/{mid}"))
             elif t is voice[0]:
                 stream = self._voice_in = self.voice
+            if stream is not None and mid is not None:
+                stream.opus_pt = opus_pts.get(mid)  # for RED's blocks
             aiortc_compat.take_rtp(t.receiver, self._sink(stream))
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             logger.debug("cannot answer %s: %r", self.participant_id, exc)
             raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from None
-        return announce_public_ip(pc.localDescription.sdp, self._public_ip)
+        # useinbandfec=1, usedtx=1, stereo=0, maxaveragebitrate: how the client sends to us.
+        return announce_public_ip(set_opus_fmtp(pc.localDescription.sdp), self._public_ip)
 
     def _sink(self, stream: InboundStream | None) -> aiortc_compat.RtpSink:
         """Each packet of one receiver into ``stream`` (on the loop, as it arrives)."""

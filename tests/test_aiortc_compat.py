@@ -227,6 +227,22 @@ def test_the_tap_hands_the_sink_sequence_number_timestamp_and_payload_type() -> 
     ]
 
 
+def test_red_is_added_once_and_a_changed_codec_table_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiortc.codecs
+
+    aiortc_compat.accept_red()
+    aiortc_compat.accept_red()
+    audio = aiortc.codecs.CODECS["audio"]
+    assert [c.mimeType.lower() for c in audio].count("audio/red") == 1
+    assert audio[0].mimeType.lower() == "audio/opus"  # aiortc still sends Opus first
+    with monkeypatch.context() as patch:  # undone before the fixture re-installs
+        patch.setattr(aiortc.codecs, "CODECS", {"audio": ("opus",)})
+        with pytest.raises(CompatError, match="CODECS"):
+            aiortc_compat.accept_red()
+
+
 def test_ice_reads_refuse_a_transport_without_an_aioice_connection() -> None:
     with pytest.raises(CompatError, match="_connection"):
         aiortc_compat.nominated_local_candidate(SimpleNamespace())  # type: ignore[arg-type]
