@@ -33,6 +33,14 @@ and quietly running without it:
     packets to the sink with ``audio/red``. aiortc sends with the first
     codec the offer lists; browsers list Opus first.
 
+``watch_receiver_reports`` (per sender)
+    aiortc reads the receiver reports (RTCP RR/SR report blocks) that the far
+    end sends about our stream in ``RTCRtpSender._handle_rtcp_packet`` and
+    keeps them only for its async ``getStats``. ``watch_receiver_reports``
+    wraps that method on one sender so each report block about its SSRC also
+    goes, as a ``ReceiverReport`` (fraction lost, jitter, the sender's RTT
+    estimate from its private ``__rtt``), to a callback on the event loop.
+
 Two reads, for tests: ``nominated_local_candidate`` (which path ICE chose:
 host or relay) and ``go_silent`` (close a peer's sockets with no goodbye, as
 a phone leaving coverage does), both through the aioice ``Connection`` that
@@ -60,11 +68,16 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtp import RtpPacket
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, RtpPacket
 
 logger = logging.getLogger(__name__)
 
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_SENDER_RTT = "_RTCRtpSender__rtt"
+_SENDER_SSRC = "_ssrc"
+RTP_CLOCK_HZ = 48_000
+"""The clock of the Opus (and RED) streams whose report jitter is converted to seconds."""
 _CODECS = "_RTCRtpReceiver__codecs"
 _AIOICE_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
 
@@ -239,6 +252,52 @@ def take_rtp(receiver: RTCRtpReceiver, sink: RtpSink) -> None:
             f"found {type(current).__name__} and {type(codecs).__name__}"
         )
     setattr(receiver, _JITTER_BUFFER, _Tap(codecs, sink))
+
+
+# --- RTCP receiver reports about our streams -------------------------------------------
+
+
+class ReceiverReport(NamedTuple):
+    """One RTCP report block the far end sent about the stream we send it."""
+
+    fraction_lost: int
+    """Share of our packets lost since its previous report, in 1/256 (RFC 3550)."""
+    jitter_s: float
+    """Its interarrival jitter estimate, in seconds."""
+    rtt_s: float | None
+    """aiortc's round-trip estimate (from the reports' LSR/DLSR); None until known."""
+
+
+ReportSink = Callable[[ReceiverReport], None]
+
+
+def watch_receiver_reports(sender: RTCRtpSender, sink: ReportSink) -> None:
+    """Hand each receiver report block about ``sender``'s stream to ``sink`` as it arrives.
+
+    Raises ``CompatError`` if the sender no longer handles RTCP in
+    ``_handle_rtcp_packet`` (a coroutine method) or has no ``_ssrc``.
+    """
+    original = getattr(sender, "_handle_rtcp_packet", None)
+    handle_names = _code_names(getattr(type(sender), "_handle_rtcp_packet", None))
+    if (not callable(original) or not isinstance(getattr(sender, _SENDER_SSRC, None), int)
+            or _SENDER_RTT not in handle_names):
+        raise CompatError(
+            "aiortc's RTCRtpSender no longer handles receiver reports in "
+            "_handle_rtcp_packet (with _ssrc and __rtt); loss reports cannot be read "
+            "(supported: aiortc 1.16.x)"
+        )
+
+    async def handle(packet: object) -> None:
+        await original(packet)
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            ssrc = getattr(sender, _SENDER_SSRC)
+            for block in packet.reports:
+                if block.ssrc == ssrc:
+                    rtt = getattr(sender, _SENDER_RTT, None)
+                    sink(ReceiverReport(int(block.fraction_lost), block.jitter / RTP_CLOCK_HZ,
+                                        float(rtt) if rtt is not None else None))
+
+    setattr(sender, "_handle_rtcp_packet", handle)  # noqa: B010 (an instance attribute)
 
 
 # --- ICE internals (for tests) ------------------------------------------------------------

@@ -25,6 +25,7 @@ from sfu import metrics
 from sfu.errors import BadCandidate, BadOffer
 from sfu.ice import announce_public_ip, rtc_configuration
 from sfu.inbound import InboundStream
+from sfu.playout import UplinkStats
 from sfu.sdp_opus import set_opus_fmtp
 from sfu.tracks import MixTrack
 
@@ -91,6 +92,8 @@ class Peer:
         self.music: dict[str, InboundStream] = {}
         self.state = "new"
         self._connected_at: float | None = None
+        self._reports: list[aiortc_compat.ReceiverReport] = []
+        """RTCP report blocks about our stream to this participant, since the room took them."""
         self._voice_in: InboundStream | None = None
         """``voice`` once the offer says the client sends voice (else nothing to watch)."""
         self._public_ip = public_ip
@@ -125,6 +128,15 @@ class Peer:
             return None
         last = self._voice_in.last_packet_at
         return self._connected_at if last is None else max(last, self._connected_at)
+
+    def take_reports(self) -> list[aiortc_compat.ReceiverReport]:
+        """The receiver reports about the mix we send, since the last call (downlink)."""
+        reports, self._reports = self._reports, []
+        return reports
+
+    def take_uplink(self) -> UplinkStats | None:
+        """Loss and jitter of the voice we receive since the last call (None: no voice)."""
+        return None if self._voice_in is None else self._voice_in.playout.take_stats()
 
     def fail(self) -> None:
         """The room gave up on this peer (it went silent): stop reporting, count it failed."""
@@ -168,6 +180,7 @@ class Peer:
             if t is voice[0]:
                 t.sender.replaceTrack(self.out)
                 t.direction = "sendrecv"
+                aiortc_compat.watch_receiver_reports(t.sender, self._reports.append)
             else:
                 t.direction = "recvonly"
             mid = str(t.mid) if t.mid is not None else None

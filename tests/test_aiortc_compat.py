@@ -211,6 +211,46 @@ async def test_take_rtp_hands_over_each_packet_on_arrival(
         await receiver.close()
 
 
+async def test_receiver_reports_about_our_stream_reach_the_callback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loopback_ice(monkeypatch)
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    track = PacketTrack()
+    reports: list[aiortc_compat.ReceiverReport] = []
+    got = asyncio.Event()
+
+    def sink(report: aiortc_compat.ReceiverReport) -> None:
+        reports.append(report)
+        got.set()
+
+    try:
+        rtp_sender = sender.addTrack(track)
+        aiortc_compat.watch_receiver_reports(rtp_sender, sink)
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        for i in range(200):  # packets until the receiver reports on them (every ~1 s)
+            track.queue.put_nowait(bytes([0xF8, i % 256]))
+            if i % 10 == 0 and got.is_set():
+                break
+            await asyncio.sleep(0.02)
+        assert reports, "no receiver report in 4 s"
+        assert reports[0].fraction_lost == 0 and 0 <= reports[0].jitter_s < 0.1
+        stats = await rtp_sender.getStats()  # aiortc still keeps its own view too
+        assert any(s.type == "remote-inbound-rtp" for s in stats.values())
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+def test_watching_reports_refuses_a_sender_without_the_parts_it_wraps() -> None:
+    with pytest.raises(CompatError, match="_handle_rtcp_packet"):
+        aiortc_compat.watch_receiver_reports(SimpleNamespace(), lambda r: None)  # type: ignore[arg-type]
+
+
 def test_the_tap_hands_the_sink_sequence_number_timestamp_and_payload_type() -> None:
     got: list[tuple[aiortc_compat.InboundRtp, str]] = []
     tap = aiortc_compat._Tap(  # the buffer take_rtp installs, without a connection

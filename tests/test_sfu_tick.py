@@ -20,13 +20,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from protocol.aiortc_compat import ReceiverReport
 from sfu.inbound import InboundStream, JitterSlot, MonoOpusDecoder
 from sfu.levels import HANGOVER_S, levels_dbov
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ, Pcm
 from sfu.music import MusicPlayer, Track
-from sfu.opus import Encoder
+from sfu.opus import Encoder, packet_has_fec
+from sfu.playout import UplinkStats
 from sfu.reorder import FRAME_TS
 from sfu.room import (
+    LINKS_EVERY_TICKS,
     LIVENESS_EVERY_TICKS,
     MediaConfig,
     MediaPeer,
@@ -36,6 +39,7 @@ from sfu.room import (
     TickResult,
 )
 from tests.rtc_helpers import has_tone, lacks_tone, steady_tone_level_db
+from tests.speech import speech
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE_HZ
 T0 = 1000.0
@@ -71,6 +75,10 @@ class FakePeer:
     detached: bool = False
     closed: bool = False
     decoded: list[Pcm] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    reports: list[ReceiverReport] = field(default_factory=list)
+    """RTCP receiver reports to hand the room at its next look (the test fills it)."""
+    uplink: UplinkStats | None = None
     skipped: int = 0
     _decoder: MonoOpusDecoder = field(default_factory=MonoOpusDecoder)
 
@@ -78,7 +86,15 @@ class FakePeer:
         self.music = {mid: JitterSlot() for mid in self.music_mids}
 
     def send(self, payload: bytes) -> None:
+        self.payloads.append(payload)
         self.decoded.extend(self._decoder.decode(payload))
+
+    def take_reports(self) -> list[ReceiverReport]:
+        reports, self.reports = self.reports, []
+        return reports
+
+    def take_uplink(self) -> UplinkStats | None:
+        return self.uplink
 
     def skip(self, frames: int) -> None:
         self.skipped += frames
@@ -363,3 +379,55 @@ async def test_opus_packets_through_the_inbound_stream_and_a_dtx_pause() -> None
     assert not any(r.expired for r in h.results) and not h.peers["a"].failed
     assert h.times_of("stopped_speaking", "a")  # a pause, heard as one
     assert lacks_tone(h.peers["b"].heard(), 440.0)
+
+
+async def test_loss_reports_turn_on_fec_for_the_encoder_of_the_lossy_listener_only() -> None:
+    """a and b talk; c reports 10% loss: the encoder feeding c (shared with d, who hears
+    the same mix) gets FEC at 15% expected loss and 16 kbps more, by ctls on the live
+    encoder; the encoders of a's and b's mixes do not. (Speech, not tones: libopus codes
+    FEC only for frames its VAD finds active.)"""
+    voice = speech()
+    h = Harness()
+    await h.join("a", "b", "c", "d")
+
+    def talk(ticks: int) -> None:
+        for _ in range(ticks):
+            frames = voice.shape[0] // FRAME_SAMPLES
+            for pid, offset in (("a", 0), ("b", frames // 2)):  # two talkers, two phrases
+                k = (h.n + offset) % frames
+                slot = h.peers[pid].voice
+                assert isinstance(slot, JitterSlot)
+                slot.push(voice[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES], h.now)
+                h.peers[pid].heard_at = h.now
+            h.run(1)
+
+    talk(2 * LINKS_EVERY_TICKS)
+    assert h.room.encoder_settings("c") == (False, 0, 32_000)
+    clean = h.peers["c"].payloads[-LINKS_EVERY_TICKS:]
+    assert not any(packet_has_fec(p) for p in h.peers["c"].payloads)
+    h.peers["c"].reports.append(ReceiverReport(fraction_lost=26, jitter_s=0.004, rtt_s=0.05))
+    talk(LINKS_EVERY_TICKS)  # the next look at the links
+    assert h.room.encoder_settings("c") == (True, 15, 48_000)  # 10.2% -> the next 5% step
+    assert h.room.encoder_settings("d") == (True, 15, 48_000)  # c and d share a mix
+    assert h.room.encoder_settings("a") == (False, 0, 32_000)  # a hears b
+    assert h.room.encoder_settings("b") == (False, 0, 32_000)  # b hears a
+    talk(LINKS_EVERY_TICKS)
+    lossy = h.peers["c"].payloads[-LINKS_EVERY_TICKS:]
+    assert sum(map(packet_has_fec, lossy)) >= LINKS_EVERY_TICKS // 2
+    assert sum(map(len, lossy)) > 1.2 * sum(map(len, clean))
+    for pid in "ab":
+        assert not any(packet_has_fec(p) for p in h.peers[pid].payloads)
+
+
+async def test_quality_event_goes_out_when_the_class_changes() -> None:
+    h = Harness()
+    await h.join("a", "b")
+    h.talking = {"a": 440.0}
+    h.run(2 * LINKS_EVERY_TICKS)
+    assert [e for e in h.events if e["type"] == "quality"] == []  # excellent: no news
+    h.peers["b"].uplink = UplinkStats(expected=50, lost_perc=12.0, jitter_ms=30.0)
+    h.peers["b"].reports.append(ReceiverReport(fraction_lost=40, jitter_s=0.03, rtt_s=0.2))
+    h.run(LINKS_EVERY_TICKS)
+    (event,) = [e for e in h.events if e["type"] == "quality"]
+    assert event["participant_id"] == "b" and event["quality"] in ("good", "poor")
+    assert event["loss_percent"] == pytest.approx(15.6) and event["rtt_ms"] == 200.0
