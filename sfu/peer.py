@@ -134,6 +134,9 @@ class Peer:
         reports, self._reports = self._reports, []
         return reports
 
+    def _report(self, report: aiortc_compat.ReceiverReport) -> None:
+        self._reports.append(report)
+
     def take_uplink(self) -> UplinkStats | None:
         """Loss and jitter of the voice we receive since the last call (None: no voice)."""
         return None if self._voice_in is None else self._voice_in.playout.take_stats()
@@ -180,7 +183,7 @@ class Peer:
             if t is voice[0]:
                 t.sender.replaceTrack(self.out)
                 t.direction = "sendrecv"
-                aiortc_compat.watch_receiver_reports(t.sender, self._reports.append)
+                aiortc_compat.watch_receiver_reports(t.sender, self._report)
             else:
                 t.direction = "recvonly"
             mid = str(t.mid) if t.mid is not None else None
