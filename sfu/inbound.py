@@ -2,7 +2,7 @@
 
 ``InboundStream`` is the one place where a received payload becomes PCM. Each
 RTP packet (sequence number, timestamp, payload, arrival time) goes into a
-``sfu.playout.PlayoutStream`` as it arrives: a reorder buffer whose depth
+``protocol.playout.PlayoutStream`` as it arrives: a reorder buffer whose depth
 follows the measured jitter (20-100 ms), then libopus at the tick. The
 room's clock calls ``pop(now)`` once per tick and gets the frame due: the
 packet's audio, the lost one rebuilt from the next packet's in-band FEC, PLC
@@ -26,9 +26,9 @@ from typing import Protocol
 import av
 import numpy as np
 
+from protocol.playout import PlayoutStream
+from protocol.reorder import ReorderBuffer
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ, Pcm
-from sfu.playout import PlayoutStream
-from sfu.reorder import ReorderBuffer
 
 logger = logging.getLogger(__name__)
 

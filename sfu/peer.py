@@ -21,11 +21,11 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from protocol import aiortc_compat
+from protocol.playout import UplinkStats
 from sfu import metrics
 from sfu.errors import BadCandidate, BadOffer
 from sfu.ice import announce_public_ip, rtc_configuration
 from sfu.inbound import InboundStream
-from sfu.playout import UplinkStats
 from sfu.sdp_opus import set_opus_fmtp
 from sfu.tracks import MixTrack
 

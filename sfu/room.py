@@ -41,6 +41,8 @@ import numpy as np
 
 from common.errors import BadRequest
 from protocol.aiortc_compat import ReceiverReport
+from protocol.opus import Encoder
+from protocol.playout import UplinkStats
 from sfu import metrics
 from sfu.ducking import Ducker
 from sfu.errors import BadCandidate, BadMusicRequest, BadVolume, MusicNotAllowed
@@ -49,9 +51,7 @@ from sfu.inbound import FrameSource
 from sfu.levels import SpeakingDetector, levels_dbov
 from sfu.mixer import FRAME_MS, MAX_GAIN, Acc, MixPlan, Pcm, assign_encoders, mix
 from sfu.music import ACTIONS, MusicPlayer, Track, probe_audio, resolve_source
-from sfu.opus import Encoder
 from sfu.peer import Peer
-from sfu.playout import UplinkStats
 
 if TYPE_CHECKING:
     from common.settings import Settings

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu.reorder import (
+from protocol.reorder import (
     FRAME_TS,
     MAX_CONCEAL_FRAMES,
     Conceal,

@@ -1,6 +1,6 @@
 """``InboundStream``: RTP packets of one inbound stream -> one 20 ms frame per tick.
 
-Pure apart from libopus: real Opus packets (``sfu.opus.Encoder``, FEC on as a
+Pure apart from libopus: real Opus packets (``protocol.opus.Encoder``, FEC on as a
 browser sends after ``useinbandfec=1``), RTP sequence numbers and timestamps
 as a sender numbers them, time passed in. The reorder rules themselves are
 tested in test_reorder.py, the decoding in test_playout.py; here: what the
@@ -13,12 +13,12 @@ import math
 
 import numpy as np
 
+from protocol.opus import Encoder
+from protocol.red import RedPacketizer
+from protocol.reorder import FRAME_TS
 from sfu.inbound import InboundStream, JitterSlot
 from sfu.levels import levels_dbov
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ
-from sfu.opus import Encoder
-from sfu.red import RedPacketizer
-from sfu.reorder import FRAME_TS
 
 TICK_S = 0.02
 TS0 = 4_294_967_296 - 3 * FRAME_TS

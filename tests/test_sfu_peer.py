@@ -16,12 +16,12 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from protocol import aiortc_compat
+from protocol.opus import Encoder
+from protocol.red import RedPacketizer
+from protocol.reorder import FRAME_TS
 from sfu.levels import levels_dbov
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ
-from sfu.opus import Encoder
 from sfu.peer import Peer
-from sfu.red import RedPacketizer
-from sfu.reorder import FRAME_TS
 from sfu.sdp_opus import fmtp_of, red_payload_type
 from tests.rtc_helpers import loopback_ice
 

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 
 from protocol.aiortc_compat import ReceiverReport
+from protocol.opus import Encoder, packet_has_fec
+from protocol.playout import UplinkStats
+from protocol.reorder import FRAME_TS
 from sfu.inbound import InboundStream, JitterSlot, MonoOpusDecoder
 from sfu.levels import HANGOVER_S, levels_dbov
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ, Pcm
 from sfu.music import MusicPlayer, Track
-from sfu.opus import Encoder, packet_has_fec
-from sfu.playout import UplinkStats
-from sfu.reorder import FRAME_TS
 from sfu.room import (
     LINKS_EVERY_TICKS,
     LIVENESS_EVERY_TICKS,

@@ -1,9 +1,9 @@
 """Speech through the server over impaired loopback links, with real aiortc peers.
 
 A talker sends ~8 s of espeak-ng speech as a browser does after the answer's
-``useinbandfec=1`` (Opus with FEC, 48 kbps, from ``sfu.opus``); a listener
+``useinbandfec=1`` (Opus with FEC, 48 kbps, from ``protocol.opus``); a listener
 records the RTP packets of its mix with their arrival times and plays them
-out as a browser's NetEQ would (``sfu.playout.PlayoutStream``: reorder,
+out as a browser's NetEQ would (``protocol.playout.PlayoutStream``: reorder,
 FEC from the next packet, PLC); the result is scored by wideband PESQ
 against what was said. One link goes through ``tests.impair.UdpRelay``: the
 offer's and the answer's host candidates are rewritten to the relay's port,
@@ -25,9 +25,9 @@ from aiortc.mediastreams import MediaStreamTrack
 from prometheus_client import REGISTRY
 
 from protocol import aiortc_compat
+from protocol.opus import FRAME_SAMPLES, Encoder
+from protocol.playout import PlayoutStream
 from sfu.codec import make_packet
-from sfu.opus import FRAME_SAMPLES, Encoder
-from sfu.playout import PlayoutStream
 from sfu.room import MediaConfig, MediaRoom
 from tests.impair import CLEAN, Impairment, UdpRelay
 from tests.rtc_helpers import loopback_ice

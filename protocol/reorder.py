@@ -3,7 +3,7 @@
 The receive path pushes every RTP packet of a stream as it arrives and pops
 one decision per 20 ms mixing tick; time comes in as ``now`` (seconds on any
 monotonic clock). Nothing here decodes: ``pop`` says what the decoder should
-do for this tick's frame, and ``sfu.playout`` does it with ``sfu.opus``:
+do for this tick's frame, and ``protocol.playout`` does it with ``protocol.opus``:
 
 * ``Frame(payload)``: the packet due now arrived; decode it.
 * ``Recover(next_payload)``: the packet due now is lost but the one after it is
