@@ -21,7 +21,7 @@ from sfu.room import MediaConfig, MediaRoom
 from tests.impair import Impairment, UdpRelay
 from tests.rtc_helpers import loopback_ice
 from tests.speech import Pcm, holes, pesq_wb, speech
-from tests.test_voice_networks import (
+from tests.voice_network import (
     CLIP_S,
     CONNECT_TIMEOUT_S,
     FRAME_S,
