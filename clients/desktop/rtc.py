@@ -269,13 +269,16 @@ class MediaLink:
         self.last_audio_at = now
 
     async def _play(self) -> None:
-        """One frame of the mix per 20 ms tick to the callback (none before it starts)."""
+        """One frame of the mix per 20 ms tick to the callback, from the first one that
+        plays on (silence included, so the device's buffer keeps its pace)."""
         clock = FrameClock()
         loop = asyncio.get_running_loop()
+        started = False
         while True:
             await clock.wait_next()
             pcm = self.playout.pop(loop.time())
-            if not self.playout.silent:
+            started = started or not self.playout.silent
+            if started:
                 self._on_audio(pcm)
 
     async def offer(self) -> tuple[str, list[str]]:
