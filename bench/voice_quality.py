@@ -19,14 +19,19 @@ impairment seeds, with the total count of holes (runs of 20 ms frames silent
 where the talker spoke). The issue's targets: clean >= 3.2, 10 % loss both
 ways >= 2.6, 0-60 ms jitter >= 2.8.
 
-This is the start of the full bench: the same table with real peers through
-``tests.impair.UdpRelay`` and a Janus AudioBridge column (Debian ``janus``)
-is still to come.
+``--real`` runs over real sockets instead: a ``MediaRoom`` in this process,
+aiortc peers, one ``tests.impair.UdpRelay`` on the talker's uplink and/or the
+listener's downlink, 8 s of speech per condition, one run each (seeded), the
+listener playing out like a browser (``tests/voice_network.py``). About 12 s
+a condition. A Janus AudioBridge column (Debian ``janus``, ``bench/janus.py``)
+is still to come: Janus offers no loopback candidates, so its relay needs the
+machine's own address.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import time
@@ -52,11 +57,50 @@ def conditions(seed: int) -> list[Condition]:
     ]
 
 
+def real_conditions() -> list[Condition]:
+    return [
+        Condition("clean"),
+        Condition("5% loss up", Impairment(loss=0.05, seed=1)),
+        Condition("10% loss up", Impairment(loss=0.10, seed=1)),
+        Condition("10% loss down", down=Impairment(loss=0.10, seed=2)),
+        Condition("20% loss up", Impairment(loss=0.20, seed=1)),
+        Condition("20% loss down", down=Impairment(loss=0.20, seed=2)),
+        Condition("10% loss both ways", Impairment(loss=0.10, seed=1),
+                  Impairment(loss=0.10, seed=2)),
+        Condition("bursts ~7% (mean 2.5) up", Impairment(burst_p=0.03, burst_r=0.4, seed=1)),
+        Condition("0-60 ms jitter up", Impairment(jitter_ms=60.0, seed=3)),
+    ]
+
+
+async def real(only: str) -> int:
+    from protocol import aiortc_compat
+    from tests.voice_network import CLIP_S, FRAME_S, score_condition
+
+    aiortc_compat.install()
+    aiortc_compat.set_host_addresses(["127.0.0.1"])
+    clip = speech()[: round(CLIP_S / FRAME_S) * 960]
+    print(f"real sockets: {CLIP_S:g} s of speech a condition, one run each\n")
+    print("| condition | disco PESQ | holes |")
+    print("| --- | --- | --- |")
+    started = time.monotonic()
+    for condition in real_conditions():
+        if only not in condition.name:
+            continue
+        score, gaps, _ = await score_condition(clip, condition.up, condition.down)
+        print(f"| {condition.name} | {score:.2f} | {gaps} |", flush=True)
+    print(f"\n({time.monotonic() - started:.0f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="impairment seeds per cell")
     parser.add_argument("--only", default="", help="run conditions whose name contains this")
+    parser.add_argument("--real", action="store_true",
+                        help="aiortc peers and a MediaRoom over UdpRelay (real sockets)")
     args = parser.parse_args(argv)
+    if args.real:
+        return asyncio.run(real(args.only))
 
     ref = speech()
     print(f"speech: {ref.shape[0] / 48_000:.1f} s (espeak-ng), {args.seeds} seed(s) a cell\n")

@@ -27,10 +27,27 @@ and quietly running without it:
     aiortc's audio ``JitterBuffer`` (the receiver's private
     ``__jitter_buffer``) waits for four later packets before it releases a
     frame (80 ms) and stalls on a loss until 16 more arrive, then decodes in a
-    thread. ``take_rtp`` swaps it for one that hands every packet, with its
-    codec (from the receiver's private ``__codecs``), to a callback on the
-    event loop, after aiortc's SRTP, RTCP statistics and RTX unwrapping, and
-    gives aiortc's decoder nothing.
+    thread. ``take_rtp`` swaps it for one that hands every packet (as an
+    ``InboundRtp``: sequence number, RTP timestamp, payload type, payload),
+    with its codec (from the receiver's private ``__codecs``), to a callback
+    on the event loop, after aiortc's SRTP, RTCP statistics and RTX
+    unwrapping, and gives aiortc's decoder nothing.
+
+``accept_red`` (process-wide, called by ``install``)
+    aiortc's audio codec table (``aiortc.codecs.CODECS``) has no RED (RFC
+    2198), so an offer's ``red/48000/2`` (Chrome offers it after Opus) is
+    dropped from the answer. ``install`` appends ``RED_CODEC`` to that table:
+    the answer then accepts RED when offered, and ``take_rtp`` hands RED
+    packets to the sink with ``audio/red``. aiortc sends with the first
+    codec the offer lists; browsers list Opus first.
+
+``watch_receiver_reports`` (per sender)
+    aiortc reads the receiver reports (RTCP RR/SR report blocks) that the far
+    end sends about our stream in ``RTCRtpSender._handle_rtcp_packet`` and
+    keeps them only for its async ``getStats``. ``watch_receiver_reports``
+    wraps that method on one sender so each report block about its SSRC also
+    goes, as a ``ReceiverReport`` (fraction lost, jitter, the sender's RTT
+    estimate from its private ``__rtt``), to a callback on the event loop.
 
 Two reads, for tests: ``nominated_local_candidate`` (which path ICE chose:
 host or relay) and ``go_silent`` (close a peer's sockets with no goodbye, as
@@ -53,22 +70,34 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from types import FunctionType
-from typing import Any
+from typing import Any, NamedTuple
 
 import aioice.ice
+import aiortc.codecs
 from aioice.candidate import Candidate
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtp import RtpPacket
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, RtpPacket
 
 logger = logging.getLogger(__name__)
 
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_SENDER_RTT = "_RTCRtpSender__rtt"
+_SENDER_SSRC = "_ssrc"
+RTP_CLOCK_HZ = 48_000
+"""The clock of the Opus (and RED) streams whose report jitter is converted to seconds."""
 _CODECS = "_RTCRtpReceiver__codecs"
 _AIOICE_GET_HOST_ADDRESSES = aioice.ice.get_host_addresses
 
 _AIOICE_ASYNCIO = aioice.ice.asyncio
+
+RED_MIME = "audio/red"
+RED_CODEC = RTCRtpCodecParameters(mimeType="audio/red", clockRate=48_000, channels=2,
+                                  payloadType=63)
+"""RFC 2198 redundancy around Opus, as Chrome offers it (its PT is taken from the offer)."""
 
 chosen_host_addresses: tuple[str, ...] = ()
 """The host candidates aioice offers; () = aioice's own choice (all but loopback).
@@ -82,7 +111,18 @@ chosen_port_range: tuple[int, int] | None = None
 Set it with ``set_port_range``.
 """
 
-RtpSink = Callable[[RtpPacket, str], None]
+
+class InboundRtp(NamedTuple):
+    """One received RTP packet, as the receive path needs it (no aiortc types)."""
+
+    sequence_number: int
+    timestamp: int
+    """RTP timestamp (48 kHz for Opus and RED)."""
+    payload_type: int
+    payload: bytes
+
+
+RtpSink = Callable[[InboundRtp, str], None]
 """Called with each inbound RTP packet and its codec's lower-case MIME type."""
 
 
@@ -100,6 +140,7 @@ def install() -> None:
     not start with a patch that silently does nothing.
     """
     check_receiver_class(RTCRtpReceiver)
+    accept_red()
     if installed():
         return
     check_aioice_gathering()
@@ -121,6 +162,21 @@ def uninstall() -> None:
 def _code_names(fn: object) -> set[str]:
     code = getattr(fn, "__code__", None)
     return set(code.co_names) if code is not None else set()
+
+
+def accept_red() -> None:
+    """Put RED in aiortc's audio codec table, after its own codecs (idempotent)."""
+    table = getattr(aiortc.codecs, "CODECS", None)
+    audio = table.get("audio") if isinstance(table, dict) else None
+    if not isinstance(audio, list) or not all(
+        isinstance(c, RTCRtpCodecParameters) for c in audio
+    ):
+        raise CompatError(
+            "aiortc.codecs.CODECS['audio'] is not a list of RTCRtpCodecParameters; RED "
+            "cannot be negotiated (supported: aiortc 1.16.x)"
+        )
+    if not any(c.mimeType.lower() == RED_MIME for c in audio):
+        audio.append(RED_CODEC)
 
 
 def check_receiver_class(cls: type) -> None:
@@ -273,7 +329,8 @@ class _Tap(JitterBuffer):
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         codec = self._codecs.get(packet.payload_type)
         mime = str(getattr(codec, "mimeType", "")).lower()
-        self._sink(packet, mime)
+        self._sink(InboundRtp(packet.sequence_number, packet.timestamp, packet.payload_type,
+                              packet.payload), mime)
         return False, None
 
 
@@ -292,6 +349,52 @@ def take_rtp(receiver: RTCRtpReceiver, sink: RtpSink) -> None:
             f"found {type(current).__name__} and {type(codecs).__name__}"
         )
     setattr(receiver, _JITTER_BUFFER, _Tap(codecs, sink))
+
+
+# --- RTCP receiver reports about our streams -------------------------------------------
+
+
+class ReceiverReport(NamedTuple):
+    """One RTCP report block the far end sent about the stream we send it."""
+
+    fraction_lost: int
+    """Share of our packets lost since its previous report, in 1/256 (RFC 3550)."""
+    jitter_s: float
+    """Its interarrival jitter estimate, in seconds."""
+    rtt_s: float | None
+    """aiortc's round-trip estimate (from the reports' LSR/DLSR); None until known."""
+
+
+ReportSink = Callable[[ReceiverReport], None]
+
+
+def watch_receiver_reports(sender: RTCRtpSender, sink: ReportSink) -> None:
+    """Hand each receiver report block about ``sender``'s stream to ``sink`` as it arrives.
+
+    Raises ``CompatError`` if the sender no longer handles RTCP in
+    ``_handle_rtcp_packet`` (a coroutine method) or has no ``_ssrc``.
+    """
+    original = getattr(sender, "_handle_rtcp_packet", None)
+    handle_names = _code_names(getattr(type(sender), "_handle_rtcp_packet", None))
+    if (not callable(original) or not isinstance(getattr(sender, _SENDER_SSRC, None), int)
+            or _SENDER_RTT not in handle_names):
+        raise CompatError(
+            "aiortc's RTCRtpSender no longer handles receiver reports in "
+            "_handle_rtcp_packet (with _ssrc and __rtt); loss reports cannot be read "
+            "(supported: aiortc 1.16.x)"
+        )
+
+    async def handle(packet: object) -> None:
+        await original(packet)
+        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            ssrc = getattr(sender, _SENDER_SSRC)
+            for block in packet.reports:
+                if block.ssrc == ssrc:
+                    rtt = getattr(sender, _SENDER_RTT, None)
+                    sink(ReceiverReport(int(block.fraction_lost), block.jitter / RTP_CLOCK_HZ,
+                                        float(rtt) if rtt is not None else None))
+
+    setattr(sender, "_handle_rtcp_packet", handle)  # noqa: B010 (an instance attribute)
 
 
 # --- ICE internals (for tests) ------------------------------------------------------------

@@ -5,7 +5,7 @@ lost*, an 8-bit fixed-point share of the packets lost since the previous
 report (0..255, /256), interarrival jitter and, from the report's LSR/DLSR,
 round-trip time. Time comes in as ``now`` (seconds, monotonic). Nothing
 here touches an encoder or a socket; ``apply`` pushes settings into anything
-with the ``sfu.opus.Encoder`` setters.
+with the ``protocol.opus.Encoder`` setters.
 
 Encoder side. One encoder feeds every listener whose mix is identical, so it
 must protect the worst of them: ``LossReports`` keeps each listener's highest

@@ -1,12 +1,17 @@
-"""Inbound audio: an RTP payload of one inbound stream -> 20 ms frames for the tick.
+"""Inbound audio: the RTP packets of one inbound stream -> one 20 ms frame per tick.
 
-``InboundStream.packet`` is the one place where a received payload becomes
-PCM: it drops late and duplicate packets (by RTP sequence number), decodes
-Opus to 48 kHz mono on the event loop as the packet arrives (no decoder
-thread, no stereo decode and downmix), and pushes the samples into a
-``JitterSlot`` that the room's clock pops once per tick. An Opus RTP packet is
-a whole frame, so nothing waits for later packets; the jitter allowance is
-the slot's: up to ``SLOT_MAX_FRAMES`` frames, older ones dropped.
+``InboundStream`` is the one place where a received payload becomes PCM. Each
+RTP packet (sequence number, timestamp, payload, arrival time) goes into a
+``protocol.playout.PlayoutStream`` as it arrives: a reorder buffer whose depth
+follows the measured jitter (20-100 ms), then libopus at the tick. The
+room's clock calls ``pop(now)`` once per tick and gets the frame due: the
+packet's audio, the lost one rebuilt from the next packet's in-band FEC, PLC
+for the rest, and None (nothing to mix) before the stream starts, in a DTX
+pause, or once concealment ran out. RED packets (``audio/red``, RFC 2198)
+are unpacked into the same buffer: a redundant copy fills a hole.
+
+``JitterSlot`` (decoded PCM queued for the tick) is what the tick used
+before; it stays as the simplest ``FrameSource`` (tests feed it PCM).
 
 Pure apart from libopus: time comes in as ``now``; the aiortc side
 (``sfu.peer``) only feeds packets in.
@@ -16,19 +21,36 @@ from __future__ import annotations
 
 import collections
 import logging
+from typing import Protocol
 
 import av
 import numpy as np
 
+from protocol.playout import PlayoutStream
+from protocol.reorder import ReorderBuffer
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ, Pcm
 
 logger = logging.getLogger(__name__)
 
 SLOT_MAX_FRAMES = 3
 """Jitter allowance per inbound track: 60 ms; beyond it the oldest frame goes."""
-SEQ_MODULO = 1 << 16
-SEQ_HALF = 1 << 15
 OPUS_MIME = "audio/opus"
+RED_MIME = "audio/red"
+INITIAL_DEPTH_FRAMES = 1
+"""Playout starts on the first packet (the latency of a clean path stays what it was
+before reordering: bench/voice); late packets grow the depth (an underrun conceals
+without advancing), and measured jitter sets it from the 10th packet on (20-100 ms)."""
+
+
+class FrameSource(Protocol):
+    """What the tick pops once per participant and track: a 20 ms frame or None."""
+
+    @property
+    def ready_at(self) -> float | None:
+        """When the frame the last ``pop`` returned arrived (None: unknown, or none)."""
+        ...
+
+    def pop(self, now: float) -> Pcm | None: ...
 
 
 class JitterSlot:
@@ -68,7 +90,7 @@ class JitterSlot:
             self._consume(excess)
         self._buffer = buf
 
-    def pop(self) -> Pcm | None:
+    def pop(self, now: float | None = None) -> Pcm | None:
         """One 20 ms frame, or None if none is complete (the tick uses silence)."""
         if self._buffer.shape[0] < FRAME_SAMPLES:
             self._min_left = 0
@@ -122,43 +144,50 @@ class MonoOpusDecoder:
 
 
 class InboundStream:
-    """One inbound audio stream: sequence check, Opus decode, into ``slot``."""
+    """One inbound audio stream: RTP packets in (reordered, recovered), a frame per tick out.
 
-    def __init__(self, slot: JitterSlot, label: str = "") -> None:
-        self.slot = slot
-        self.frames_in = 0
-        self.last_frame_at: float | None = None
+    ``opus_pt`` (the offer's Opus payload type) lets a RED packet's blocks be
+    checked; unknown, any block is taken as Opus.
+    """
+
+    def __init__(self, label: str = "", *, opus_pt: int | None = None,
+                 playout: PlayoutStream | None = None) -> None:
+        self.playout = playout if playout is not None else PlayoutStream(
+            ReorderBuffer(initial_depth_frames=INITIAL_DEPTH_FRAMES))
+        self.packets_in = 0
+        self.last_packet_at: float | None = None
+        """When the last Opus (or RED) packet arrived: DTX sends one every 400 ms, so a
+        silent talker is still heard from; only a vanished one stops."""
+        self.ready_at: float | None = None
         self._label = label
-        self._decoder = MonoOpusDecoder()
-        self._last_seq: int | None = None
+        self.opus_pt = opus_pt
+        """The offer's Opus payload type: a RED block of another type is skipped."""
         self._warned_codec = False
 
-    def packet(self, sequence_number: int, payload: bytes, now: float,
-               mime: str = OPUS_MIME) -> int:
-        """Take one RTP packet that arrived at ``now``; returns the frames it added."""
-        last = self._last_seq
-        if last is not None:
-            delta = (sequence_number - last) % SEQ_MODULO
-            if delta == 0 or delta >= SEQ_HALF:
-                return 0  # a duplicate, or late: its time has passed
-        self._last_seq = sequence_number
-        if mime != OPUS_MIME:
+    def packet(self, sequence_number: int, timestamp: int, payload: bytes, now: float,
+               mime: str = OPUS_MIME) -> bool:
+        """Take one RTP packet that arrived at ``now``; False if it is not audio we play."""
+        if mime not in (OPUS_MIME, RED_MIME):
             if not self._warned_codec:
                 self._warned_codec = True
                 logger.info("%s: inbound %s is not decoded (Opus only)", self._label, mime)
-            return 0
+            return False
         if not payload:
-            # Padding only. An empty av.Packet would put the decoder into
-            # draining mode (end of stream), and it would never decode again.
-            return 0
-        try:
-            frames = self._decoder.decode(payload)
-        except (av.FFmpegError, ValueError) as exc:
-            logger.debug("%s: undecodable Opus packet: %s", self._label, exc)
-            return 0
-        for pcm in frames:
-            self.slot.push(pcm, now)
-        if frames:
-            self.frames_in += len(frames)
-            self.last_frame_at = now
-        return len(frames)
+            return False  # padding only
+        if mime == RED_MIME:
+            self.playout.push_red(sequence_number, timestamp, payload, now,
+                                  opus_pt=self.opus_pt)
+        else:
+            self.playout.push(sequence_number, timestamp, payload, now)
+        self.packets_in += 1
+        self.last_packet_at = now
+        return True
+
+    def pop(self, now: float) -> Pcm | None:
+        """This tick's frame: decoded, recovered or concealed; None when nothing plays."""
+        pcm = self.playout.pop(now)
+        if self.playout.silent:
+            self.ready_at = None
+            return None
+        self.ready_at = self.playout.buffer.played_arrival
+        return pcm

@@ -44,8 +44,28 @@ ENCODES = Counter("disco_sfu_encodes_total", "Opus frames encoded by the mixer")
 PACKETS_IN = Counter("disco_sfu_packets_in_total", "Decoded audio frames received")
 PACKETS_OUT = Counter("disco_sfu_packets_out_total", "Audio packets handed to senders")
 FRAMES_DROPPED = Counter(
-    "disco_sfu_frames_dropped_total", "Inbound frames dropped because the jitter slot was full"
+    "disco_sfu_frames_dropped_total",
+    "Inbound packets not played: too late for playout, or skipped to shed delay"
 )
 PEER_FAILURES = Counter(
     "disco_sfu_peer_failures_total", "Peer connections that failed or went silent"
+)
+LINK_LOSS_PERCENT = Gauge(
+    "disco_sfu_link_loss_percent",
+    "Packet loss of a participant's voice over the last second, in %: up = what the server "
+    "received, down = what the participant's RTCP receiver reports say of the mix",
+    ["room", "participant", "direction"],
+)
+LINK_JITTER_SECONDS = Gauge(
+    "disco_sfu_link_jitter_seconds",
+    "Interarrival jitter (RFC 3550) of a participant's voice: up measured by the server, "
+    "down from the participant's receiver reports",
+    ["room", "participant", "direction"],
+)
+LINK_RTT_SECONDS = Gauge(
+    "disco_sfu_link_rtt_seconds", "Round-trip time to a participant (RTCP LSR/DLSR)",
+    ["room", "participant"],
+)
+ENCODER_FEC = Gauge(
+    "disco_sfu_encoders_with_fec", "Shared mix encoders with in-band FEC on (per room)", ["room"]
 )

@@ -2,9 +2,9 @@
 
 Inbound: ``aiortc_compat.take_rtp`` hands each RTP packet of a receiver to an
 ``sfu.inbound.InboundStream`` on the event loop as it arrives (aiortc's own
-jitter buffer and decoder thread get nothing). Voice goes to the voice slot;
-tracks whose mid the client marked as music go to music slots; the room's
-clock pops the slots once per tick.
+jitter buffer and decoder thread get nothing). Voice goes to ``voice``;
+tracks whose mid the client marked as music go to ``music``; the room's
+clock pops each stream once per tick (reordered, FEC-recovered, concealed).
 
 Outbound: a ``MixTrack`` on the first non-music audio transceiver, fed with
 Opus payloads by the room (``send``).
@@ -18,14 +18,15 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from protocol import aiortc_compat
+from protocol.playout import UplinkStats
 from sfu import metrics
 from sfu.errors import BadCandidate, BadOffer
 from sfu.ice import announce_public_ip, rtc_configuration
-from sfu.inbound import InboundStream, JitterSlot
+from sfu.inbound import InboundStream
+from sfu.sdp_opus import set_opus_fmtp
 from sfu.tracks import MixTrack
 
 logger = logging.getLogger(__name__)
@@ -48,20 +49,26 @@ def check_offer_text(sdp: Any) -> None:
         raise BadOffer("offer has no audio")
 
 
-def offered_sending(offer_sdp: str) -> tuple[dict[str, bool], list[bool]]:
-    """Which offered audio m-lines the client sends on: by mid, and in order."""
+def offered_sending(offer_sdp: str) -> tuple[dict[str, bool], list[bool], dict[str, int]]:
+    """Which offered audio m-lines the client sends on: by mid, and in order; and the
+    Opus payload type of each mid that offers Opus."""
     try:
         parsed = SessionDescription.parse(offer_sdp)
     except Exception as exc:  # aiortc's parser raises assorted types on bad SDP
         raise BadOffer(f"offer rejected: {exc or type(exc).__name__}") from None
     by_mid: dict[str, bool] = {}
     in_order: list[bool] = []
+    opus_pts: dict[str, int] = {}
     for media in parsed.media:
         sends = media.direction in CLIENT_SENDS
         in_order.append(sends)
         if media.rtp.muxId:
             by_mid[media.rtp.muxId] = sends
-    return by_mid, in_order
+            opus = [c.payloadType for c in media.rtp.codecs
+                    if c.mimeType.lower() == "audio/opus" and c.payloadType is not None]
+            if opus:
+                opus_pts[media.rtp.muxId] = opus[0]
+    return by_mid, in_order, opus_pts
 
 
 class Peer:
@@ -81,11 +88,14 @@ class Peer:
     ) -> None:
         self.participant_id = participant_id
         self.out = MixTrack()
-        self.voice = JitterSlot()
-        self.music: dict[str, JitterSlot] = {}
+        self.voice = InboundStream(participant_id)
+        self.music: dict[str, InboundStream] = {}
         self.state = "new"
         self._connected_at: float | None = None
+        self._reports: list[aiortc_compat.ReceiverReport] = []
+        """RTCP report blocks about our stream to this participant, since the room took them."""
         self._voice_in: InboundStream | None = None
+        """``voice`` once the offer says the client sends voice (else nothing to watch)."""
         self._public_ip = public_ip
         self._music_mids = frozenset(music_mids)
         self._on_state: Callable[[Peer, str], None] | None = on_state
@@ -116,8 +126,20 @@ class Peer:
         """
         if self.state != "connected" or self._voice_in is None or self._connected_at is None:
             return None
-        last = self._voice_in.last_frame_at
+        last = self._voice_in.last_packet_at
         return self._connected_at if last is None else max(last, self._connected_at)
+
+    def take_reports(self) -> list[aiortc_compat.ReceiverReport]:
+        """The receiver reports about the mix we send, since the last call (downlink)."""
+        reports, self._reports = self._reports, []
+        return reports
+
+    def _report(self, report: aiortc_compat.ReceiverReport) -> None:
+        self._reports.append(report)
+
+    def take_uplink(self) -> UplinkStats | None:
+        """Loss and jitter of the voice we receive since the last call (None: no voice)."""
+        return None if self._voice_in is None else self._voice_in.playout.take_stats()
 
     def fail(self) -> None:
         """The room gave up on this peer (it went silent): stop reporting, count it failed."""
@@ -142,7 +164,7 @@ class Peer:
     async def answer(self, offer_sdp: str) -> str:
         """Apply the client's offer; returns the answer SDP with all our candidates."""
         check_offer_text(offer_sdp)
-        sends_by_mid, sends_in_order = offered_sending(offer_sdp)
+        sends_by_mid, sends_in_order, opus_pts = offered_sending(offer_sdp)
         pc = self._pc
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -161,6 +183,7 @@ class Peer:
             if t is voice[0]:
                 t.sender.replaceTrack(self.out)
                 t.direction = "sendrecv"
+                aiortc_compat.watch_receiver_reports(t.sender, self._report)
             else:
                 t.direction = "recvonly"
             mid = str(t.mid) if t.mid is not None else None
@@ -172,17 +195,20 @@ class Peer:
             if not client_sends:
                 pass
             elif mid is not None and mid in self._music_mids:
-                slot = self.music.setdefault(mid, JitterSlot())
-                stream = InboundStream(slot, f"{self.participant_id}/{mid}")
+                stream = self.music.setdefault(
+                    mid, InboundStream(f"{self.participant_id}/{mid}"))
             elif t is voice[0]:
-                stream = self._voice_in = InboundStream(self.voice, self.participant_id)
+                stream = self._voice_in = self.voice
+            if stream is not None and mid is not None:
+                stream.opus_pt = opus_pts.get(mid)  # for RED's blocks
             aiortc_compat.take_rtp(t.receiver, self._sink(stream))
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
             logger.debug("cannot answer %s: %r", self.participant_id, exc)
             raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from None
-        return announce_public_ip(pc.localDescription.sdp, self._public_ip)
+        # useinbandfec=1, usedtx=1, stereo=0, maxaveragebitrate: how the client sends to us.
+        return announce_public_ip(set_opus_fmtp(pc.localDescription.sdp), self._public_ip)
 
     def _sink(self, stream: InboundStream | None) -> aiortc_compat.RtpSink:
         """Each packet of one receiver into ``stream`` (on the loop, as it arrives)."""
@@ -190,8 +216,8 @@ class Peer:
             return _ignore
         loop = asyncio.get_running_loop()
 
-        def sink(packet: RtpPacket, mime: str) -> None:
-            stream.packet(packet.sequence_number, packet.payload, loop.time(), mime)
+        def sink(rtp: aiortc_compat.InboundRtp, mime: str) -> None:
+            stream.packet(rtp.sequence_number, rtp.timestamp, rtp.payload, loop.time(), mime)
 
         return sink
 
@@ -221,11 +247,14 @@ class Peer:
     async def close(self) -> None:
         self.detach()
         self.out.stop()
-        dropped = self.voice.dropped_frames + sum(s.dropped_frames for s in self.music.values())
+        dropped = 0
+        for stream in (self.voice, *self.music.values()):
+            c = stream.playout.counters
+            dropped += c.late + c.shed
         if dropped:
             metrics.FRAMES_DROPPED.inc(dropped)
         await self._pc.close()
 
 
-def _ignore(packet: RtpPacket, mime: str) -> None:
+def _ignore(packet: aiortc_compat.InboundRtp, mime: str) -> None:
     """Packets on an m-line we do not mix (a second voice track)."""

@@ -15,7 +15,8 @@ its own. After a long stall (the process was starved) the clock catches up
 at most ``MAX_CATCHUP_TICKS`` ticks and then skips ahead, counting the loss.
 
 The tick itself (``MediaRoom.tick(now)``) never awaits and reads the time it
-is given: its inputs are the peers' jitter slots (``MediaPeer``), the music
+is given: its inputs are the peers' inbound streams (``MediaPeer.voice`` and
+``music``, each popped once a tick: ``sfu.inbound``), the music
 player, the mix plan and the room's controls (``RoomControls``: who is muted,
 whether music is allowed, owned by the signaling layer and asked every
 tick); its outputs are Opus payloads handed to ``MediaPeer.send``, events,
@@ -39,11 +40,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from common.errors import BadRequest
+from protocol.aiortc_compat import ReceiverReport
+from protocol.opus import Encoder
+from protocol.playout import UplinkStats
 from sfu import metrics
-from sfu.codec import OpusEncoder
 from sfu.ducking import Ducker
 from sfu.errors import BadCandidate, BadMusicRequest, BadVolume, MusicNotAllowed
-from sfu.inbound import JitterSlot
+from sfu.fec_policy import FecController, LossReports, QualityTracker, apply
+from sfu.inbound import FrameSource
 from sfu.levels import SpeakingDetector, levels_dbov
 from sfu.mixer import FRAME_MS, MAX_GAIN, Acc, MixPlan, Pcm, assign_encoders, mix
 from sfu.music import ACTIONS, MusicPlayer, Track, probe_audio, resolve_source
@@ -60,6 +64,8 @@ LIVENESS_EVERY_TICKS = 25
 """Check for silent peers twice a second."""
 JITTER_WAIT_SAMPLE_EVERY_TICKS = 5
 """Time the inbound frames of every 5th tick (``disco_sfu_jitter_wait_seconds``)."""
+LINKS_EVERY_TICKS = 50
+"""Once a second: read RTCP loss reports, retune the encoders' FEC, judge quality."""
 
 
 @dataclass(frozen=True)
@@ -120,10 +126,10 @@ class MediaPeer(Protocol):
     def participant_id(self) -> str: ...
 
     @property
-    def voice(self) -> JitterSlot: ...
+    def voice(self) -> FrameSource: ...
 
     @property
-    def music(self) -> Mapping[str, JitterSlot]: ...
+    def music(self) -> Mapping[str, FrameSource]: ...
 
     @property
     def listening(self) -> bool: ...
@@ -133,6 +139,14 @@ class MediaPeer(Protocol):
     def skip(self, frames: int) -> None: ...
 
     def last_heard(self) -> float | None: ...
+
+    def take_reports(self) -> list[ReceiverReport]:
+        """RTCP receiver reports about the mix sent to this peer, since the last call."""
+        ...
+
+    def take_uplink(self) -> UplinkStats | None:
+        """Loss and jitter of this peer's voice as received, since the last call."""
+        ...
 
     def fail(self) -> None: ...
 
@@ -199,7 +213,13 @@ class MediaRoom:
         self._player = player if player is not None else MusicPlayer()
         self._music_allowed = self._controls.music_allowed
         """The controls' answer at the last tick: a change is broadcast once."""
-        self._encoders: dict[int, OpusEncoder] = {}
+        self._encoders: dict[int, Encoder] = {}
+        self._fec: dict[int, FecController] = {}
+        """Per shared encoder: FEC, expected loss and bitrate from its worst listener."""
+        self._loss = LossReports()
+        self._down: dict[str, ReceiverReport] = {}
+        """Each participant's last receiver report (jitter, RTT)."""
+        self._quality: dict[str, QualityTracker] = {}
         self._listener_encoder: dict[str, int] = {}
         self._fresh_ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
@@ -226,6 +246,8 @@ class MediaRoom:
                 await self._task
             metrics.ROOMS.dec()
         peers, self._peers = list(self._peers.values()), {}
+        for peer in peers:
+            self._forget_link(peer.participant_id)
         metrics.PARTICIPANTS.dec(len(peers))
         await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
         self._player.close()
@@ -269,6 +291,7 @@ class MediaRoom:
         peer = self._peers.pop(participant_id, None)
         self._plan.forget(participant_id)
         self._listener_encoder.pop(participant_id, None)
+        self._forget_link(participant_id)
         for event in self._detector.forget([participant_id]):
             self._emit(event)
         if peer is not None:
@@ -449,13 +472,13 @@ class MediaRoom:
         music_frames: list[Pcm] = []
         timed = self._ticks % JITTER_WAIT_SAMPLE_EVERY_TICKS == 0
         for pid, peer in peers.items():
-            frame = peer.voice.pop()
+            frame = peer.voice.pop(now)
             if frame is not None and pid not in muted:
                 voice[pid] = frame
                 if timed and peer.voice.ready_at is not None:
                     metrics.JITTER_WAIT_SECONDS.observe(now - peer.voice.ready_at)
             for slot in peer.music.values():
-                m = slot.pop()
+                m = slot.pop(now)
                 if m is not None:
                     music_frames.append(m)
         if voice:
@@ -490,7 +513,7 @@ class MediaRoom:
         mixes, groups = mix(recipes, voice, bed)
         enc_ids = assign_encoders(groups, self._listener_encoder, self._fresh_ids)
         for recipe, pcm in mixes.items():
-            payload = self._encoder(enc_ids[recipe]).encode(pcm)
+            payload = self._encoder(enc_ids[recipe], groups[recipe], now).encode(pcm)
             for listener in groups[recipe]:
                 peers[listener].send(payload)
         self._listener_encoder = {
@@ -505,23 +528,98 @@ class MediaRoom:
         for event in events:
             self._emit(event)
         self._flush_music_state()
+        if self._ticks % LINKS_EVERY_TICKS == 0:
+            self._follow_links(now)
         expired = []
         if self._ticks % LIVENESS_EVERY_TICKS == 0:
             expired = self._expire_silent_peers(now)
         return TickResult(encodes=len(mixes), expired=expired)
 
-    def _encoder(self, enc_id: int) -> OpusEncoder:
+    def _encoder(self, enc_id: int, listeners: Collection[str], now: float) -> Encoder:
         enc = self._encoders.get(enc_id)
         if enc is None:
             # Always a new encoder (~45 us): a recycled one would still hold
             # 6.5 ms of lookahead from another mix, which can contain the new
-            # listener's own voice.
-            enc = self._encoders[enc_id] = OpusEncoder(self.config.bitrate_bps)
+            # listener's own voice. It starts with FEC as its listeners need.
+            enc = self._encoders[enc_id] = Encoder(self.config.bitrate_bps)
+            self._fec[enc_id] = FecController(self.config.bitrate_bps)
+            self._tune(enc_id, listeners, now)
         return enc
+
+    def _tune(self, enc_id: int, listeners: Collection[str], now: float) -> None:
+        """Set one shared encoder's FEC, expected loss and bitrate from its worst listener
+        (libopus ctls on the live encoder: no reset, no click)."""
+        controller = self._fec[enc_id]
+        old = controller.settings
+        new = controller.update(self._loss.worst(listeners, now), now)
+        if new != old:
+            apply(self._encoders[enc_id], new, old)
+
+    def encoder_settings(self, listener: str) -> tuple[bool, int, int] | None:
+        """(FEC on, expected loss %, bitrate) of the encoder feeding ``listener`` now."""
+        enc_id = self._listener_encoder.get(listener)
+        controller = self._fec.get(enc_id) if enc_id is not None else None
+        if controller is None:
+            return None
+        s = controller.settings
+        return s.fec, s.packet_loss_perc, s.bitrate_bps
 
     def _retire_encoders(self, in_use: set[int]) -> None:
         for enc_id in [e for e in self._encoders if e not in in_use]:
             del self._encoders[enc_id]
+            self._fec.pop(enc_id, None)
+
+    # --- links: RTCP loss -> FEC, and quality -------------------------------------
+
+    def _follow_links(self, now: float) -> None:
+        """Once a second: each peer's receiver reports and uplink stats -> the shared
+        encoders' FEC (worst listener), /metrics, and a ``quality`` event on a change."""
+        room = self.room_id
+        for pid, peer in self._peers.items():
+            for report in peer.take_reports():
+                self._loss.report(pid, report.fraction_lost, now)
+                self._down[pid] = report
+            up = peer.take_uplink()
+            down = self._down.get(pid)
+            down_loss = self._loss.loss(pid, now)
+            down_jitter_ms = down.jitter_s * 1000.0 if down is not None else 0.0
+            rtt_ms = down.rtt_s * 1000.0 if down is not None and down.rtt_s is not None else 0.0
+            up_loss = up.lost_perc if up is not None else 0.0
+            up_jitter_ms = up.jitter_ms if up is not None else 0.0
+            metrics.LINK_LOSS_PERCENT.labels(room, pid, "up").set(up_loss)
+            metrics.LINK_LOSS_PERCENT.labels(room, pid, "down").set(down_loss)
+            metrics.LINK_JITTER_SECONDS.labels(room, pid, "up").set(up_jitter_ms / 1000.0)
+            metrics.LINK_JITTER_SECONDS.labels(room, pid, "down").set(down_jitter_ms / 1000.0)
+            metrics.LINK_RTT_SECONDS.labels(room, pid).set(rtt_ms / 1000.0)
+            settings = self.encoder_settings(pid)
+            loss = max(up_loss, down_loss)
+            jitter_ms = max(up_jitter_ms, down_jitter_ms)
+            tracker = self._quality.setdefault(pid, QualityTracker())
+            changed = tracker.update(loss, jitter_ms, rtt_ms,
+                                     fec=settings is not None and settings[0])
+            if changed is not None:
+                self._emit({"type": "quality", "participant_id": pid, "quality": str(changed),
+                            "loss_percent": round(loss, 1), "jitter_ms": round(jitter_ms, 1),
+                            "rtt_ms": round(rtt_ms, 1)})
+        by_encoder: dict[int, list[str]] = {}
+        for listener, enc_id in self._listener_encoder.items():
+            by_encoder.setdefault(enc_id, []).append(listener)
+        for enc_id, listeners in by_encoder.items():
+            if enc_id in self._fec:
+                self._tune(enc_id, listeners, now)
+        metrics.ENCODER_FEC.labels(room).set(sum(c.settings.fec for c in self._fec.values()))
+
+    def _forget_link(self, pid: str) -> None:
+        self._loss.forget(pid)
+        self._down.pop(pid, None)
+        self._quality.pop(pid, None)
+        for gauge, labels in ((metrics.LINK_LOSS_PERCENT, ("up", "down")),
+                              (metrics.LINK_JITTER_SECONDS, ("up", "down"))):
+            for direction in labels:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(self.room_id, pid, direction)
+        with contextlib.suppress(KeyError):
+            metrics.LINK_RTT_SECONDS.remove(self.room_id, pid)
 
     def _emit(self, event: dict[str, Any]) -> None:
         try:

@@ -168,8 +168,9 @@ class RoomRegistry:
         room = self._rooms.get(room_id)
         if room is None:
             return
-        if event.get("type") == "peer_state":
-            # The media room drops a failed peer itself; tell its owner to re-offer.
+        if event.get("type") in ("peer_state", "quality"):
+            # About one participant's own connection: to them only. (The media room
+            # drops a failed peer itself; its owner re-offers.)
             participant = room.participants.get(str(event.get("participant_id")))
             if participant is not None:
                 participant.peer.send({**event, "room": room_id})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,11 +177,13 @@ async def test_take_rtp_hands_over_each_packet_on_arrival(
     receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     track = PacketTrack()
     got: list[tuple[bytes, str]] = []
+    headers: list[tuple[int, int]] = []
     arrived = asyncio.Event()
     decoded: list[Any] = []
 
-    def sink(packet: RtpPacket, mime: str) -> None:
+    def sink(packet: aiortc_compat.InboundRtp, mime: str) -> None:
         got.append((packet.payload, mime))
+        headers.append((packet.sequence_number, packet.timestamp))
         arrived.set()
 
     receiver.on("track", lambda t: decoded.append(asyncio.ensure_future(t.recv())))
@@ -203,6 +206,9 @@ async def test_take_rtp_hands_over_each_packet_on_arrival(
             arrived.clear()
             await asyncio.wait_for(arrived.wait(), ARRIVAL_TIMEOUT_S)
         assert [p for p, _ in got[1:]] == [bytes([0xF8, i]) for i in range(5)]
+        # each with its RTP sequence number and timestamp (960 a 20 ms packet, wrapping)
+        for (seq0, ts0), (seq1, ts1) in itertools.pairwise(headers):
+            assert (seq1 - seq0) % 65_536 == 1 and (ts1 - ts0) % (1 << 32) == 960
         await asyncio.sleep(0.1)
         assert decoded and not decoded[0].done()  # aiortc's decoder got nothing
 
@@ -219,6 +225,78 @@ async def test_take_rtp_hands_over_each_packet_on_arrival(
             future.cancel()
         await sender.close()
         await receiver.close()
+
+
+async def test_receiver_reports_about_our_stream_reach_the_callback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loopback_ice(monkeypatch)
+    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    track = PacketTrack()
+    reports: list[aiortc_compat.ReceiverReport] = []
+    got = asyncio.Event()
+
+    def sink(report: aiortc_compat.ReceiverReport) -> None:
+        reports.append(report)
+        got.set()
+
+    try:
+        rtp_sender = sender.addTrack(track)
+        aiortc_compat.watch_receiver_reports(rtp_sender, sink)
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        for i in range(200):  # packets until the receiver reports on them (every ~1 s)
+            track.queue.put_nowait(bytes([0xF8, i % 256]))
+            if i % 10 == 0 and got.is_set():
+                break
+            await asyncio.sleep(0.02)
+        assert reports, "no receiver report in 4 s"
+        assert reports[0].fraction_lost == 0 and 0 <= reports[0].jitter_s < 0.1
+        stats = await rtp_sender.getStats()  # aiortc still keeps its own view too
+        assert any(s.type == "remote-inbound-rtp" for s in stats.values())
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+def test_watching_reports_refuses_a_sender_without_the_parts_it_wraps() -> None:
+    with pytest.raises(CompatError, match="_handle_rtcp_packet"):
+        aiortc_compat.watch_receiver_reports(SimpleNamespace(), lambda r: None)  # type: ignore[arg-type]
+
+
+def test_the_tap_hands_the_sink_sequence_number_timestamp_and_payload_type() -> None:
+    got: list[tuple[aiortc_compat.InboundRtp, str]] = []
+    tap = aiortc_compat._Tap(  # the buffer take_rtp installs, without a connection
+        {111: SimpleNamespace(mimeType="audio/OPUS"), 63: SimpleNamespace(mimeType="audio/red")},
+        lambda rtp, mime: got.append((rtp, mime)),
+    )
+    for pt, seq, ts in ((111, 65_535, 4_294_966_336), (63, 0, 960), (9, 1, 1920)):
+        assert tap.add(RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts,
+                                 payload=bytes([pt]))) == (False, None)
+    assert got == [
+        (aiortc_compat.InboundRtp(65_535, 4_294_966_336, 111, b"\x6f"), "audio/opus"),
+        (aiortc_compat.InboundRtp(0, 960, 63, b"\x3f"), "audio/red"),
+        (aiortc_compat.InboundRtp(1, 1920, 9, b"\x09"), ""),  # a codec it does not know
+    ]
+
+
+def test_red_is_added_once_and_a_changed_codec_table_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiortc.codecs
+
+    aiortc_compat.accept_red()
+    aiortc_compat.accept_red()
+    audio = aiortc.codecs.CODECS["audio"]
+    assert [c.mimeType.lower() for c in audio].count("audio/red") == 1
+    assert audio[0].mimeType.lower() == "audio/opus"  # aiortc still sends Opus first
+    with monkeypatch.context() as patch:  # undone before the fixture re-installs
+        patch.setattr(aiortc.codecs, "CODECS", {"audio": ("opus",)})
+        with pytest.raises(CompatError, match="CODECS"):
+            aiortc_compat.accept_red()
 
 
 def test_ice_reads_refuse_a_transport_without_an_aioice_connection() -> None:

@@ -298,3 +298,12 @@ def test_nearby_event_replaces_the_people_we_hear() -> None:
     assert state.apply({"type": "nearby", "room": "nearby", "people": []}) == [
         "nearby: nobody within earshot"]
     assert state.participants == {}
+
+
+def test_a_quality_event_is_one_console_line() -> None:
+    from clients.desktop.app import quality_line
+
+    assert quality_line({"type": "quality", "quality": "poor", "loss_percent": 12.5,
+                         "jitter_ms": 31.0, "rtt_ms": 180}) == (
+        "connection quality: poor (12.5% loss, 31 ms jitter, 180 ms RTT)")
+    assert quality_line({"quality": "good", "rtt_ms": True}) == "connection quality: good"

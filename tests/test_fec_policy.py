@@ -103,7 +103,7 @@ def test_apply_sets_only_what_changed() -> None:
 
 
 def test_fec_settings_drive_a_real_encoder() -> None:
-    from sfu.opus import Encoder
+    from protocol.opus import Encoder
 
     enc = Encoder()
     apply(enc, on(15), OFF)

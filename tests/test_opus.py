@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfu import opus
-from sfu.opus import FRAME_SAMPLES, SAMPLE_RATE_HZ, Decoder, Encoder, OpusError
+from protocol import opus
+from protocol.opus import FRAME_SAMPLES, SAMPLE_RATE_HZ, Decoder, Encoder, OpusError
 
 
 def tone(freq_hz: float, frames: int, amplitude: float = 8_000.0) -> np.ndarray:

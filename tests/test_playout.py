@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from sfu.opus import FRAME_SAMPLES, SAMPLE_RATE_HZ, Encoder
-from sfu.playout import PlayoutStream
-from sfu.red import RedPacketizer
-from sfu.reorder import FRAME_TS, ReorderBuffer
+from protocol.opus import FRAME_SAMPLES, SAMPLE_RATE_HZ, Encoder
+from protocol.playout import PlayoutStream
+from protocol.red import RedPacketizer
+from protocol.reorder import FRAME_TS, ReorderBuffer
 
 TICK_S = 0.02
 

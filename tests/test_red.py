@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfu.opus import FRAME_SAMPLES, Decoder, Encoder
-from sfu.red import RedBlock, RedError, RedPacketizer, build_red, parse_red, push_red
-from sfu.reorder import FRAME_TS, Frame, ReorderBuffer
+from protocol.opus import FRAME_SAMPLES, Decoder, Encoder
+from protocol.red import RedBlock, RedError, RedPacketizer, build_red, parse_red, push_red
+from protocol.reorder import FRAME_TS, Frame, ReorderBuffer
 
 OPUS_PT = 111  # what Chrome numbers Opus; RED is 63 there
 

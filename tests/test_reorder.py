@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu.reorder import (
+from protocol.reorder import (
     FRAME_TS,
+    LOSS_HOLD_PACKETS,
     MAX_CONCEAL_FRAMES,
     Conceal,
     Frame,
@@ -244,3 +245,23 @@ def test_invariants_under_any_arrival_order(first_seq: int, n: int, loss: float,
     assert c.received == len(events)
     assert len(played) + c.late + c.duplicate + c.shed + len(buf) == c.received
     assert c.delivered == len(played) + c.shed
+
+
+def test_a_loss_deepens_a_one_frame_buffer_for_fec_and_the_floor_expires() -> None:
+    """Started at one frame (the server's choice: no latency on a clean path): the first
+    loss is an underrun, then rebuilt from FEC a frame late; the depth stays two frames
+    (the next packet in hand) until LOSS_HOLD_PACKETS pass without loss."""
+    buf = ReorderBuffer(initial_depth_frames=1)
+    out = []
+    total = 30 + LOSS_HOLD_PACKETS + 20
+    for k in range(total):
+        if k not in (10, 20):
+            buf.push(k, k * FRAME_TS, b"xyz", k * TICK_S)
+        out.append(buf.pop(k * TICK_S))
+    assert out[0] == Frame(b"xyz", 0)  # plays at once
+    assert out[10] == Conceal(None) and out[11] == Recover(b"xyz", 10)  # late, from FEC
+    assert out[12] == Frame(b"xyz", 11)
+    assert out[21] == Recover(b"xyz", 20)  # a frame later now, 21 in hand: no underrun
+    assert buf.counters.lost == 2 and buf.counters.recovered == 2
+    assert buf.counters.concealed == 1
+    assert buf.target_frames == 1  # the floor expired with no loss since

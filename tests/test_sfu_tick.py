@@ -20,11 +20,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sfu.inbound import JitterSlot, MonoOpusDecoder
-from sfu.levels import HANGOVER_S
+from protocol.aiortc_compat import ReceiverReport
+from protocol.opus import Encoder, packet_has_fec
+from protocol.playout import UplinkStats
+from protocol.reorder import FRAME_TS
+from sfu.inbound import InboundStream, JitterSlot, MonoOpusDecoder
+from sfu.levels import HANGOVER_S, levels_dbov
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ, Pcm
 from sfu.music import MusicPlayer, Track
 from sfu.room import (
+    LINKS_EVERY_TICKS,
     LIVENESS_EVERY_TICKS,
     MediaConfig,
     MediaPeer,
@@ -34,6 +39,7 @@ from sfu.room import (
     TickResult,
 )
 from tests.rtc_helpers import has_tone, lacks_tone, steady_tone_level_db
+from tests.speech import speech
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE_HZ
 T0 = 1000.0
@@ -61,7 +67,7 @@ class FakePeer:
 
     participant_id: str
     music_mids: Collection[str] = ()
-    voice: JitterSlot = field(default_factory=JitterSlot)
+    voice: JitterSlot | InboundStream = field(default_factory=JitterSlot)
     music: dict[str, JitterSlot] = field(default_factory=dict)
     listening: bool = True
     heard_at: float | None = None
@@ -69,6 +75,10 @@ class FakePeer:
     detached: bool = False
     closed: bool = False
     decoded: list[Pcm] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    reports: list[ReceiverReport] = field(default_factory=list)
+    """RTCP receiver reports to hand the room at its next look (the test fills it)."""
+    uplink: UplinkStats | None = None
     skipped: int = 0
     _decoder: MonoOpusDecoder = field(default_factory=MonoOpusDecoder)
 
@@ -76,7 +86,15 @@ class FakePeer:
         self.music = {mid: JitterSlot() for mid in self.music_mids}
 
     def send(self, payload: bytes) -> None:
+        self.payloads.append(payload)
         self.decoded.extend(self._decoder.decode(payload))
+
+    def take_reports(self) -> list[ReceiverReport]:
+        reports, self.reports = self.reports, []
+        return reports
+
+    def take_uplink(self) -> UplinkStats | None:
+        return self.uplink
 
     def skip(self, frames: int) -> None:
         self.skipped += frames
@@ -151,6 +169,7 @@ class Harness:
             self.now = T0 + self.n * FRAME_S
             for pid, hz in self.talking.items():
                 peer = self.peers[pid]
+                assert isinstance(peer.voice, JitterSlot)  # PCM in: the tick's own tests
                 peer.voice.push(tone(hz, self.n), self.now)
                 peer.heard_at = self.now
             for (pid, mid), hz in self.music_hz.items():
@@ -323,3 +342,92 @@ async def test_a_listener_that_stopped_listening_is_sent_nothing() -> None:
     h.peers["b"].listening = False
     h.run(5)
     assert h.peers["b"].decoded == [] and len(h.peers["a"].decoded) == 5
+
+
+async def test_opus_packets_through_the_inbound_stream_and_a_dtx_pause() -> None:
+    """The production inbound path under the tick: RTP packets in, a loss rebuilt from
+    FEC, then silence in DTX (libopus's 1-byte frames, sent as WebRTC does: the
+    first, then one every 400 ms): silence, not loss, and not a vanished peer."""
+    h = Harness()
+    await h.join("a", "b")
+    stream = InboundStream("a")
+    h.peers["a"].voice = stream
+    encoder = Encoder(48_000, fec=True, packet_loss_perc=10)
+    encoder.set_dtx(True)
+    seq = 0
+    in_dtx = 0
+    for k in range(1, 301):
+        now = T0 + (h.n + 1) * FRAME_S  # the tick's time: packets arrive just before it
+        pcm = tone(440.0, k) if k <= 100 else np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        payload = encoder.encode(pcm)
+        in_dtx = in_dtx + 1 if len(payload) <= 2 else 0
+        if k != 40 and (in_dtx == 0 or in_dtx % 20 == 1):
+            stream.packet(seq % 65_536, k * FRAME_TS, payload, now)
+        if in_dtx == 0 or in_dtx % 20 == 1:
+            seq += 1
+        if stream.last_packet_at is not None:
+            h.peers["a"].heard_at = stream.last_packet_at  # what Peer.last_heard reads
+        h.peers["b"].heard_at = now  # b sends (silence) all along
+        h.run(1)
+        if k == 100:
+            heard = h.peers["b"].heard(95)
+            levels = [float(levels_dbov(f)[0]) for f in np.split(heard, 95)]
+            # the loss dips (PLC, then FEC at 10%) for two frames; nothing falls silent
+            assert min(levels) > -40 and sum(level < -25 for level in levels) <= 2
+    c = stream.playout.counters
+    assert (c.lost, c.recovered) == (1, 1) and c.dtx > 100
+    assert not any(r.expired for r in h.results) and not h.peers["a"].failed
+    assert h.times_of("stopped_speaking", "a")  # a pause, heard as one
+    assert lacks_tone(h.peers["b"].heard(), 440.0)
+
+
+async def test_loss_reports_turn_on_fec_for_the_encoder_of_the_lossy_listener_only() -> None:
+    """a and b talk; c reports 10% loss: the encoder feeding c (shared with d, who hears
+    the same mix) gets FEC at 15% expected loss and 16 kbps more, by ctls on the live
+    encoder; the encoders of a's and b's mixes do not. (Speech, not tones: libopus codes
+    FEC only for frames its VAD finds active.)"""
+    voice = speech()
+    h = Harness()
+    await h.join("a", "b", "c", "d")
+
+    def talk(ticks: int) -> None:
+        for _ in range(ticks):
+            frames = voice.shape[0] // FRAME_SAMPLES
+            for pid, offset in (("a", 0), ("b", frames // 2)):  # two talkers, two phrases
+                k = (h.n + offset) % frames
+                slot = h.peers[pid].voice
+                assert isinstance(slot, JitterSlot)
+                slot.push(voice[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES], h.now)
+                h.peers[pid].heard_at = h.now
+            h.run(1)
+
+    talk(2 * LINKS_EVERY_TICKS)
+    assert h.room.encoder_settings("c") == (False, 0, 32_000)
+    clean = h.peers["c"].payloads[-LINKS_EVERY_TICKS:]
+    assert not any(packet_has_fec(p) for p in h.peers["c"].payloads)
+    h.peers["c"].reports.append(ReceiverReport(fraction_lost=26, jitter_s=0.004, rtt_s=0.05))
+    talk(LINKS_EVERY_TICKS)  # the next look at the links
+    assert h.room.encoder_settings("c") == (True, 15, 48_000)  # 10.2% -> the next 5% step
+    assert h.room.encoder_settings("d") == (True, 15, 48_000)  # c and d share a mix
+    assert h.room.encoder_settings("a") == (False, 0, 32_000)  # a hears b
+    assert h.room.encoder_settings("b") == (False, 0, 32_000)  # b hears a
+    talk(LINKS_EVERY_TICKS)
+    lossy = h.peers["c"].payloads[-LINKS_EVERY_TICKS:]
+    assert sum(map(packet_has_fec, lossy)) >= LINKS_EVERY_TICKS // 2
+    assert sum(map(len, lossy)) > 1.2 * sum(map(len, clean))
+    for pid in "ab":
+        assert not any(packet_has_fec(p) for p in h.peers[pid].payloads)
+
+
+async def test_quality_event_goes_out_when_the_class_changes() -> None:
+    h = Harness()
+    await h.join("a", "b")
+    h.talking = {"a": 440.0}
+    h.run(2 * LINKS_EVERY_TICKS)
+    assert [e for e in h.events if e["type"] == "quality"] == []  # excellent: no news
+    h.peers["b"].uplink = UplinkStats(expected=50, lost_perc=12.0, jitter_ms=30.0)
+    h.peers["b"].reports.append(ReceiverReport(fraction_lost=40, jitter_s=0.03, rtt_s=0.2))
+    h.run(LINKS_EVERY_TICKS)
+    (event,) = [e for e in h.events if e["type"] == "quality"]
+    assert event["participant_id"] == "b" and event["quality"] in ("good", "poor")
+    assert event["loss_percent"] == pytest.approx(15.6) and event["rtt_ms"] == 200.0

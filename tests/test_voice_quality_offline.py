@@ -1,6 +1,6 @@
 """Speech through the whole voice path, offline: wideband PESQ floors and holes.
 
-The talker's speech (espeak-ng) is encoded with ``sfu.opus``, impaired on the
+The talker's speech (espeak-ng) is encoded with ``protocol.opus``, impaired on the
 uplink, received by Disco (``disco``: reorder buffer, FEC from the next
 packet, PLC; ``naive``: what Disco did before issue #14), re-encoded,
 impaired on the downlink and played by the listener (see

@@ -5,12 +5,12 @@ Everything is simulated in one process without sockets or sleeping, so a
 10 s clip takes a fraction of a second and every run is repeatable (seeded
 impairments):
 
-1. the talker's client encodes 20 ms frames (``sfu.opus``; FEC on when the
+1. the talker's client encodes 20 ms frames (``protocol.opus``; FEC on when the
    answer asked for it, as browsers do after ``useinbandfec=1``) and sends one
    packet every 20 ms;
 2. the uplink (``tests.impair``) loses, delays and reorders them;
 3. the server's receive path turns arrivals into one frame per 20 ms tick:
-   ``disco`` mode is ``sfu.playout.PlayoutStream`` (reorder buffer, FEC from
+   ``disco`` mode is ``protocol.playout.PlayoutStream`` (reorder buffer, FEC from
    the next packet, PLC); ``naive`` mode is what Disco did before (a packet
    older than the newest is dropped, frames queue in a 3-frame slot, an empty
    slot mixes silence);
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from protocol.opus import FRAME_SAMPLES, Decoder, Encoder, OpusError, Pcm
+from protocol.playout import PlayoutStream
+from protocol.red import RedPacketizer
+from protocol.reorder import FRAME_TS, SEQ_MOD
 from sfu.fec_policy import EncoderSettings, FecController
-from sfu.opus import FRAME_SAMPLES, Decoder, Encoder, OpusError, Pcm
-from sfu.playout import PlayoutStream
-from sfu.red import RedPacketizer
-from sfu.reorder import FRAME_TS, SEQ_MOD
 from tests.impair import CLEAN, Arrival, Impairment, impair
 
 FRAME_S = 0.02

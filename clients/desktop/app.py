@@ -477,6 +477,9 @@ class Client:
                 self.console.say(f"media {message.get('state')} on the server; reconnecting audio")
                 self._media_restart.set()
             return
+        if kind == "quality" and message.get("participant_id") == self.state.me:
+            self.console.say(quality_line(message))
+            return
         if kind == "music_state":
             self._show_music_state(message)
             return
@@ -785,3 +788,14 @@ def _room_node_lost(message: dict[str, Any], room: str) -> bool:
     if message.get("type") == "left":
         return message.get("room") == room and message.get("reason") in ("host_lost", "moved")
     return message.get("type") == "error" and message.get("code") == "moved"
+
+
+def quality_line(message: dict[str, Any]) -> str:
+    """A ``quality`` event as one console line: the class, then what it is made of."""
+    parts = [f"connection quality: {message.get('quality')}"]
+    for key, unit in (("loss_percent", "% loss"), ("jitter_ms", " ms jitter"),
+                      ("rtt_ms", " ms RTT")):
+        value = message.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{value:g}{unit}")
+    return parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")

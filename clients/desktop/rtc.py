@@ -4,6 +4,14 @@ aiortc's camelCase stays in this module. The rest of the client sees
 ``MediaLink`` (offer, answer, close), tracks that pull 20 ms frames from a
 ``FrameSource``, and a callback that receives the mix as mono 48 kHz samples.
 
+Receiving: aiortc's own receiver throws away a dozen frames around every
+lost packet, so the mix's RTP packets are taken off it
+(``aiortc_compat.take_rtp``) into a ``protocol.playout.PlayoutStream``, the
+server's own inbound path: reordered within a depth that follows the
+measured jitter, a lost frame rebuilt from the next packet's FEC (the server
+adds FEC when our receiver reports show loss), PLC for the rest. A 20 ms
+clock pops one frame per tick to the callback.
+
 Pacing: ``MicTrack`` runs on the wall clock (frame n is due at start + n x
 20 ms, so timing errors never accumulate) rather than on the sound card's
 clock, so a file, a device or nothing at all all look the same to the
@@ -36,12 +44,12 @@ from clients.desktop.audio import (
     FRAME_SAMPLES,
     SAMPLE_RATE_HZ,
     EchoGuard,
-    FrameConverter,
     MicControl,
     Pcm,
     silence,
 )
 from protocol import aiortc_compat
+from protocol.playout import PlayoutStream
 
 log = logging.getLogger(__name__)
 
@@ -231,9 +239,10 @@ class MediaLink:
             self._pc.addTransceiver(music, direction="sendonly") if music is not None else None
         )
         self._readers: list[asyncio.Task[None]] = []
+        self.playout = PlayoutStream()
         self.frames_received = 0
+        """RTP packets of the mix received."""
         self.last_audio_at: float | None = None
-        self._pc.on("track", self._on_track)
         self._pc.on("connectionstatechange", self._state_changed)
 
     @property
@@ -248,24 +257,28 @@ class MediaLink:
     def _state_changed(self) -> None:
         self._on_state(self.state)
 
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
-            self._readers.append(asyncio.create_task(self._read(track), name="rtc-recv"))
+    def _packet(self, rtp: aiortc_compat.InboundRtp, mime: str) -> None:
+        if mime not in ("audio/opus", "audio/red") or not rtp.payload:
+            return
+        now = asyncio.get_running_loop().time()
+        if mime == "audio/red":
+            self.playout.push_red(rtp.sequence_number, rtp.timestamp, rtp.payload, now)
+        else:
+            self.playout.push(rtp.sequence_number, rtp.timestamp, rtp.payload, now)
+        self.frames_received += 1
+        self.last_audio_at = now
 
-    async def _read(self, track: MediaStreamTrack) -> None:
-        converter = FrameConverter()
+    async def _play(self) -> None:
+        """One frame of the mix per 20 ms tick to the callback, from the first one that
+        plays on (silence included, so the device's buffer keeps its pace)."""
+        clock = FrameClock()
         loop = asyncio.get_running_loop()
+        started = False
         while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            if not isinstance(frame, AudioFrame):
-                continue
-            pcm = converter.convert(frame)
-            if pcm.size:
-                self.frames_received += 1
-                self.last_audio_at = loop.time()
+            await clock.wait_next()
+            pcm = self.playout.pop(loop.time())
+            started = started or not self.playout.silent
+            if started:
                 self._on_audio(pcm)
 
     async def offer(self) -> tuple[str, list[str]]:
@@ -278,6 +291,10 @@ class MediaLink:
 
     async def accept(self, answer_sdp: str) -> None:
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        mix = self._pc.getTransceivers()[0].receiver  # the mic's transceiver brings the mix
+        aiortc_compat.take_rtp(mix, self._packet)
+        if not self._readers:
+            self._readers.append(asyncio.create_task(self._play(), name="rtc-playout"))
 
     async def close(self) -> None:
         for task in self._readers:

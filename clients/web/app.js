@@ -290,6 +290,9 @@ const handlers = {
   peer_state(msg) {
     if (msg.participant_id === disco.participantId) renderPcState(`server: ${msg.state}`);
   },
+  quality(msg) {
+    if (msg.participant_id === disco.participantId) renderPcState(`connection: ${msg.quality}`);
+  },
   participant_joined(msg) {
     if (msg.room === disco.room) addParticipant(msg, false);
   },

@@ -11,7 +11,7 @@ and the primary; the first packet of a stream (or one after DTX) carries the
 primary alone. LiveKit turns RED on by default; it is cheap insurance against
 single losses on top of Opus FEC, because the copy is full quality.
 
-``push_red`` feeds one RED packet into a ``sfu.reorder.ReorderBuffer``: the
+``push_red`` feeds one RED packet into a ``protocol.reorder.ReorderBuffer``: the
 primary as the packet itself, each earlier frame as a ``redundant`` copy for
 the sequence number it stood for, which fills the hole if that packet was lost
 and is ignored otherwise. ``RedPacketizer`` builds the outbound side for a
@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
-from sfu.reorder import FRAME_TS, SEQ_MOD, ReorderBuffer
+from protocol.reorder import FRAME_TS, SEQ_MOD, ReorderBuffer
 
 RED_CLOCK_HZ = 48_000
 MAX_TS_OFFSET = (1 << 14) - 1

@@ -1,9 +1,9 @@
 """One inbound Opus stream: packets in as they arrive, one 20 ms PCM frame out per tick.
 
-The glue between ``sfu.reorder`` (what to do this tick) and ``sfu.opus``
+The glue between ``protocol.reorder`` (what to do this tick) and ``protocol.opus``
 (doing it): a ``Frame`` is decoded, a ``Recover`` rebuilds the lost frame
 from the next packet's in-band FEC, a ``Conceal`` runs libopus PLC, and
-``Silence`` is zeros. RED packets go through ``sfu.red.push_red``. No I/O and
+``Silence`` is zeros. RED packets go through ``protocol.red.push_red``. No I/O and
 no clock of its own: the receive path calls ``push``/``push_red`` on each RTP
 packet and ``pop`` on each mixing tick, passing ``now``.
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sfu.opus import FRAME_SAMPLES, Decoder, OpusError, Pcm
-from sfu.red import RedError, push_red
-from sfu.reorder import Conceal, Counters, Frame, Recover, ReorderBuffer, Silence
+from protocol.opus import FRAME_SAMPLES, Decoder, OpusError, Pcm
+from protocol.red import RedError, push_red
+from protocol.reorder import Conceal, Counters, Frame, Recover, ReorderBuffer, Silence
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ class PlayoutStream:
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._quiet = True
         self._stats_base = (0, 0)
+        self.silent = True
+        """The last ``pop`` had nothing to play (``Silence``: not started, DTX, or
+        concealment ran out); its zeros are not the sender's audio."""
 
     @property
     def counters(self) -> Counters:
@@ -92,6 +95,7 @@ class PlayoutStream:
     def pop(self, now: float) -> Pcm:
         """This tick's 960 samples (zeros when there is nothing to play)."""
         action = self.buffer.pop(now, quiet=self._quiet)
+        self.silent = isinstance(action, Silence)
         try:
             if isinstance(action, Frame):
                 pcm = self._decoder.decode(action.payload)

@@ -3,7 +3,7 @@
 The receive path pushes every RTP packet of a stream as it arrives and pops
 one decision per 20 ms mixing tick; time comes in as ``now`` (seconds on any
 monotonic clock). Nothing here decodes: ``pop`` says what the decoder should
-do for this tick's frame, and ``sfu.playout`` does it with ``sfu.opus``:
+do for this tick's frame, and ``protocol.playout`` does it with ``protocol.opus``:
 
 * ``Frame(payload)``: the packet due now arrived; decode it.
 * ``Recover(next_payload)``: the packet due now is lost but the one after it is
@@ -35,6 +35,12 @@ Rules (Janus and WebRTC's NetEQ do the same in spirit):
   ``IsDtxPacket`` tests the size), so a dry buffer after such a packet is a
   pause: silence, not loss. A timestamp jump to an already buffered next
   packet is played out as silence too.
+* Depth grows on loss: a loss sets a floor of ``LOSS_DEPTH_FRAMES`` (so the
+  next packet, which carries the lost one's FEC, is in hand when the lost one
+  is due) for ``LOSS_HOLD_PACKETS``; when the buffer is shallower than that,
+  the lost frame is rebuilt from FEC after the underrun tick that concealed it
+  (the delay grows by a frame) instead of being skipped. A buffer started at
+  one frame thus costs no latency on a clean path and buys FEC under loss.
 * Depth adapts to measured jitter: the 95th percentile of each packet's
   transit delay above the fastest packet of the last ``JITTER_WINDOW_PACKETS``,
   rounded up to frames and bounded to ``MIN_DEPTH_FRAMES..MAX_DEPTH_FRAMES``
@@ -85,6 +91,11 @@ MAX_AHEAD_FRAMES = 250
 """A packet more than 5 s ahead of playout means the sender restarted: resync."""
 OPUS_DTX_MAX_BYTES = 2
 """An Opus payload this small is a DTX marker (TOC only), as NetEQ decides."""
+LOSS_DEPTH_FRAMES = 2
+"""After a loss the depth is at least 40 ms: FEC rebuilds a lost frame only from the
+next packet, which must be in hand when the lost one is due."""
+LOSS_HOLD_PACKETS = 500
+"""That floor holds until 10 s of packets pass with no loss."""
 RECENT_PLAYED = 128
 """How many played sequence numbers are remembered to tell duplicates from late."""
 
@@ -191,6 +202,9 @@ class ReorderBuffer:
         self._min_depth = min_depth_frames
         self._max_depth = max_depth_frames
         self._target = initial_depth_frames
+        self._jitter_target = initial_depth_frames
+        self._loss_hold_until: int | None = None
+        """Extended sequence number up to which the loss floor holds (None: no loss)."""
         self._buf: dict[int, _Packet] = {}
         self._hi_seq: int | None = None
         self._hi_ts_raw = 0
@@ -210,6 +224,8 @@ class ReorderBuffer:
         self._min_level = math.inf
         self._shed_wanted = False
         self._quiet = True
+        self.played_arrival: float | None = None
+        """When the packet the last ``Frame`` played arrived (None after any other action)."""
 
     # --- measurements ------------------------------------------------------
 
@@ -287,7 +303,21 @@ class ReorderBuffer:
         if spread is None:
             return
         frames = math.ceil((spread * 1000.0 + JITTER_MARGIN_MS) / FRAME_MS)
-        self._target = max(self._min_depth, min(self._max_depth, frames))
+        self._jitter_target = frames
+        self._set_target()
+
+    def _set_target(self) -> None:
+        hold = self._loss_hold_until
+        if hold is not None and self._next is not None and self._next > hold:
+            self._loss_hold_until = hold = None
+        floor = LOSS_DEPTH_FRAMES if hold is not None else self._min_depth
+        self._target = max(self._min_depth, floor, min(self._max_depth, self._jitter_target))
+        self._target = min(self._target, self._max_depth)
+
+    def _saw_loss(self) -> None:
+        assert self._next is not None
+        self._loss_hold_until = self._next + LOSS_HOLD_PACKETS
+        self._set_target()
 
     def _resync(self) -> None:
         """Forget playout position (a sender restart): the next packets start afresh."""
@@ -299,6 +329,7 @@ class ReorderBuffer:
         self._played.clear()
         self._played_set.clear()
         self._jitter = _Jitter()  # a new timestamp base: old transits mean nothing
+        self._loss_hold_until = None
 
     # --- output ------------------------------------------------------------
 
@@ -310,6 +341,7 @@ class ReorderBuffer:
         in a word. Callers that cannot tell leave it True.
         """
         self._quiet = quiet
+        self.played_arrival = None
         if not self._playing and not self._start(now):
             if self._in_dtx:
                 self.counters.dtx += 1
@@ -324,7 +356,13 @@ class ReorderBuffer:
             # Ticks already concealed while the buffer was dry stood in for the
             # missing packets: skip that many rather than conceal them twice
             # (which would add their length to the delay).
-            skip = min(min(self._buf) - self._next, self._underrun_run)
+            gap = min(self._buf) - self._next
+            self._saw_loss()
+            skip = min(gap, self._underrun_run)
+            if skip == gap and len(self._buf) < self._target:
+                # Too shallow for FEC: rebuild the last lost frame from the packet
+                # after it rather than skip it (the delay grows by a frame).
+                skip -= 1
             if skip:
                 self.counters.lost += skip
                 self._underrun_run -= skip
@@ -387,6 +425,8 @@ class ReorderBuffer:
         self._last_was_dtx = len(packet.payload) <= OPUS_DTX_MAX_BYTES
         if packet.from_red:
             self.counters.red_recovered += 1
+        else:
+            self.played_arrival = packet.arrival
         self._maybe_shed()
         return Frame(packet.payload, seq % SEQ_MOD)
 
