@@ -23,9 +23,11 @@ ways >= 2.6, 0-60 ms jitter >= 2.8.
 aiortc peers, one ``tests.impair.UdpRelay`` on the talker's uplink and/or the
 listener's downlink, 8 s of speech per condition, one run each (seeded), the
 listener playing out like a browser (``tests/voice_network.py``). About 12 s
-a condition. A Janus AudioBridge column (Debian ``janus``, ``bench/janus.py``)
-is still to come: Janus offers no loopback candidates, so its relay needs the
-machine's own address.
+a cell. When Debian ``janus`` is installed (and not ``--no-janus``), two
+Janus AudioBridge columns (default, and ``expected_loss=10``) go through the
+same relays, talker and playout (``bench/janus.py`` starts Janus; Janus
+offers no loopback candidates, so those clients and relays use the machine's
+own address).
 """
 
 from __future__ import annotations
