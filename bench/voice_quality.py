@@ -23,18 +23,22 @@ ways >= 2.6, 0-60 ms jitter >= 2.8.
 aiortc peers, one ``tests.impair.UdpRelay`` on the talker's uplink and/or the
 listener's downlink, 8 s of speech per condition, one run each (seeded), the
 listener playing out like a browser (``tests/voice_network.py``). About 12 s
-a condition. A Janus AudioBridge column (Debian ``janus``, ``bench/janus.py``)
-is still to come: Janus offers no loopback candidates, so its relay needs the
-machine's own address.
+a cell. When Debian ``janus`` is installed (and not ``--no-janus``), two
+Janus AudioBridge columns (default, and ``expected_loss=10``) go through the
+same relays, talker and playout (``bench/janus.py`` starts Janus; Janus
+offers no loopback candidates, so those clients and relays use the machine's
+own address).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
+from typing import Any
 
 from tests.impair import Impairment
 from tests.speech import holes, pesq_wb, speech
@@ -72,22 +76,134 @@ def real_conditions() -> list[Condition]:
     ]
 
 
-async def real(only: str) -> int:
+def _machine_address() -> str:
+    """This machine's own IPv4 address (Janus offers no loopback candidates)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect(("192.0.2.1", 9))  # no packet is sent: this only picks a route
+        return str(sock.getsockname()[0])
+
+
+def _one_candidate(sdp: str, host: str, port: int) -> str:
+    """``sdp`` with its UDP host candidates on ``host`` cut to one, moved to ``port``."""
+    import re
+
+    out, kept = [], False
+    for line in sdp.splitlines(keepends=True):
+        m = re.match(r"^(a=candidate:\S+ 1 udp \d+ )(\S+) (\d+)( typ host.*)$", line.rstrip(),
+                     re.IGNORECASE)
+        if line.startswith("a=candidate:"):
+            if m is None or m.group(2) != host or kept:
+                continue
+            kept = True
+            line = f"{m.group(1)}{host} {port}{m.group(4)}\r\n"
+        out.append(line)
+    return "".join(out)
+
+
+def _candidate_port(sdp: str, host: str) -> int:
+    import re
+
+    for line in sdp.splitlines():
+        m = re.match(r"^a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", line, re.IGNORECASE)
+        if m is not None and m.group(1) == host:
+            return int(m.group(2))
+    raise RuntimeError(f"no host candidate on {host} in the answer")
+
+
+async def janus_score(base: str, clip: Any, up: Impairment, down: Impairment,
+                      expected_loss: int | None) -> tuple[float, int]:
+    """Talker -> Janus AudioBridge -> listener, the same links and playout as Disco's."""
+    from aiortc import RTCSessionDescription
+
+    from bench.janus import BITRATE_BPS, COMPLEXITY, ROOM_ID, AudioBridge, sha256_only
+    from protocol import aiortc_compat
+    from tests.impair import CLEAN, UdpRelay
+    from tests.voice_network import CLIP_S, CONNECT_TIMEOUT_S, SETTLE_S, TAIL_S, Client, SpeechTrack
+
+    host = _machine_address()
+    track = SpeechTrack(clip)
+    talker, listener = Client("talker", track), Client("listener", SpeechTrack(clip[:0]))
+    bridges: list[AudioBridge] = []
+    try:
+        for client, imp_up, imp_down in ((talker, up, CLEAN), (listener, CLEAN, down)):
+            bridge = AudioBridge(base)
+            bridges.append(bridge)
+            await bridge.open()
+            pc = client.pc
+            await pc.setLocalDescription(await pc.createOffer())
+            offer = pc.localDescription.sdp
+            relay = await UdpRelay.start((host, 9), imp_up, imp_down, host=host)
+            client.relay = relay
+            join: dict[str, Any] = {"request": "join", "room": ROOM_ID, "display": client.name,
+                                    "bitrate": BITRATE_BPS, "quality": COMPLEXITY,
+                                    "muted": False}
+            if expected_loss is not None:
+                join["expected_loss"] = expected_loss
+            joined = await bridge.request(join, jsep={
+                "type": "offer",
+                "sdp": sha256_only(_one_candidate(offer, host, relay.address[1]))})
+            if not joined.get("jsep"):
+                raise RuntimeError(f"janus did not answer: {joined}")
+            answer = joined["jsep"]["sdp"]
+            relay.target = (host, _candidate_port(answer, host))
+            (receiver,) = [t.receiver for t in pc.getTransceivers()]
+            await pc.setRemoteDescription(RTCSessionDescription(
+                _one_candidate(answer, host, relay.address[1]), "answer"))
+            aiortc_compat.take_rtp(receiver, client.arrivals.sink)
+            await asyncio.wait_for(client._connected.wait(), CONNECT_TIMEOUT_S)
+        await asyncio.sleep(SETTLE_S)
+        track.say()
+        await asyncio.sleep(CLIP_S + TAIL_S)
+        assert track.said_at is not None
+        heard = listener.arrivals.play(track.said_at, CLIP_S + TAIL_S)
+        return pesq_wb(clip, heard), holes(clip, heard)
+    finally:
+        for c in (talker, listener):
+            await c.close()
+        for b in bridges:
+            await b.close()
+
+
+async def real(only: str, janus: bool) -> int:
     from protocol import aiortc_compat
     from tests.voice_network import CLIP_S, FRAME_S, score_condition
 
     aiortc_compat.install()
-    aiortc_compat.set_host_addresses(["127.0.0.1"])
     clip = speech()[: round(CLIP_S / FRAME_S) * 960]
     print(f"real sockets: {CLIP_S:g} s of speech a condition, one run each\n")
-    print("| condition | disco PESQ | holes |")
-    print("| --- | --- | --- |")
+    columns = ["disco"] + (["janus", "janus expected_loss=10"] if janus else [])
+    print(f"| condition | {' | '.join(f'{c} PESQ | holes' for c in columns)} |")
+    print("| --- |" + " --- | --- |" * len(columns))
     started = time.monotonic()
-    for condition in real_conditions():
-        if only not in condition.name:
-            continue
-        score, gaps, _ = await score_condition(clip, condition.up, condition.down)
-        print(f"| {condition.name} | {score:.2f} | {gaps} |", flush=True)
+    with contextlib.ExitStack() as stack:
+        base = ""
+        if janus:
+            import tempfile
+            from pathlib import Path
+
+            from bench.janus import create_room, janus_server
+
+            workdir = Path(tempfile.mkdtemp(prefix="disco-quality-janus-"))
+            base, _ = stack.enter_context(janus_server(workdir))
+            await asyncio.to_thread(create_room, base)
+        for condition in real_conditions():
+            if only not in condition.name:
+                continue
+            aiortc_compat.set_host_addresses(["127.0.0.1"])
+            score, gaps, _ = await score_condition(clip, condition.up, condition.down)
+            cells = [f"{score:.2f} | {gaps}"]
+            if janus:
+                aiortc_compat.set_host_addresses([_machine_address()])
+                for expected in (None, 10):
+                    try:
+                        j, jg = await janus_score(base, clip, condition.up, condition.down,
+                                                  expected)
+                        cells.append(f"{j:.2f} | {jg}")
+                    except Exception as exc:  # a failed Janus run is reported, not fatal
+                        cells.append(f"error: {type(exc).__name__}: {exc} | -")
+            print(f"| {condition.name} | {' | '.join(cells)} |", flush=True)
     print(f"\n({time.monotonic() - started:.0f} s)")
     return 0
 
@@ -98,9 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="run conditions whose name contains this")
     parser.add_argument("--real", action="store_true",
                         help="aiortc peers and a MediaRoom over UdpRelay (real sockets)")
+    parser.add_argument("--no-janus", action="store_true",
+                        help="with --real: no Janus AudioBridge columns even if janus is here")
     args = parser.parse_args(argv)
     if args.real:
-        return asyncio.run(real(args.only))
+        from bench.janus import janus_binary
+
+        return asyncio.run(real(args.only, janus=not args.no_janus and janus_binary() is not None))
 
     ref = speech()
     print(f"speech: {ref.shape[0] / 48_000:.1f} s (espeak-ng), {args.seeds} seed(s) a cell\n")
