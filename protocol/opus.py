@@ -231,10 +231,7 @@ class Encoder:
         return self._out.raw[: _check(n, "opus_encode")]
 
     def set_bitrate(self, bitrate_bps: int) -> None:
-        if not MIN_BITRATE_BPS <= bitrate_bps <= MAX_BITRATE_BPS:
-            raise OpusError(f"bitrate must be {MIN_BITRATE_BPS}..{MAX_BITRATE_BPS} bps, "
-                            f"got {bitrate_bps}")
-        self._ctl(_SET_BITRATE, bitrate_bps)
+        self._set_within(_SET_BITRATE, bitrate_bps, MIN_BITRATE_BPS, MAX_BITRATE_BPS, "bitrate")
 
     def set_fec(self, on: bool) -> None:
         """In-band FEC (LBRR): each packet also carries a coarse copy of the one before."""
@@ -242,17 +239,18 @@ class Encoder:
 
     def set_packet_loss_perc(self, percent: int) -> None:
         """Expected loss, 0..100 %: how much bitrate FEC gets (needs FEC on to matter)."""
-        if not 0 <= percent <= 100:
-            raise OpusError(f"packet loss must be 0..100 %, got {percent}")
-        self._ctl(_SET_PACKET_LOSS_PERC, percent)
+        self._set_within(_SET_PACKET_LOSS_PERC, percent, 0, 100, "packet loss %")
 
     def set_dtx(self, on: bool) -> None:
         self._ctl(_SET_DTX, 1 if on else 0)
 
     def set_complexity(self, complexity: int) -> None:
-        if not 0 <= complexity <= 10:
-            raise OpusError(f"complexity must be 0..10, got {complexity}")
-        self._ctl(_SET_COMPLEXITY, complexity)
+        self._set_within(_SET_COMPLEXITY, complexity, 0, 10, "complexity")
+
+    def _set_within(self, request: int, value: int, low: int, high: int, what: str) -> None:
+        if not low <= value <= high:
+            raise OpusError(f"{what} must be {low}..{high}, got {value}")
+        self._ctl(request, value)
 
     @property
     def bitrate_bps(self) -> int:

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from signaling.rooms import RoomRegistry
-
-
-@dataclass
-class FakeConnection:
-    subject: str
-    display_name: str
-    got: list[dict[str, Any]] = field(default_factory=list)
-
-    def send(self, message: dict[str, Any]) -> None:
-        self.got.append(message)
+from tests.test_nearby_plan import Inbox as FakeConnection
 
 
 async def test_quality_and_peer_state_go_to_their_participant_speaking_to_all() -> None:
@@ -23,8 +11,8 @@ async def test_quality_and_peer_state_go_to_their_participant_speaking_to_all() 
     alice, bob = FakeConnection("1", "Alice"), FakeConnection("2", "Bob")
     a = await registry.join("group:1", alice)
     await registry.join("group:1", bob)
-    alice.got.clear()
-    bob.got.clear()
+    alice.messages.clear()
+    bob.messages.clear()
     # what the media room's on_event hands the registry (sfu.room.MediaRoom._emit)
     registry._media_event("group:1", {"type": "quality", "participant_id": a.participant_id,
                                       "quality": "poor", "loss_percent": 12.0,
@@ -32,6 +20,6 @@ async def test_quality_and_peer_state_go_to_their_participant_speaking_to_all() 
     registry._media_event("group:1", {"type": "peer_state", "participant_id": a.participant_id,
                                       "state": "connected"})
     registry._media_event("group:1", {"type": "speaking", "participant_id": a.participant_id})
-    assert [m["type"] for m in alice.got] == ["quality", "peer_state", "speaking"]
-    assert alice.got[0]["room"] == "group:1" and alice.got[0]["quality"] == "poor"
-    assert [m["type"] for m in bob.got] == ["speaking"]
+    assert [m["type"] for m in alice.messages] == ["quality", "peer_state", "speaking"]
+    assert alice.messages[0]["room"] == "group:1" and alice.messages[0]["quality"] == "poor"
+    assert [m["type"] for m in bob.messages] == ["speaking"]
