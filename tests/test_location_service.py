@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 
 from common.bus import LocalBus, Subscription
-from common.db import SessionFactory, make_engine, make_session_factory, migrate
+from common.db import SessionFactory
 from groups.geo import destination
 from groups.location import service, store
 from groups.location.fixes import Fix
 from groups.location.models import Precision
-from groups.models import Group, Membership, Role, User
+from groups.models import Group, Membership, Role
+from tests.db_support import migrated_with_users
 
 NOW = 1_800_000_000.0
 HOME = (52.52, 13.405)
@@ -59,14 +60,9 @@ class Env:
 
 @pytest.fixture
 async def env(database_url: str) -> AsyncIterator[Env]:
-    engine = make_engine(database_url)
-    await migrate(engine)
-    sessions = make_session_factory(engine)
+    engine, sessions, ids = await migrated_with_users(database_url, "owner", "member")
+    assert ids == [1, 2]
     async with sessions() as db:
-        for uid, name in ((1, "owner"), (2, "member")):
-            db.add(User(id=uid, username=name, display_name=name, password_hash="x",
-                        created_at=NOW))
-        await db.flush()
         for gid in (10, 20):
             db.add(Group(id=gid, name=f"g{gid}", owner_id=1, created_at=NOW))
         await db.flush()

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlmodel import func, select
 
-from common.db import SessionFactory, make_engine, make_session_factory, migrate
+from common.db import SessionFactory
 from common.errors import BadRequest, Forbidden, NotFound
 from groups.geo import destination
 from groups.location import store
 from groups.location.fixes import Fix
 from groups.location.models import GroupEvent, LocationPoint
-from groups.models import Group, Membership, Role, User
+from groups.models import Group, Membership, Role
+from tests.db_support import migrated_with_users
 
 NOW = 1_800_000_000.0
 DAY = 86_400.0
@@ -21,14 +22,9 @@ DAY = 86_400.0
 
 @pytest.fixture
 async def sessions(database_url: str) -> AsyncIterator[SessionFactory]:
-    engine = make_engine(database_url)
-    await migrate(engine)
-    factory = make_session_factory(engine)
+    engine, factory, ids = await migrated_with_users(database_url, "owner", "member", "stranger")
+    assert ids == [1, 2, 3]
     async with factory() as db:
-        for uid, name in ((1, "owner"), (2, "member"), (3, "stranger")):
-            db.add(User(id=uid, username=name, display_name=name, password_hash="x",
-                        created_at=NOW))
-        await db.flush()
         db.add(Group(id=10, name="crew", owner_id=1, created_at=NOW))
         db.add(Group(id=20, name="other", owner_id=3, created_at=NOW))
         await db.flush()
