@@ -35,14 +35,7 @@ from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from common.errors import NotFound
-from groups.location.models import (
-    GroupEvent,
-    LastLocation,
-    LocationPoint,
-    LocationSharing,
-    Place,
-    PlaceMemberState,
-)
+from groups.location import models as location
 from groups.location.store import event_json, place_json
 from groups.models import Group, Invite, Membership, Role, User
 from groups.push.models import PushDevice, PushSettings
@@ -108,16 +101,16 @@ async def delete_account(session: AsyncSession, user_id: int) -> Erasure:
         await session.exec(delete(Group).where(col(Group.id) == group.id))  # type: ignore[call-overload]
 
     erasure.location_points = len((await session.exec(
-        select(LocationPoint.id).where(LocationPoint.user_id == user_id))).all())
+        select(location.LocationPoint.id).where(location.LocationPoint.user_id == user_id))).all())
     statements: list[Any] = [
-        delete(Place).where(col(Place.created_by) == user_id),
+        delete(location.Place).where(col(location.Place.created_by) == user_id),
         delete(Invite).where(col(Invite.created_by) == user_id),
         update(Invite).where(col(Invite.used_by) == user_id).values(used_by=None),
-        delete(LocationPoint).where(col(LocationPoint.user_id) == user_id),
-        delete(LastLocation).where(col(LastLocation.user_id) == user_id),
-        delete(LocationSharing).where(col(LocationSharing.user_id) == user_id),
-        delete(PlaceMemberState).where(col(PlaceMemberState.user_id) == user_id),
-        delete(GroupEvent).where(col(GroupEvent.user_id) == user_id),
+        delete(location.LocationPoint).where(col(location.LocationPoint.user_id) == user_id),
+        delete(location.LastLocation).where(col(location.LastLocation.user_id) == user_id),
+        delete(location.LocationSharing).where(col(location.LocationSharing.user_id) == user_id),
+        delete(location.PlaceMemberState).where(col(location.PlaceMemberState.user_id) == user_id),
+        delete(location.GroupEvent).where(col(location.GroupEvent.user_id) == user_id),
         delete(PushDevice).where(col(PushDevice.user_id) == user_id),
         delete(PushSettings).where(col(PushSettings.user_id) == user_id),
         delete(MusicUpload).where(col(MusicUpload.uploaded_by) == user_id),
@@ -131,7 +124,7 @@ async def delete_account(session: AsyncSession, user_id: int) -> Erasure:
     return erasure
 
 
-def _point_feature(point: LocationPoint) -> dict[str, Any]:
+def _point_feature(point: location.LocationPoint) -> dict[str, Any]:
     return {
         "type": "Feature",
         "geometry": {"type": "Point", "coordinates": [point.lon, point.lat]},
@@ -151,17 +144,18 @@ async def export_account(session: AsyncSession, user_id: int) -> dict[str, Any]:
         .join(Membership, col(Membership.group_id) == col(Group.id))
         .where(Membership.user_id == user_id).order_by(col(Group.id)))).all()
     points = (await session.exec(
-        select(LocationPoint).where(LocationPoint.user_id == user_id)
-        .order_by(col(LocationPoint.ts), col(LocationPoint.id)))).all()
-    last = await session.get(LastLocation, user_id)
+        select(location.LocationPoint).where(location.LocationPoint.user_id == user_id)
+        .order_by(col(location.LocationPoint.ts), col(location.LocationPoint.id)))).all()
+    last = await session.get(location.LastLocation, user_id)
     sharing = (await session.exec(
-        select(LocationSharing).where(LocationSharing.user_id == user_id)
-        .order_by(col(LocationSharing.group_id)))).all()
+        select(location.LocationSharing).where(location.LocationSharing.user_id == user_id)
+        .order_by(col(location.LocationSharing.group_id)))).all()
     places = (await session.exec(
-        select(Place).where(Place.created_by == user_id).order_by(col(Place.id)))).all()
+        select(location.Place).where(location.Place.created_by == user_id)
+        .order_by(col(location.Place.id)))).all()
     events = (await session.exec(
-        select(GroupEvent).where(GroupEvent.user_id == user_id)
-        .order_by(col(GroupEvent.ts), col(GroupEvent.id)))).all()
+        select(location.GroupEvent).where(location.GroupEvent.user_id == user_id)
+        .order_by(col(location.GroupEvent.ts), col(location.GroupEvent.id)))).all()
     devices = (await session.exec(
         select(PushDevice).where(PushDevice.user_id == user_id)
         .order_by(col(PushDevice.id)))).all()

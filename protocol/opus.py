@@ -28,6 +28,7 @@ import ctypes.util
 import functools
 import glob
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -181,13 +182,45 @@ def _pcm_in(pcm: Any) -> Pcm:
     return np.ascontiguousarray(arr)
 
 
-class Encoder:
+class _LibopusState:
+    """Owns one libopus state pointer: freed once, by ``close`` or when collected."""
+
+    _DESTROY = ""
+    """The libopus function that frees this kind of state."""
+    _state: int | None
+
+    def close(self) -> None:
+        if self._state is not None:
+            getattr(_lib(), self._DESTROY)(ctypes.c_void_p(self._state))
+            self._state = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+@dataclass(frozen=True)
+class EncoderState:
+    """An encoder's live settings, as libopus reports them."""
+
+    bitrate_bps: int
+    fec: bool
+    packet_loss_perc: int
+    dtx: bool
+    complexity: int
+
+
+class Encoder(_LibopusState):
     """Mono 48 kHz Opus encoder, 20 ms int16 frames in, one packet out.
 
     Every ``set_*`` is an ``opus_encoder_ctl`` on the live encoder: no reset,
     the next packet just uses the new setting (libopus applies bitrate, FEC and
     loss expectations frame by frame).
     """
+
+    _DESTROY = "opus_encoder_destroy"
 
     def __init__(self, bitrate_bps: int = 32_000, *, application: int = APPLICATION_VOIP,
                  complexity: int = 10, fec: bool = False, packet_loss_perc: int = 0,
@@ -252,39 +285,17 @@ class Encoder:
             raise OpusError(f"{what} must be {low}..{high}, got {value}")
         self._ctl(request, value)
 
-    @property
-    def bitrate_bps(self) -> int:
-        return self._get(_GET_BITRATE)
-
-    @property
-    def fec(self) -> bool:
-        return self._get(_GET_INBAND_FEC) != 0
-
-    @property
-    def packet_loss_perc(self) -> int:
-        return self._get(_GET_PACKET_LOSS_PERC)
-
-    @property
-    def dtx(self) -> bool:
-        return self._get(_GET_DTX) != 0
-
-    @property
-    def complexity(self) -> int:
-        return self._get(_GET_COMPLEXITY)
-
-    def close(self) -> None:
-        if self._state is not None:
-            _lib().opus_encoder_destroy(ctypes.c_void_p(self._state))
-            self._state = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
+    def state(self) -> EncoderState:
+        """The settings libopus reports now (read back by ctl, not remembered here)."""
+        return EncoderState(
+            bitrate_bps=self._get(_GET_BITRATE), fec=self._get(_GET_INBAND_FEC) != 0,
+            packet_loss_perc=self._get(_GET_PACKET_LOSS_PERC), dtx=self._get(_GET_DTX) != 0,
+            complexity=self._get(_GET_COMPLEXITY),
+        )
 
 
-class Decoder:
+
+class Decoder(_LibopusState):
     """Mono 48 kHz Opus decoder with FEC recovery and concealment.
 
     For a lost packet followed by one that arrived: ``decode_fec(next)`` gives
@@ -292,6 +303,8 @@ class Decoder:
     ``decode(next)`` as usual. For a loss with nothing after it yet:
     ``conceal()``. Stereo streams are downmixed by libopus.
     """
+
+    _DESTROY = "opus_decoder_destroy"
 
     def __init__(self) -> None:
         lib = _lib()
@@ -331,13 +344,3 @@ class Decoder:
         """PLC: one frame continuing the last decoded audio (fades out over a long gap)."""
         return self._decode(None, frame_samples, 0)
 
-    def close(self) -> None:
-        if self._state is not None:
-            _lib().opus_decoder_destroy(ctypes.c_void_p(self._state))
-            self._state = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass

@@ -169,13 +169,19 @@ class PacketTrack(MediaStreamTrack):
         return packet
 
 
+def loopback_pair(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[RTCPeerConnection, RTCPeerConnection, PacketTrack]:
+    """Two peer connections on 127.0.0.1 and the packet track the first will send."""
+    loopback_ice(monkeypatch)
+    config = RTCConfiguration(iceServers=[])
+    return RTCPeerConnection(config), RTCPeerConnection(config), PacketTrack()
+
+
 async def test_take_rtp_hands_over_each_packet_on_arrival(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    loopback_ice(monkeypatch)
-    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    track = PacketTrack()
+    sender, receiver, track = loopback_pair(monkeypatch)
     got: list[tuple[bytes, str]] = []
     headers: list[tuple[int, int]] = []
     arrived = asyncio.Event()
@@ -230,10 +236,7 @@ async def test_take_rtp_hands_over_each_packet_on_arrival(
 async def test_receiver_reports_about_our_stream_reach_the_callback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    loopback_ice(monkeypatch)
-    sender = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    track = PacketTrack()
+    sender, receiver, track = loopback_pair(monkeypatch)
     reports: list[aiortc_compat.ReceiverReport] = []
     got = asyncio.Event()
 

@@ -107,7 +107,8 @@ def test_fec_settings_drive_a_real_encoder() -> None:
 
     enc = Encoder()
     apply(enc, on(15), OFF)
-    assert (enc.fec, enc.packet_loss_perc, enc.bitrate_bps) == (True, 15, 48_000)
+    state = enc.state()
+    assert (state.fec, state.packet_loss_perc, state.bitrate_bps) == (True, 15, 48_000)
 
 
 RED_TIMELINE = [(0.0, 3.0, False), (1.0, 5.0, True), (2.0, 1.0, True), (11.9, 1.0, True),

@@ -111,7 +111,8 @@ def test_ctls_apply_at_run_time_without_reset() -> None:
     enc.set_complexity(5)
     enc.set_fec(True)
     enc.set_packet_loss_perc(15)
-    assert (enc.bitrate_bps, enc.complexity, enc.fec, enc.packet_loss_perc, enc.dtx) == (
+    assert (enc.state().bitrate_bps, enc.state().complexity, enc.state().fec,
+            enc.state().packet_loss_perc, enc.state().dtx) == (
         64_000, 5, True, 15, False)
     high = [enc.encode(f) for f in x[50:]]
     assert np.mean([len(p) for p in high[5:]]) > 2 * np.mean([len(p) for p in low[5:]])
@@ -126,7 +127,7 @@ def test_ctls_apply_at_run_time_without_reset() -> None:
 def test_dtx_sends_tiny_packets_in_silence() -> None:
     enc = Encoder(32_000)
     enc.set_dtx(True)
-    assert enc.dtx
+    assert enc.state().dtx
     sizes = [len(enc.encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))) for _ in range(50)]
     assert min(sizes[-20:]) <= 2  # a TOC-only DTX packet; WebRTC receivers call <= 2 B DTX
 
