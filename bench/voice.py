@@ -418,6 +418,9 @@ def _start_server(workdir: Path, port: int, cpu: int | None = None) -> subproces
         "DISCO_PLANS_FILE": str(plans),
         "DISCO_UPLOAD_DIR": str(workdir / "uploads"),
         "DISCO_LOG_LEVEL": "warning",
+        # every bench account registers from 127.0.0.1: lift the per-address limit
+        "DISCO_LOGIN_ADDRESS_BURST": "100000",
+        "DISCO_LOGIN_ADDRESS_PER_MIN": "100000",
     }
     disco = shutil.which("disco", path=str(Path(sys.executable).parent)) or "disco"
     log = (workdir / "server.log").open("wb")
