@@ -23,7 +23,7 @@ from common import db
 
 DISCO = str(Path(sys.executable).with_name("disco"))
 NODES = 3
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 120.0  # a cold numba cache compiles the nearby kernels in every node
 
 
 def free_port() -> int:
