@@ -22,7 +22,7 @@ from tests.services import DISCO
 from tests.services import free_tcp_port as free_port
 
 NODES = 3
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 120.0  # a cold numba cache compiles the nearby kernels in every node
 
 
 

@@ -22,7 +22,7 @@ import pytest
 from tests.server_helpers import PASSWORD, WsClient
 from tests.test_cluster_voice import DISCO, connect, free_port
 
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 120.0  # a cold numba cache compiles the nearby kernels in every node
 
 
 def env_without_disco() -> dict[str, str]:
