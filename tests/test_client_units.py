@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -301,9 +302,25 @@ def test_nearby_event_replaces_the_people_we_hear() -> None:
 
 
 def test_a_quality_event_is_one_console_line() -> None:
-    from clients.desktop.app import quality_line
+    from clients.desktop.protocol import quality_line
 
     assert quality_line({"type": "quality", "quality": "poor", "loss_percent": 12.5,
                          "jitter_ms": 31.0, "rtt_ms": 180}) == (
         "connection quality: poor (12.5% loss, 31 ms jitter, 180 ms RTT)")
     assert quality_line({"quality": "good", "rtt_ms": True}) == "connection quality: good"
+
+
+@pytest.mark.parametrize(("message", "rejoin"), [
+    ({"type": "reconnect", "reason": "draining"}, True),
+    ({"type": "left", "room": "group:3", "reason": "host_lost"}, True),
+    ({"type": "left", "room": "group:3", "reason": "moved"}, True),
+    ({"type": "left", "room": "group:4", "reason": "host_lost"}, False),  # another room
+    ({"type": "left", "room": "group:3", "reason": "replaced"}, False),
+    ({"type": "error", "code": "moved"}, True),
+    ({"type": "error", "code": "not_found"}, False),
+])
+def test_which_messages_mean_the_calls_node_is_gone(message: dict[str, Any], rejoin: bool
+                                                   ) -> None:
+    from clients.desktop.protocol import room_node_lost
+
+    assert room_node_lost(message, "group:3") is rejoin

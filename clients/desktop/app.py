@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from clients.desktop import controls, protocol
+from clients.desktop import controls, protocol, rest
 from clients.desktop.audio import (
     EchoGuard,
     MicControl,
@@ -64,7 +63,6 @@ from clients.desktop.rtc import (
 
 log = logging.getLogger(__name__)
 
-HTTP_TIMEOUT_S = 10.0
 WS_OPEN_TIMEOUT_S = 10.0
 WS_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 WS_PING_INTERVAL_S = 10.0
@@ -207,57 +205,14 @@ class Client:
     # --- REST: who we are and where we go ------------------------------------------
 
     async def _log_in_and_find_room(self) -> None:
-        o = self.o
-        base = protocol.http_base(o.server)
-        async with httpx.AsyncClient(base_url=base, timeout=HTTP_TIMEOUT_S) as http:
-            self.token = await self._token(http)
-            if o.nearby:
-                self.room = protocol.NEARBY_ROOM
-            else:
-                assert o.group is not None
-                reply = await self._get(http, "/api/groups")
-                self.room = protocol.resolve_group(reply, o.group)
+        self.token, self.room = await rest.log_in(self.o)
         self.state.room = self.room
-
-    async def _token(self, http: httpx.AsyncClient) -> str:
-        o = self.o
-        if o.token:
-            return o.token
-        body: dict[str, str | None]
-        if o.guest is not None:
-            path, body = "/api/auth/guest", {"display_name": o.guest}
-        else:
-            path, body = "/api/auth/login", {"username": o.username, "password": o.password}
-        try:
-            r = await http.post(path, json=body)
-        except httpx.HTTPError as exc:
-            raise ServerUnreachable(f"cannot reach the server at {http.base_url}: "
-                                    f"{exc or type(exc).__name__}") from None
-        return protocol.token_from_login(r.status_code, _json(r))
-
-    async def _get(self, http: httpx.AsyncClient, path: str) -> Any:
-        try:
-            r = await http.get(path, headers={"Authorization": f"Bearer {self.token}"})
-        except httpx.HTTPError as exc:
-            raise ServerUnreachable(f"cannot reach the server at {http.base_url}: "
-                                    f"{exc or type(exc).__name__}") from None
-        body = _json(r)
-        if r.status_code == 401:
-            raise AuthFailed(f"the server rejected the token: {_message(body)}")
-        if r.status_code == 403:
-            raise RoomNotFound(f"not allowed to list groups: {_message(body)}")
-        if r.status_code != 200:
-            raise ClientError(f"GET {path} failed ({r.status_code}): {_message(body)}")
-        return body
 
     async def _relogin(self) -> bool:
         """After a 4401 on reconnect: a password login gets a fresh token; others cannot."""
         if not (self.o.username and self.o.password):
             return False
-        async with httpx.AsyncClient(
-            base_url=protocol.http_base(self.o.server), timeout=HTTP_TIMEOUT_S
-        ) as http:
-            self.token = await self._token(http)
+        self.token = await rest.fresh_token(self.o)
         return True
 
     # --- connections ---------------------------------------------------------------
@@ -445,7 +400,7 @@ class Client:
         raise ConnectionLost(f"closed ({ws.close_code} {ws.close_reason or ''})".strip())
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
-        if _room_node_lost(message, self.room):
+        if protocol.room_node_lost(message, self.room):
             # The node hosting the room (we were relayed to it) stopped: connect again
             # and join, and the room is placed on a live node (docs/protocol.md).
             raise ConnectionLost("the server node hosting the room went away")
@@ -478,7 +433,7 @@ class Client:
                 self._media_restart.set()
             return
         if kind == "quality" and message.get("participant_id") == self.state.me:
-            self.console.say(quality_line(message))
+            self.console.say(protocol.quality_line(message))
             return
         if kind == "music_state":
             self._show_music_state(message)
@@ -758,19 +713,6 @@ class Client:
             self.media.music.close()
 
 
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return {"message": response.text[:200]}
-
-
-def _message(body: Any) -> str:
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("detail") or body)
-    return str(body)[:200]
-
-
 async def run(options: Options, console: Console | None = None) -> None:
     """Run one client session to its end; raises ``ClientError`` with an exit code."""
     if options.nearby:
@@ -778,24 +720,3 @@ async def run(options: Options, console: Console | None = None) -> None:
     if not options.nearby and not options.group:
         raise UsageError("say which room: --group NAME_OR_ID or --nearby")
     await Client(options, console).run()
-
-
-def _room_node_lost(message: dict[str, Any], room: str) -> bool:
-    """``left`` with reason ``host_lost`` or ``moved`` for our room, an ``error`` ``moved``, or the
-    server's ``reconnect`` (it is draining)."""
-    if message.get("type") == "reconnect":
-        return True
-    if message.get("type") == "left":
-        return message.get("room") == room and message.get("reason") in ("host_lost", "moved")
-    return message.get("type") == "error" and message.get("code") == "moved"
-
-
-def quality_line(message: dict[str, Any]) -> str:
-    """A ``quality`` event as one console line: the class, then what it is made of."""
-    parts = [f"connection quality: {message.get('quality')}"]
-    for key, unit in (("loss_percent", "% loss"), ("jitter_ms", " ms jitter"),
-                      ("rtt_ms", " ms RTT")):
-        value = message.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            parts.append(f"{value:g}{unit}")
-    return parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")

@@ -305,3 +305,24 @@ class RoomState:
                                                        if p.gain != 1.0 else "")
             lines.append(f"{mark}{n:>2} {p.display_name}{extra}")
         return "\n".join(lines)
+
+
+def room_node_lost(message: dict[str, Any], room: str) -> bool:
+    """``left`` with reason ``host_lost`` or ``moved`` for our room, an ``error`` ``moved``,
+    or the server's ``reconnect`` (it is draining): join again, on a live node."""
+    if message.get("type") == "reconnect":
+        return True
+    if message.get("type") == "left":
+        return message.get("room") == room and message.get("reason") in ("host_lost", "moved")
+    return message.get("type") == "error" and message.get("code") == "moved"
+
+
+def quality_line(message: dict[str, Any]) -> str:
+    """A ``quality`` event as one console line: the class, then what it is made of."""
+    parts = [f"connection quality: {message.get('quality')}"]
+    for key, unit in (("loss_percent", "% loss"), ("jitter_ms", " ms jitter"),
+                      ("rtt_ms", " ms RTT")):
+        value = message.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{value:g}{unit}")
+    return parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
