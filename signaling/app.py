@@ -81,12 +81,12 @@ def _media_config(settings: Settings) -> MediaConfig:
     return MediaConfig.from_settings(settings)
 
 
-def make_cluster(settings: Settings, rooms: RoomRegistry,
-                 clock: Clock) -> LocalCluster | RedisCluster:
+def make_cluster(settings: Settings, rooms: RoomRegistry, clock: Clock,
+                 redis: Redis | None) -> LocalCluster | RedisCluster:
     """One node alone (no Redis), or a node of the deployment sharing ``DISCO_REDIS_URL``."""
-    if settings.redis_url:
+    if redis is not None:
         return RedisCluster(
-            settings.node_id, settings.redis_url, settings.redis_prefix, rooms, clock,
+            settings.node_id, redis, settings.redis_prefix, rooms, clock,
             capacity=settings.node_capacity, node_url=settings.node_url or "",
             media_address=settings.rtc_public_ip or ",".join(settings.rtc_host_addresses),
             region=settings.node_region,
@@ -117,13 +117,14 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         settings.nearby_full_fraction, settings.nearby_gain_floor, settings.nearby_gain_exponent
     ))
     rooms.on_leave.append(nearby.leave)
-    cluster = make_cluster(settings, rooms, clock)
+    # one client for the node's shared keys: placement, rate limits (the bus has its own)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    cluster = make_cluster(settings, rooms, clock, redis)
     await cluster.start()  # registers this node: from here it may be given rooms
     rooms.on_leave.append(cluster.participant_left)
     rooms.audiences[NEARBY_ROOM] = nearby.hearers
     rooms.media_started[NEARBY_ROOM] = nearby.media_started
     plans = load_catalog(settings.plans_file)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     fixes = FixLimiter(make_limiter(redis, "fixes", FIX_RATE_PER_S, FIX_BURST,
                                     settings.redis_prefix))
     state = AppState(
@@ -157,9 +158,9 @@ async def close_state(state: AppState) -> None:
     await state.rooms.close()
     await state.push.close()
     await state.limits.close()
+    await state.cluster.close()
     if state.redis is not None:
         await state.redis.aclose()
-    await state.cluster.close()
     await state.bus.close()
     await state.engine.dispose()
 

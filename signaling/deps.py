@@ -69,8 +69,8 @@ class AppState:
     music_uploads: MusicUploads
     """Password attempts per account/address and the argon2 thread pool."""
     redis: Redis | None
-    """The node's Redis client for shared keys (rate limits), None without Redis; the bus
-    keeps its own pub/sub connection."""
+    """The node's Redis client for shared keys (placement, rate limits), None without
+    Redis; the bus keeps its own pub/sub connection."""
     cluster: Cluster
     """This node's view of the deployment (``LocalCluster`` alone, ``RedisCluster`` shared)."""
     relay: RelayService

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from common.errors import Elsewhere, Unavailable
 from signaling.cluster.redis_cluster import RedisCluster
@@ -34,10 +35,16 @@ class Member:
 
 def node(name: str, redis_url: str, prefix: str, **kwargs: Any) -> RedisCluster:
     rooms = RoomRegistry()
-    cluster = RedisCluster(name, redis_url, prefix, rooms, time.time,
+    cluster = RedisCluster(name, aioredis.Redis.from_url(redis_url), prefix, rooms, time.time,
                            node_url=f"http://{name}.test", **{**FAST, **kwargs})
     rooms.on_leave.append(cluster.participant_left)
     return cluster
+
+
+async def close(cluster: RedisCluster) -> None:
+    """Drain the node, then close its Redis client (the node does not own it)."""
+    await cluster.close()
+    await cluster.redis.aclose()
 
 
 async def join(cluster: RedisCluster, room: str, subject: str) -> Participant:
@@ -51,7 +58,7 @@ async def three(redis_url: str, redis_prefix: str) -> AsyncIterator[list[RedisCl
         await n.start()
     yield nodes
     for n in nodes:
-        await n.close()
+        await close(n)
 
 
 async def test_once_has_one_winner_across_nodes(three: list[RedisCluster]) -> None:
@@ -75,7 +82,7 @@ async def test_prefixes_keep_deployments_apart(three: list[RedisCluster], redis_
         await join(three[1], "group:1", "2")  # the other deployment's room is not ours
         assert three[1].held == {"group:1"} and other.held == {"group:1"}
     finally:
-        await other.close()
+        await close(other)
 
 
 async def test_nodes_register_with_their_load(three: list[RedisCluster]) -> None:
@@ -142,6 +149,7 @@ async def test_a_node_killed_with_9_frees_its_rooms(three: list[RedisCluster], r
                                                    redis_prefix: str) -> None:
     script = f"""
 import asyncio, time
+import redis.asyncio
 from signaling.cluster.redis_cluster import RedisCluster
 from signaling.rooms import RoomRegistry
 
@@ -151,7 +159,8 @@ class Member:
 
 async def main():
     rooms = RoomRegistry()
-    cluster = RedisCluster("doomed", {redis_url!r}, {redis_prefix!r}, rooms, time.time,
+    client = redis.asyncio.Redis.from_url({redis_url!r})
+    cluster = RedisCluster("doomed", client, {redis_prefix!r}, rooms, time.time,
                            heartbeat_interval_s=0.2, heartbeat_expiry_s=1.0)
     await cluster.start()
     await cluster.admit("group:77", lambda: rooms.join("group:77", Member()))

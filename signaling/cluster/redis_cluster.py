@@ -25,13 +25,16 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.errors import Unavailable
 from signaling.cluster import placement
 from signaling.cluster.base import elsewhere
 from signaling.cluster.placement import NodeInfo
 from signaling.rooms import Participant, RoomRegistry
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +78,17 @@ def _text(value: bytes | str) -> str:
 class RedisCluster:
     """Nodes of one deployment meeting in Redis (``DISCO_REDIS_URL``, ``DISCO_REDIS_PREFIX``)."""
 
-    def __init__(self, node_id: str, url: str, prefix: str, rooms: RoomRegistry,
+    def __init__(self, node_id: str, redis: aioredis.Redis, prefix: str, rooms: RoomRegistry,
                  clock: Callable[[], float], *, capacity: int = 60, node_url: str = "",
                  media_address: str = "", region: str = "",
                  heartbeat_interval_s: float = placement.HEARTBEAT_INTERVAL_S,
                  heartbeat_expiry_s: float = placement.HEARTBEAT_EXPIRY_S,
                  claim_ttl_s: float = placement.CLAIM_TTL_S) -> None:
-        import redis.asyncio as aioredis
-
+        """``redis`` is the node's client for keys, shared with its rate limits; its owner
+        (the composition root) closes it after ``close``."""
         self.node_id = node_id
         self.prefix = prefix
-        self.redis = aioredis.Redis.from_url(url)
+        self.redis = redis
         self.rooms = rooms
         self.clock = clock
         self.capacity = capacity
@@ -150,7 +153,6 @@ class RedisCluster:
 
     async def close(self) -> None:
         await self.drain()
-        await self.redis.aclose()
 
     # -- heartbeat -------------------------------------------------------------------
     def info(self) -> NodeInfo:
