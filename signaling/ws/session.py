@@ -255,6 +255,7 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
             raise BadRequest(f"already in room {room_id}")
         del session.participants[room_id]  # its room moved to another node: join again
     music_allowed = False
+    group_id: int | None = None
     if room_id == NEARBY_ROOM:
         radius = msg.radius_m or DEFAULT_RADIUS_M
     elif room_id.startswith("group:") and room_id[6:].isascii() and room_id[6:].isdigit():
@@ -281,13 +282,12 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
         others = []  # strangers learn of each other only by proximity (``nearby`` events)
         if session.last_fix is not None:
             session.state.nearby.move(participant, *session.last_fix)
-    if room_id.startswith("group:") and len(room.participants) == 1:
+    if group_id is not None and len(room.participants) == 1:
         # In the background: awaiting here would let another member's
         # participant_joined overtake this joined reply.
         assert session.identity.user_id is not None
         session.state.spawn(
-            push_hooks.call_started(session.state, parse_id(room_id[6:], "group"),
-                                    session.identity.user_id,
+            push_hooks.call_started(session.state, group_id, session.identity.user_id,
                                     present=()),
             name=f"push-call-{room_id}",
         )
