@@ -33,7 +33,7 @@ from common.settings import Settings
 from groups.chat import ChatLog
 from groups.limiter import make_limiter
 from groups.location.fixes import FIX_BURST, FIX_RATE_PER_S, FixLimiter
-from groups.location.service import LocationService
+from groups.location.service import SOS_BURST, SOS_RATE_PER_S, LocationService
 from groups.login_limits import make_login_limits
 from groups.nearby import proximity
 from groups.nearby.proximity import GainCurve
@@ -137,7 +137,8 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         rooms=rooms,
         nearby=nearby,
         chat=ChatLog(),
-        locations=LocationService(sessions, bus, fixes),
+        locations=LocationService(sessions, bus, fixes, make_limiter(
+            redis, "sos", SOS_RATE_PER_S, SOS_BURST, settings.redis_prefix)),
         billing=make_billing_service(settings, plans, sessions, lambda: state.clock()),
         push=PushDispatcher(sessions, make_senders(settings)),
         limits=make_login_limits(settings, redis),

@@ -140,3 +140,29 @@ async def test_rate_limited(server: LiveServer) -> None:
         statuses.append(r.status_code)
     assert statuses == [200] * 30 + [429] * 10
     assert "location updates" in r.json()["message"]
+
+
+async def test_sos_budget(server: LiveServer) -> None:
+    """A stuck SOS button pages the group three times, then once a minute; nothing is lost."""
+    owner, _ = await server.register("olga")
+    member, _ = await server.register("mika")
+    group = await server.group_with(owner, member)
+    now = [server.app_state.clock()]
+    server.app_state.clock = lambda: now[0]
+
+    statuses = [(await server.http.post("/api/sos", headers=auth(member))).status_code
+                for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    r = await server.http.post("/api/sos", headers=auth(member))
+    body = r.json()
+    assert body["error"] == "rate_limited" and "already have your SOS" in body["message"]
+    assert 0 < body["detail"]["retry_after_s"] <= 60
+    assert int(r.headers["Retry-After"]) >= 1
+    events = (await server.http.get(f"/api/groups/{group}/events", headers=auth(owner))).json()
+    assert [e["kind"] for e in events["events"]] == ["sos"] * 3
+
+    now[0] += 60.0  # a minute on: one more goes out
+    assert (await server.http.post("/api/sos", headers=auth(member))).status_code == 200
+    assert (await server.http.post("/api/sos", headers=auth(member))).status_code == 429
+    # the owner's budget is the owner's own
+    assert (await server.http.post("/api/sos", headers=auth(owner))).status_code == 200

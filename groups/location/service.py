@@ -23,10 +23,18 @@ from typing import Any
 
 from common.bus import Bus
 from common.db import SessionFactory, session_scope
+from common.errors import RateLimited
+from groups.limiter import Limiter, LocalLimiter
 from groups.location import store
 from groups.location.fixes import Fix, FixLimiter, parse_fix
 
 log = logging.getLogger(__name__)
+
+SOS_BURST = 3
+"""SOS alerts a member may raise at once (a second press, a retry from a bad network)."""
+SOS_RATE_PER_S = 1 / 60.0
+"""After the burst, one more SOS per minute: every alert pushes to every member of
+every group the sender is in, so one stuck button must not page them all each second."""
 
 
 def group_topic(group_id: int) -> str:
@@ -112,10 +120,12 @@ class LocationService:
     only validated and limited: they live in the nearby index, never here.
     """
 
-    def __init__(self, sessions: SessionFactory, bus: Bus, limiter: FixLimiter) -> None:
+    def __init__(self, sessions: SessionFactory, bus: Bus, limiter: FixLimiter,
+                 sos_limiter: Limiter | None = None) -> None:
         self.sessions = sessions
         self.bus = bus
         self.limiter = limiter
+        self.sos_limiter = sos_limiter or LocalLimiter(SOS_RATE_PER_S, SOS_BURST)
 
     async def report_fix(
         self, sender: str, user_id: int | None, data: Mapping[str, Any], now: float
@@ -130,6 +140,17 @@ class LocationService:
         return fix, await publish_fix(self.sessions, self.bus, user_id, fix, now)
 
     async def raise_sos(self, user_id: int, now: float) -> list[dict[str, Any]]:
+        """Alert the user's groups; ``RateLimited`` past ``SOS_BURST`` (then one a minute).
+
+        The groups already hold the earlier alerts (events and pushes), so a
+        refused one loses nothing; its error says when the next may go.
+        """
+        retry_s = await self.sos_limiter.take(str(user_id), now)
+        if retry_s > 0.0:
+            raise RateLimited(
+                f"your groups already have your SOS; another can be sent in {retry_s:.0f} s",
+                detail={"retry_after_s": round(retry_s, 3)},
+            )
         return await raise_sos(self.sessions, self.bus, user_id, now)
 
     async def change_sharing(
