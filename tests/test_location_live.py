@@ -76,7 +76,42 @@ async def test_positions_places_and_leaving(server: LiveServer) -> None:
         await ws.close()
 
 
-BROADCASTS = {"member_location", "place_event", "sos", "chat", "member_sharing", "membership",
+async def test_place_edits_reach_every_member_at_once(server: LiveServer) -> None:
+    """An admin adds, moves and deletes a place: each live member's map is told, a stranger
+    (in no group with them) hears nothing, and what is told matches what GET lists."""
+    owner, rider, _, group = await _group_with_a_base(server)
+    stranger, _ = await server.register("stranger")
+    sockets = [await server.connect(t) for t in (owner, rider, stranger)]
+    new = {"name": "Hut", "lat": LAT + 0.01, "lon": LON, "radius_m": 80}
+    r = await server.http.post(f"/api/groups/{group}/places", headers=auth(owner), json=new)
+    hut = r.json()
+    moved = {**new, "lat": LAT + 0.02, "radius_m": 120}
+    r = await server.http.put(f"/api/groups/{group}/places/{hut['id']}", headers=auth(owner),
+                              json=moved)
+    assert r.status_code == 200, r.text
+    r = await server.http.delete(f"/api/groups/{group}/places/{hut['id']}", headers=auth(owner))
+    assert r.status_code == 204
+    for ws in sockets[:2]:
+        told = [await ws.expect("place_changed") for _ in range(3)]
+        assert [m["change"] for m in told] == ["added", "changed", "deleted"]
+        assert {m["group_id"] for m in told} == {group}
+        assert told[0]["place"] == hut
+        assert (told[1]["place"]["lat"], told[1]["place"]["radius_m"]) == (moved["lat"], 120)
+        assert told[2]["place"] == {"id": hut["id"]}
+    with pytest.raises(TimeoutError):
+        await sockets[2].expect("place_changed", timeout_s=0.5)
+    assert not [f for f in sockets[2].raw if "Hut" in f]
+    r = await server.http.put(f"/api/groups/{group}/places/{hut['id']}", headers=auth(rider),
+                              json=moved)
+    assert r.status_code in (403, 404)  # a member may not edit; nothing is announced
+    with pytest.raises(TimeoutError):
+        await sockets[0].expect("place_changed", timeout_s=0.3)
+    for ws in sockets:
+        await ws.close()
+
+
+BROADCASTS = {"member_location", "place_event", "place_changed", "sos", "chat", "member_sharing",
+              "membership",
               "participant_joined", "participant_left", "participant_muted",
               "participant_renamed", "nearby", "speaking", "stopped_speaking", "music_state"}
 

@@ -351,6 +351,13 @@ const handlers = {
     if (msg.group_id === disco.groupId) addEvent(msg);
     else notify(eventText(msg));
   },
+  // Another admin added, moved or deleted a place: the list and the map follow at once.
+  place_changed(msg) {
+    if (msg.group_id !== disco.groupId) return;
+    const others = disco.places.filter((p) => p.id !== msg.place.id);
+    disco.places = msg.change === "deleted" ? others : [...others, msg.place].sort((a, b) => a.id - b.id);
+    renderPlaces();
+  },
   sos: (msg) => onSos(msg),
   music_state: (msg) => onMusicState(msg),
   sos_sent: (msg) => onSosSent(msg),

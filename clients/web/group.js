@@ -3,7 +3,7 @@
 //
 // A group "opens" when you pick it in the list (or join its room): its
 // members' last positions, places and events load over REST at once, and the
-// live WebSocket events (member_location, member_sharing, place_event, sos)
+// live WebSocket events (member_location, member_sharing, place_event, place_changed, sos)
 // for that group update them.
 "use strict";
 

@@ -25,6 +25,7 @@ from billing.service import entitlements_for_group, history_cutoffs
 from common.errors import BadRequest
 from groups.location import store
 from groups.location.models import Precision
+from groups.location.service import group_topic
 from groups.service import require_member
 from signaling import push_hooks
 from signaling.deps import AppState, Db, State, UserId
@@ -96,26 +97,42 @@ async def create_place(
         db, group_id, user_id, body.name, body.lat, body.lon, body.radius_m, now
     )
     await db.commit()
-    return store.place_json(place)
+    shown = store.place_json(place)
+    await _place_changed(state, group_id, "added", shown)
+    return shown
 
 
 @router.put("/groups/{group_id}/places/{place_id}")
 async def update_place(
-    group_id: int, place_id: int, body: PlaceCreate, user_id: UserId, db: Db
+    group_id: int, place_id: int, body: PlaceCreate, user_id: UserId, state: State, db: Db
 ) -> dict[str, Any]:
     """Move, resize or rename a place (owner/admin): the web map drags centre and radius."""
     place = await store.update_place(
         db, group_id, user_id, place_id, body.name, body.lat, body.lon, body.radius_m
     )
     await db.commit()
-    return store.place_json(place)
+    shown = store.place_json(place)
+    await _place_changed(state, group_id, "changed", shown)
+    return shown
 
 
 @router.delete("/groups/{group_id}/places/{place_id}", status_code=204)
-async def delete_place(group_id: GroupId, place_id: PlaceId, user_id: UserId, db: Db) -> Response:
+async def delete_place(
+    group_id: GroupId, place_id: PlaceId, user_id: UserId, state: State, db: Db
+) -> Response:
     await store.delete_place(db, group_id, user_id, place_id)
     await db.commit()
+    await _place_changed(state, group_id, "deleted", {"id": place_id})
     return Response(status_code=204)
+
+
+async def _place_changed(
+    state: AppState, group_id: int, change: str, place: dict[str, Any]
+) -> None:
+    """Tell the group's live members (every node) that its places changed, once committed."""
+    await state.bus.publish(group_topic(group_id), {
+        "type": "place_changed", "group_id": group_id, "change": change, "place": place,
+    })
 
 
 @router.get("/groups/{group_id}/events")

@@ -46,7 +46,8 @@ OUTBOX_MAX_MESSAGES = 512
 DEFAULT_RADIUS_M = 500.0
 # Bus messages a session passes on to its client as they are.
 FORWARDED_EVENTS = frozenset(
-    {"member_location", "place_event", "sos", "chat", "member_sharing", "membership"}
+    {"member_location", "place_event", "place_changed", "sos", "chat", "member_sharing",
+     "membership"}
 )
 
 # Tracebacks a client can put in the log: a few per connection, and a few a
