@@ -1,0 +1,83 @@
+"""Voice piped between nodes (``sfu.pipe``): the frame format and the playing source. Pure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sfu.errors import BadPipedFrame
+from sfu.mixer import FRAME_SAMPLES
+from sfu.pipe import (
+    MAX_QUEUED_FRAMES,
+    PREBUFFER_FRAMES,
+    PipedSource,
+    pack_frame,
+    unpack_frame,
+)
+
+
+def frame(value: int) -> np.ndarray:
+    return np.full(FRAME_SAMPLES, value, dtype=np.int16)
+
+
+def test_a_frame_survives_the_round_trip() -> None:
+    pcm = (np.arange(FRAME_SAMPLES) * 37 % 65_536 - 32_768).astype(np.int16)
+    got = unpack_frame(pack_frame("p_0123456789ab", 2**32 + 5, pcm))
+    assert got.speaker == "p_0123456789ab" and got.seq == 5
+    assert got.pcm.dtype == np.int16 and np.array_equal(got.pcm, pcm)
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "too short"),
+    (b"XX\x01\x00\x00\x00\x01\x01a" + bytes(2 * FRAME_SAMPLES), "not a piped voice frame"),
+    (b"DV\x02\x00\x00\x00\x01\x01a" + bytes(2 * FRAME_SAMPLES), "not a piped voice frame"),
+    (b"DV\x01\x00\x00\x00\x01\x01a" + bytes(10), "does not match"),
+    (b"DV\x01\x00\x00\x00\x01\x00" + bytes(2 * FRAME_SAMPLES), "does not match"),
+    (b"DV\x01\x00\x00\x00\x01\x01\xff" + bytes(2 * FRAME_SAMPLES), "not UTF-8"),
+])
+def test_bad_bytes_get_a_clear_error(data: bytes, message: str) -> None:
+    with pytest.raises(BadPipedFrame, match=message):
+        unpack_frame(data)
+
+
+@pytest.mark.parametrize(("speaker", "samples"), [("", FRAME_SAMPLES), ("x" * 65, FRAME_SAMPLES),
+                                                  ("p", 480)])
+def test_packing_refuses_what_cannot_be_read_back(speaker: str, samples: int) -> None:
+    with pytest.raises(BadPipedFrame):
+        pack_frame(speaker, 0, np.zeros(samples, dtype=np.int16))
+
+
+def played(source: PipedSource, ticks: int) -> list[int | None]:
+    out: list[int | None] = []
+    for _ in range(ticks):
+        pcm = source.pop(0.0)
+        out.append(None if pcm is None else int(pcm[0]))
+    return out
+
+
+# Each case: pushes (sequence numbers) before each pop, and what each pop plays.
+@pytest.mark.parametrize(("pushes", "expected"), [
+    # waits for the prebuffer, then one a tick
+    ([[0], [1], [2], [3], []], [None, 0, 1, 2, 3]),
+    # duplicates and late frames are ignored
+    ([[0, 1], [1, 0], [2], []], [0, 1, 2, None]),
+    # ran dry: waits for the prebuffer again
+    ([[0, 1], [], [], [2], [3], []], [0, 1, None, None, 2, 3]),
+    # a pause (gap in numbers) closes up
+    ([[0, 1], [7], [8], []], [0, 1, 7, 8]),
+    # a burst beyond the queue bound loses its oldest frames
+    ([list(range(10)), []], [10 - MAX_QUEUED_FRAMES, 11 - MAX_QUEUED_FRAMES]),
+    # the sequence wraps around
+    ([[2**32 - 1, 0], [1], []], [2**32 - 1, 0, 1]),
+])
+def test_the_source_plays_in_order_after_a_prebuffer(
+        pushes: list[list[int]], expected: list[int | None]) -> None:
+    assert PREBUFFER_FRAMES == 2  # the table assumes it
+    source = PipedSource()
+    got: list[int | None] = []
+    for batch in pushes:
+        for seq in batch:
+            source.push(seq, frame(seq % 30_000 if seq < 2**31 else -1), 0.0)
+        got.extend(played(source, 1))
+    want = [None if e is None else (e % 30_000 if e < 2**31 else -1) for e in expected]
+    assert got == want
