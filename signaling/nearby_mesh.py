@@ -1,0 +1,304 @@
+"""Nearby voice across nodes: strangers in range hear each other whichever node they use.
+
+Every node keeps serving the guests that connected to it (the nearby room
+stays per node; no relay, no placement): the guests' WebSockets and media stay
+where the load balancer put them, so a busy city spreads over every node,
+and walking across a partition line changes nothing a client sees. What the
+nodes share, through Redis:
+
+- **positions, by partition** (``groups.nearby.partition``, H3 res 5): each
+  node announces each of its guests with a fix on the bus topic of the guest's
+  partition, ``nearby:<cell>`` (``{"op": "at", "pid", "node", "name",
+  "radius_m", "lat", "lon"}``, on every fix or radius change and again every
+  ``ANNOUNCE_INTERVAL_S``; ``{"op": "gone", "pid", "node"}`` when the guest
+  leaves or changes partition), and listens to every partition within
+  ``REACH_M`` of one of its guests. The guests of other nodes heard there
+  become ghosts in this node's ``NearbyRoom`` (its proximity index and plan);
+  a ghost not announced again within ``GHOST_TTL_S`` (its node died) goes.
+- **voice, by node**: each tick the nearby media room hands the frames of its
+  own unmuted guests to ``voice_tap``; a guest in range of a ghost
+  (``NearbyRoom.piped_to``) has its frame sent, as PCM (``sfu.pipe``), on the
+  Redis channel ``<prefix>nearby-voice:<node>`` of each node serving such a
+  ghost. There the frame feeds a ``PipedSource`` that the media room mixes as
+  that ghost's voice, by the plan's distance gains, never to itself.
+
+Pairs are mutual: both nodes compute the same distances from the same
+positions, so A hears B on A's node exactly when B hears A on B's node.
+Redis pub/sub rather than UDP between nodes: nodes already share Redis (no
+new port, address or firewall rule per node pair), frames arrive in order
+on one connection, and a node that vanished simply stops receiving; the cost
+is one hop through Redis (well under a millisecond here) and its CPU.
+Strangers still learn only a display name and a rounded distance: the exact
+positions travel between nodes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from common.bus import Subscription
+from common.errors import BadRequest
+from groups.location.fixes import validate_lat_lon
+from groups.nearby.partition import partition_of, partitions_near, topic
+from protocol.limits import RADIUS_MAX_M, RADIUS_MIN_M
+from sfu.errors import BadPipedFrame
+from sfu.mixer import Pcm
+from sfu.pipe import PipedSource, pack_frame, unpack_frame
+from signaling.nearby import Ghost, NearbyRoom
+from signaling.rooms import Participant
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from common.bus import RedisBus
+    from sfu.room import MediaRoom
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE_INTERVAL_S = 1.0
+"""Every guest with a fix is announced again this often (late listeners, lost messages)."""
+GHOST_TTL_S = 5.0
+"""A ghost not announced for this long is dropped (its node died or lost Redis)."""
+VOICE_QUEUE_TICKS = 10
+"""Ticks of outgoing frames held while Redis is slow; beyond, the oldest tick's go."""
+NAME_MAX_CHARS = 64
+RECONNECT_S = 1.0
+
+
+def voice_channel(prefix: str, node_id: str) -> str:
+    return f"{prefix}nearby-voice:{node_id}"
+
+
+class NearbyMesh:
+    """This node's side of nearby across nodes: announce, listen, pipe voice."""
+
+    def __init__(self, node_id: str, nearby: NearbyRoom, bus: RedisBus, redis: aioredis.Redis,
+                 prefix: str, clock: Callable[[], float]) -> None:
+        self.node_id = node_id
+        self.nearby = nearby
+        self.bus = bus
+        self.redis = redis
+        self.prefix = prefix
+        self.clock = clock
+        self._subscription: Subscription = bus.subscription()
+        self._interest: dict[str, frozenset[str]] = {}
+        """Local guest -> the partitions near it (this node listens to their union)."""
+        self._home: dict[str, str] = {}
+        self._names: dict[str, Participant] = {}
+        self._pending: dict[str, dict[str, Any]] = {}
+        """Announcements to publish (topic -> message), latest per guest and topic."""
+        self._wake = asyncio.Event()
+        self._seq: dict[str, int] = {}
+        self._voice_out: asyncio.Queue[list[tuple[str, bytes]]] = asyncio.Queue(VOICE_QUEUE_TICKS)
+        self._sources: dict[str, PipedSource] = {}
+        self._media: MediaRoom | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.voice_dropped = 0
+        nearby.on_local_fix.append(self._local_fix)
+        nearby.on_local_leave.append(self._local_leave)
+        nearby.on_media.append(self._media_started)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._announce(), name="nearby-announce"),
+            loop.create_task(self._read_positions(), name="nearby-positions"),
+            loop.create_task(self._write_voice(), name="nearby-voice-out"),
+            loop.create_task(self._read_voice(), name="nearby-voice-in"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._subscription.close()
+
+    # -- positions out ---------------------------------------------------------------------
+    def _local_fix(self, participant: Participant, lat: float, lon: float) -> None:
+        pid = participant.participant_id
+        self._names[pid] = participant
+        home = partition_of(lat, lon)
+        old = self._home.get(pid)
+        if old is not None and old != home:
+            self._pending[f"{topic(old)}|{pid}"] = {"topic": topic(old), "op": "gone",
+                                                    "pid": pid, "node": self.node_id}
+        self._home[pid] = home
+        self._interest[pid] = partitions_near(lat, lon)
+        self._pending[f"{topic(home)}|{pid}"] = self._at(participant, home, lat, lon)
+        self._wake.set()
+
+    def _at(self, participant: Participant, home: str, lat: float, lon: float) -> dict[str, Any]:
+        return {"topic": topic(home), "op": "at", "pid": participant.participant_id,
+                "node": self.node_id, "name": participant.peer.display_name,
+                "radius_m": participant.radius_m, "lat": lat, "lon": lon}
+
+    def _local_leave(self, participant: Participant) -> None:
+        pid = participant.participant_id
+        self._names.pop(pid, None)
+        self._interest.pop(pid, None)
+        self._seq.pop(pid, None)
+        home = self._home.pop(pid, None)
+        for key in [k for k in self._pending if k.endswith("|" + pid)]:
+            del self._pending[key]
+        if home is not None:
+            self._pending[f"{topic(home)}|{pid}"] = {"topic": topic(home), "op": "gone",
+                                                     "pid": pid, "node": self.node_id}
+        self._wake.set()
+
+    async def _announce(self) -> None:
+        """Follow the partitions near our guests; publish announcements; renew them all
+        every ``ANNOUNCE_INTERVAL_S``; expire silent ghosts."""
+        loop = asyncio.get_running_loop()
+        next_round = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_round - loop.time()))
+            self._wake.clear()
+            if loop.time() >= next_round:
+                next_round = loop.time() + ANNOUNCE_INTERVAL_S
+                self._renew_all()
+                self._expire_ghosts()
+            try:
+                await self._follow_partitions()
+                pending, self._pending = self._pending, {}
+                for message in pending.values():
+                    await self.bus.publish(message.pop("topic"), message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: the next round announces again
+                log.warning("nearby: cannot announce positions now: %s", exc)
+
+    def _renew_all(self) -> None:
+        for pid, participant in self._names.items():
+            fix = self.nearby.fix_of(pid)
+            home = self._home.get(pid)
+            if fix is not None and home is not None:
+                self._pending.setdefault(f"{topic(home)}|{pid}",
+                                         self._at(participant, home, *fix))
+
+    def _expire_ghosts(self) -> None:
+        cutoff = self.clock() - GHOST_TTL_S
+        for pid in [p for p, g in self.nearby.ghosts.items() if g.seen_at < cutoff]:
+            self._drop_ghost(pid)
+
+    async def _follow_partitions(self) -> None:
+        wanted = {topic(cell) for cells in self._interest.values() for cell in cells}
+        have = set(self._subscription.topics)
+        if wanted - have:
+            await self._subscription.add(*sorted(wanted - have))
+        if have - wanted:
+            await self._subscription.remove(*sorted(have - wanted))
+            # ghosts only heard on partitions we left lapse by GHOST_TTL_S
+
+    # -- positions in ----------------------------------------------------------------------
+    async def _read_positions(self) -> None:
+        async for _topic, message in self._subscription:
+            if message.get("node") == self.node_id:
+                continue
+            try:
+                self._position(message)
+            except (BadRequest, KeyError, TypeError, ValueError) as exc:
+                log.warning("nearby: ignoring a bad announcement %r: %s", message, exc)
+
+    def _position(self, message: Mapping[str, Any]) -> None:
+        pid, node = str(message["pid"]), str(message["node"])
+        if message.get("op") == "gone":
+            ghost = self.nearby.ghosts.get(pid)
+            if ghost is not None and ghost.node == node:
+                self._drop_ghost(pid)
+            return
+        if message.get("op") != "at":
+            raise ValueError("unknown op")
+        lat, lon = message["lat"], message["lon"]
+        validate_lat_lon(lat, lon)
+        radius = float(message["radius_m"])
+        if not (math.isfinite(radius) and RADIUS_MIN_M <= radius <= RADIUS_MAX_M):
+            raise ValueError(f"radius {radius} out of range")
+        name = str(message["name"])[:NAME_MAX_CHARS]
+        if not pid or len(pid.encode()) > 64:
+            raise ValueError("bad participant id")
+        self.nearby.place_ghost(Ghost(pid, node, name, radius, self.clock()), lat, lon)
+
+    def _drop_ghost(self, pid: str) -> None:
+        self.nearby.drop_ghost(pid)
+        if self._sources.pop(pid, None) is not None and self._media is not None:
+            self._media.remove_source(pid)
+
+    # -- voice -----------------------------------------------------------------------------
+    def _media_started(self, media: MediaRoom) -> None:
+        self._media = media
+        self._sources = {}
+        media.voice_tap = self._tap
+
+    def _tap(self, frames: Mapping[str, Pcm]) -> None:
+        """In the tick: queue the frames of guests some other node's guest can hear."""
+        out: list[tuple[str, bytes]] = []
+        for pid, pcm in frames.items():
+            nodes = self.nearby.piped_to(pid)
+            if not nodes:
+                continue
+            seq = self._seq.get(pid, 0)
+            self._seq[pid] = seq + 1
+            data = pack_frame(pid, seq, pcm)
+            out.extend((voice_channel(self.prefix, node), data) for node in nodes)
+        if not out:
+            return
+        if self._voice_out.full():
+            self._voice_out.get_nowait()
+            self.voice_dropped += 1
+        self._voice_out.put_nowait(out)
+
+    async def _write_voice(self) -> None:
+        while True:
+            batch = await self._voice_out.get()
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for channel, data in batch:
+                        pipe.publish(channel, data)
+                    await pipe.execute()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.voice_dropped += 1
+                log.debug("nearby: voice frames not piped: %s", exc)
+
+    async def _read_voice(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(voice_channel(self.prefix, self.node_id))
+                async for raw in pubsub.listen():
+                    if raw.get("type") == "message":
+                        self._voice(raw["data"], loop.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("nearby: voice pipe lost Redis (%s); again in %.0f s", exc,
+                            RECONNECT_S)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(RECONNECT_S)
+
+    def _voice(self, data: bytes, now: float) -> None:
+        try:
+            frame = unpack_frame(data)
+        except BadPipedFrame as exc:
+            log.warning("nearby: dropping a bad piped frame: %s", exc.message)
+            return
+        media = self._media
+        if media is None or frame.speaker not in self.nearby.ghosts:
+            return  # no one here to hear it (yet), or its ghost has gone
+        source = self._sources.get(frame.speaker)
+        if source is None:
+            source = self._sources[frame.speaker] = PipedSource()
+            media.add_source(frame.speaker, source)
+        source.push(frame.seq, frame.pcm, now)
