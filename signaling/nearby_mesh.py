@@ -21,6 +21,10 @@ nodes share, through Redis:
   Redis channel ``<prefix>nearby-voice:<node>`` of each node serving such a
   ghost. There the frame feeds a ``PipedSource`` that the media room mixes as
   that ghost's voice, by the plan's distance gains, never to itself.
+- **chat, by node**: a nearby chat message to people who are ghosts here goes
+  on the bus topic ``nearby-chat:<node>`` of their node, ``{"to": [pid...],
+  "message": {...}}``; that node hands it to each of them who is still its
+  guest and still hears the sender.
 
 Pairs are mutual: both nodes compute the same distances from the same
 positions, so A hears B on A's node exactly when B hears A on B's node.
@@ -38,7 +42,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from common.bus import Subscription
@@ -49,7 +53,7 @@ from protocol.limits import RADIUS_MAX_M, RADIUS_MIN_M
 from sfu.errors import BadPipedFrame
 from sfu.mixer import Pcm
 from sfu.pipe import PipedSource, pack_frame, unpack_frame
-from signaling.nearby import Ghost, NearbyRoom
+from signaling.nearby import NEARBY_ROOM, Ghost, NearbyRoom
 from signaling.rooms import Participant
 
 if TYPE_CHECKING:
@@ -74,6 +78,10 @@ def voice_channel(prefix: str, node_id: str) -> str:
     return f"{prefix}nearby-voice:{node_id}"
 
 
+def chat_topic(node_id: str) -> str:
+    return f"nearby-chat:{node_id}"
+
+
 class NearbyMesh:
     """This node's side of nearby across nodes: announce, listen, pipe voice."""
 
@@ -86,6 +94,7 @@ class NearbyMesh:
         self.prefix = prefix
         self.clock = clock
         self._subscription: Subscription = bus.subscription()
+        self._chat: Subscription = bus.subscription()
         self._interest: dict[str, frozenset[str]] = {}
         """Local guest -> the partitions near it (this node listens to their union)."""
         self._home: dict[str, str] = {}
@@ -111,7 +120,9 @@ class NearbyMesh:
             loop.create_task(self._read_positions(), name="nearby-positions"),
             loop.create_task(self._write_voice(), name="nearby-voice-out"),
             loop.create_task(self._read_voice(), name="nearby-voice-in"),
+            loop.create_task(self._read_chat(), name="nearby-chat-in"),
         ]
+        await self._chat.add(chat_topic(self.node_id))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -119,6 +130,7 @@ class NearbyMesh:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self._subscription.close()
+        await self._chat.close()
 
     # -- positions out ---------------------------------------------------------------------
     def _local_fix(self, participant: Participant, lat: float, lon: float) -> None:
@@ -230,6 +242,35 @@ class NearbyMesh:
         self.nearby.drop_ghost(pid)
         if self._sources.pop(pid, None) is not None and self._media is not None:
             self._media.remove_source(pid)
+
+    # -- chat ------------------------------------------------------------------------------
+    async def send_chat(self, recipients: Collection[str], message: dict[str, Any]) -> None:
+        """Pass a nearby chat message to the recipients who are ghosts here, by their node."""
+        by_node: dict[str, list[str]] = {}
+        for pid in recipients:
+            ghost = self.nearby.ghosts.get(pid)
+            if ghost is not None:
+                by_node.setdefault(ghost.node, []).append(pid)
+        for node, pids in sorted(by_node.items()):
+            await self.bus.publish(chat_topic(node), {"to": sorted(pids), "message": message})
+
+    async def _read_chat(self) -> None:
+        async for _topic, envelope in self._chat:
+            try:
+                self._chat_in(envelope)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("nearby: ignoring a bad chat envelope: %s", exc)
+
+    def _chat_in(self, envelope: Mapping[str, Any]) -> None:
+        message = dict(envelope["message"])
+        sender = str(message["from"])
+        room = self.nearby.rooms.get(NEARBY_ROOM)
+        if room is None or message.get("type") != "chat" or message.get("room") != NEARBY_ROOM:
+            return
+        for pid in envelope["to"]:
+            participant = room.participants.get(str(pid))
+            if participant is not None and sender in self.nearby.hearers(str(pid)):
+                participant.peer.send(message)
 
     # -- voice -----------------------------------------------------------------------------
     def _media_started(self, media: MediaRoom) -> None:

@@ -8,7 +8,8 @@ each other (20 m, different nodes), A and B hear each other (across the
 line, different nodes and partitions), B and C hear each other (same node),
 and F hears nobody and is heard by nobody. Each guest's ``nearby`` list
 names the others in range with a rounded distance, never coordinates.
-Then A walks 5 km away: B and C stop hearing A on the same connections.
+A's chat reaches B and C (through their node) and not F. Then A walks 5 km
+away: B and C stop hearing A on the same connections.
 """
 
 from __future__ import annotations
@@ -148,6 +149,17 @@ async def test_strangers_hear_each_other_across_nodes_and_a_partition_line(
                     return people
 
         assert await listing("a") == {("B", "~100 m"), ("C", "~50 m")}
+
+        # A's chat reaches B and C through their node, and nobody else.
+        sent_chat = await sockets["a"].request(
+            {"type": "chat", "room": "nearby", "text": "over here"}, "chat_sent")
+        assert sent_chat["recipients"] == 2
+        for name in ("b", "c"):
+            got = await sockets[name].expect("chat", timeout_s=5)
+            assert (got["display_name"], got["text"]) == ("A", "over here")
+        await sockets["f"].request({"type": "ping", "id": "p"}, "pong")
+        assert not [json.loads(f) for f in sockets["f"].raw
+                    if json.loads(f).get("type") == "chat"]
 
         # A walks 5 km away: B and C (on the other node) stop hearing A, same connections.
         pcs = {name: id(client.pc) for name, client in peers.items()}
