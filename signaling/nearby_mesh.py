@@ -19,8 +19,9 @@ nodes share, through Redis:
   own unmuted guests to ``voice_tap``; a guest in range of a ghost
   (``NearbyRoom.piped_to``) has its frame sent, as PCM (``sfu.pipe``), on the
   Redis channel ``<prefix>nearby-voice:<node>`` of each node serving such a
-  ghost. There the frame feeds a ``PipedSource`` that the media room mixes as
-  that ghost's voice, by the plan's distance gains, never to itself.
+  ghost, one message a tick per node. There the frame feeds a ``PipedSource``
+  that the media room mixes as that ghost's voice, by the plan's distance
+  gains, never to itself.
 - **chat, by node**: a nearby chat message to people who are ghosts here goes
   on the bus topic ``nearby-chat:<node>`` of their node, ``{"to": [pid...],
   "message": {...}}``; that node hands it to each of them who is still its
@@ -52,7 +53,7 @@ from groups.nearby.partition import partition_of, partitions_near, topic
 from protocol.limits import RADIUS_MAX_M, RADIUS_MIN_M
 from sfu.errors import BadPipedFrame
 from sfu.mixer import Pcm
-from sfu.pipe import PipedSource, pack_frame, unpack_frame
+from sfu.pipe import PipedSource, pack_frame, unpack_frames
 from signaling.nearby import NEARBY_ROOM, Ghost, NearbyRoom
 from signaling.rooms import Participant
 
@@ -280,7 +281,7 @@ class NearbyMesh:
 
     def _tap(self, frames: Mapping[str, Pcm]) -> None:
         """In the tick: queue the frames of guests some other node's guest can hear."""
-        out: list[tuple[str, bytes]] = []
+        by_node: dict[str, list[bytes]] = {}
         for pid, pcm in frames.items():
             nodes = self.nearby.piped_to(pid)
             if not nodes:
@@ -288,9 +289,13 @@ class NearbyMesh:
             seq = self._seq.get(pid, 0)
             self._seq[pid] = seq + 1
             data = pack_frame(pid, seq, pcm)
-            out.extend((voice_channel(self.prefix, node), data) for node in nodes)
-        if not out:
+            for node in nodes:
+                by_node.setdefault(node, []).append(data)
+        if not by_node:
             return
+        # one message a tick per node: its frames back to back (``sfu.pipe.unpack_frames``)
+        out = [(voice_channel(self.prefix, node), b"".join(parts))
+               for node, parts in by_node.items()]
         if self._voice_out.full():
             self._voice_out.get_nowait()
             self.voice_dropped += 1
@@ -331,15 +336,18 @@ class NearbyMesh:
 
     def _voice(self, data: bytes, now: float) -> None:
         try:
-            frame = unpack_frame(data)
+            frames = unpack_frames(data)
         except BadPipedFrame as exc:
             log.warning("nearby: dropping a bad piped frame: %s", exc.message)
             return
         media = self._media
-        if media is None or frame.speaker not in self.nearby.ghosts:
-            return  # no one here to hear it (yet), or its ghost has gone
-        source = self._sources.get(frame.speaker)
-        if source is None:
-            source = self._sources[frame.speaker] = PipedSource()
-            media.add_source(frame.speaker, source)
-        source.push(frame.seq, frame.pcm, now)
+        if media is None:
+            return  # no one here to hear it (yet)
+        for frame in frames:
+            if frame.speaker not in self.nearby.ghosts:
+                continue  # its ghost has gone
+            source = self._sources.get(frame.speaker)
+            if source is None:
+                source = self._sources[frame.speaker] = PipedSource()
+                media.add_source(frame.speaker, source)
+            source.push(frame.seq, frame.pcm, now)

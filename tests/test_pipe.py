@@ -13,6 +13,7 @@ from sfu.pipe import (
     PipedSource,
     pack_frame,
     unpack_frame,
+    unpack_frames,
 )
 
 
@@ -25,6 +26,19 @@ def test_a_frame_survives_the_round_trip() -> None:
     got = unpack_frame(pack_frame("p_0123456789ab", 2**32 + 5, pcm))
     assert got.speaker == "p_0123456789ab" and got.seq == 5
     assert got.pcm.dtype == np.int16 and np.array_equal(got.pcm, pcm)
+
+
+def test_one_message_carries_a_tick_of_frames() -> None:
+    data = b"".join(pack_frame(f"p_{n}", n, frame(n)) for n in range(3))
+    got = unpack_frames(data)
+    assert [(f.speaker, f.seq, int(f.pcm[0])) for f in got] == [
+        ("p_0", 0, 0), ("p_1", 1, 1), ("p_2", 2, 2)]
+    with pytest.raises(BadPipedFrame, match="does not match"):
+        unpack_frames(data[:-1])
+    with pytest.raises(BadPipedFrame, match="does not match"):
+        unpack_frame(data)
+    with pytest.raises(BadPipedFrame, match="too short"):
+        unpack_frames(b"")
 
 
 @pytest.mark.parametrize(("data", "message"), [
