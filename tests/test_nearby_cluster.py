@@ -24,6 +24,7 @@ import pytest
 
 from groups.geo import destination, haversine_m
 from groups.nearby.partition import partition_of
+from signaling.nearby_mesh import GHOST_TTL_S
 from tests.rtc_helpers import (
     RtcClient,
     describe_tones,
@@ -174,6 +175,30 @@ async def test_strangers_hear_each_other_across_nodes_and_a_partition_line(
         sent = [c for point in (*where.values(), far) for c in point]
         for ws in sockets.values():
             assert_no_coordinates(ws, sent)
+
+        # A comes back, then A's node dies without a word: B and C stop hearing A, and
+        # A leaves their lists once its ghost expires (nobody announces it any more).
+        lat, lon = where["a"]
+        await sockets["a"].request({"type": "location", "id": "fix3", "lat": lat, "lon": lon,
+                                    "accuracy_m": 5.0}, "location_ok")
+        for name in ("b", "c"):
+            await eventually(
+                lambda n=name: has_tone(peers[n].recorder.last(0.5), TONES["a"]),  # type: ignore[misc]
+                10.0, f"{name} hears A again")
+        for name in ("b", "c"):  # their lists name A again (older lists are read past)
+            while "A" not in {p["display_name"] for p in (
+                    await sockets[name].expect("nearby", timeout_s=10))["people"]}:
+                pass
+        nodes["n0"].proc.kill()
+        await nodes["n0"].proc.wait()
+        for name in ("b", "c"):
+            await eventually(
+                lambda n=name: lacks_tone(peers[n].recorder.last(0.5), TONES["a"]),  # type: ignore[misc]
+                5.0, f"{name} no longer hears A once A's node is gone")
+            while True:
+                seen = await sockets[name].expect("nearby", timeout_s=GHOST_TTL_S + 5.0)
+                if "A" not in {p["display_name"] for p in seen["people"]}:
+                    break
     finally:
         for client in peers.values():
             await client.close()
