@@ -106,6 +106,8 @@ class NearbyMesh:
         self._seq: dict[str, int] = {}
         self._voice_out: asyncio.Queue[list[tuple[str, bytes]]] = asyncio.Queue(VOICE_QUEUE_TICKS)
         self._sources: dict[str, PipedSource] = {}
+        self._heard: dict[str, tuple[str, str, str, float, float, float]] = {}
+        """Ghost -> its last announcement (topic, node, name, radius, lat, lon)."""
         self._media: MediaRoom | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.voice_dropped = 0
@@ -181,7 +183,9 @@ class NearbyMesh:
             try:
                 await self._follow_partitions()
                 pending, self._pending = self._pending, {}
-                for message in pending.values():
+                # every "at" before any "gone": a guest that changed partition is filed
+                # under the new one before the old one lets go, so no node drops it between
+                for message in sorted(pending.values(), key=lambda m: m["op"] == "gone"):
                     await self.bus.publish(message.pop("topic"), message)
             except asyncio.CancelledError:
                 raise
@@ -212,19 +216,24 @@ class NearbyMesh:
 
     # -- positions in ----------------------------------------------------------------------
     async def _read_positions(self) -> None:
-        async for _topic, message in self._subscription:
+        async for where, message in self._subscription:
             if message.get("node") == self.node_id:
                 continue
             try:
-                self._position(message)
+                self._position(where, message)
             except (BadRequest, KeyError, TypeError, ValueError) as exc:
                 log.warning("nearby: ignoring a bad announcement %r: %s", message, exc)
 
-    def _position(self, message: Mapping[str, Any]) -> None:
+    def _position(self, where: str, message: Mapping[str, Any]) -> None:
+        """An announcement heard on partition topic ``where``."""
         pid, node = str(message["pid"]), str(message["node"])
         if message.get("op") == "gone":
             ghost = self.nearby.ghosts.get(pid)
-            if ghost is not None and ghost.node == node:
+            heard = self._heard.get(pid)
+            # only from the partition it was last announced on: after a move, the new
+            # partition's "at" came first and this "gone" is for the old one
+            if ghost is not None and ghost.node == node and heard is not None and (
+                    heard[0] == where):
                 self._drop_ghost(pid)
             return
         if message.get("op") != "at":
@@ -237,9 +246,16 @@ class NearbyMesh:
         name = str(message["name"])[:NAME_MAX_CHARS]
         if not pid or len(pid.encode()) > 64:
             raise ValueError("bad participant id")
+        heard = (where, node, name, radius, float(lat), float(lon))
+        ghost = self.nearby.ghosts.get(pid)
+        if ghost is not None and self._heard.get(pid) == heard:
+            ghost.seen_at = self.clock()  # a renewal: nothing moved, nothing to recompute
+            return
+        self._heard[pid] = heard
         self.nearby.place_ghost(Ghost(pid, node, name, radius, self.clock()), lat, lon)
 
     def _drop_ghost(self, pid: str) -> None:
+        self._heard.pop(pid, None)
         self.nearby.drop_ghost(pid)
         if self._sources.pop(pid, None) is not None and self._media is not None:
             self._media.remove_source(pid)

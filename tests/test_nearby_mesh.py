@@ -136,3 +136,37 @@ async def test_guests_of_two_nodes_meet_as_ghosts_and_part(
     clock.now += GHOST_TTL_S + 1.0
     await eventually(lambda: c.participant_id not in m1.nearby.ghosts, 5.0, "C expired on m1")
     assert m1.nearby.piped_to(a.participant_id) == set()
+
+
+async def test_a_guest_crossing_a_partition_line_is_never_dropped_in_between(
+    nodes: tuple[MeshNode, MeshNode, FakeClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B (node m2) walks from its partition into A's (node m1): m1 files B under the new
+    partition before the old one lets go, so B's ghost (and its voice) never blinks."""
+    from groups.geo import destination
+    from tests.test_partition import across_a_line
+
+    m1, m2, _clock = nodes
+    b_side, a_side = across_a_line(LAT, LON, 100.0)
+    a = await m1.rooms.join(NEARBY_ROOM, Inbox("guest:a", "A"), radius_m=500.0)
+    m1.nearby.move(a, *a_side)
+    b = await m2.rooms.join(NEARBY_ROOM, Inbox("guest:b", "B"), radius_m=500.0)
+    m2.nearby.move(b, *b_side)
+    pid = b.participant_id
+    await eventually(lambda: pid in m1.nearby.ghosts, 5.0, "B a ghost on m1")
+    drops: list[str] = []
+    drop = m1.nearby.drop_ghost
+    monkeypatch.setattr(m1.nearby, "drop_ghost", lambda p: (drops.append(p), drop(p)))
+    old, new = topic(partition_of(*b_side)), topic(partition_of(*a_side))
+    assert old != new and m1.mesh._heard[pid][0] == old
+    crossed = destination(*a_side, 0.0, 10.0)
+    assert partition_of(*crossed) == partition_of(*a_side)
+    m2.nearby.move(b, *crossed)
+    await eventually(lambda: m1.mesh._heard.get(pid, ("",))[0] == new, 5.0,
+                     "B filed under A's partition on m1")
+    m2.nearby.move(b, *destination(*a_side, 0.0, 15.0))  # one more fix: the gone is long past
+    await eventually(lambda: m1.mesh._heard.get(pid, ("",))[4] != crossed[0], 5.0, "B moved")
+    assert drops == [] and m1.nearby.piped_to(a.participant_id) == {"m2"}
+    await m2.rooms.leave(b)
+    await eventually(lambda: pid not in m1.nearby.ghosts, 5.0, "B gone once it leaves")
+    assert drops == [pid]
