@@ -33,10 +33,14 @@ VERSION = 1
 _HEADER = struct.Struct(">2sBIB")
 FRAME_BYTES = FRAME_SAMPLES * 2
 SPEAKER_ID_MAX_BYTES = 64
-PREBUFFER_FRAMES = 2
-"""Frames held before a piped speaker starts playing (40 ms against bus jitter)."""
-MAX_QUEUED_FRAMES = 6
-"""Beyond this (120 ms) the oldest frames go: a burst after a stall must not add delay."""
+PREBUFFER_MIN_FRAMES = 2
+"""Frames held before a piped speaker starts playing, at first (40 ms)."""
+PREBUFFER_MAX_FRAMES = 6
+"""The most the prebuffer grows to after the pipe ran dry (120 ms)."""
+QUEUE_SLACK_FRAMES = 4
+"""Frames beyond the prebuffer that may wait (80 ms) before the oldest go."""
+CALM_TICKS = 500
+"""Pops without running dry (10 s) before the prebuffer shrinks by a frame."""
 SEQ_MODULO = 1 << 32
 
 
@@ -98,10 +102,16 @@ class PipedSource:
     """One remote speaker's frames, played one a tick (a ``sfu.inbound.FrameSource``).
 
     Frames come in order (one Redis connection); a sequence number at or below
-    the last one taken is a duplicate and ignored, a gap is played as a
-    missing frame (None: the mix leaves the speaker out for that tick). The
-    source waits for ``PREBUFFER_FRAMES`` before playing, and again after it
-    ran dry; it keeps at most ``MAX_QUEUED_FRAMES``.
+    the last one queued or taken is a duplicate and ignored; a gap (the speaker
+    paused: muted, a DTX pause) closes up, frames are never held for it.
+
+    Depth adapts to the pipe's jitter, as the inbound playout does for RTP: the
+    source waits for ``prebuffer`` frames before playing (and again after it ran
+    dry); each time it runs dry while playing, ``prebuffer`` grows by one frame
+    (up to ``PREBUFFER_MAX_FRAMES``), and after ``CALM_TICKS`` pops without
+    running dry it shrinks by one (down to ``PREBUFFER_MIN_FRAMES``). At most
+    ``prebuffer + QUEUE_SLACK_FRAMES`` frames wait: a burst after a stall loses
+    its oldest frames rather than adding delay for good.
     """
 
     def __init__(self) -> None:
@@ -109,6 +119,8 @@ class PipedSource:
         self._last_seq: int | None = None
         self._playing = False
         self._ready_at: float | None = None
+        self._calm = 0
+        self.prebuffer = PREBUFFER_MIN_FRAMES
         self.dropped = 0
         self.underruns = 0
 
@@ -121,21 +133,27 @@ class PipedSource:
         if last is not None and (seq == last or (seq - last) % SEQ_MODULO >= SEQ_MODULO // 2):
             return  # old or duplicate
         self._queue.append((seq, pcm, now))
-        while len(self._queue) > MAX_QUEUED_FRAMES:
+        while len(self._queue) > self.prebuffer + QUEUE_SLACK_FRAMES:
             self._queue.popleft()
             self.dropped += 1
 
     def pop(self, now: float) -> Pcm | None:
         if not self._playing:
-            if len(self._queue) < PREBUFFER_FRAMES:
+            if len(self._queue) < self.prebuffer:
                 self._ready_at = None
                 return None
             self._playing = True
         if not self._queue:
             self._playing = False
             self.underruns += 1
+            self.prebuffer = min(PREBUFFER_MAX_FRAMES, self.prebuffer + 1)
+            self._calm = 0
             self._ready_at = None
             return None
+        self._calm += 1
+        if self._calm >= CALM_TICKS:
+            self._calm = 0
+            self.prebuffer = max(PREBUFFER_MIN_FRAMES, self.prebuffer - 1)
         seq, pcm, at = self._queue.popleft()
         self._last_seq = seq
         self._ready_at = at

@@ -151,6 +151,25 @@ async def test_strangers_hear_each_other_across_nodes_and_a_partition_line(
 
         assert await listing("a") == {("B", "~100 m"), ("C", "~50 m")}
 
+        async def pid_of(name: str) -> str:
+            """The participant id of ``name`` as the others are told it (``nearby`` lists)."""
+            for frame in sockets["a"].raw:
+                message = json.loads(frame)
+                for p in message.get("people", ()) if message.get("type") == "nearby" else ():
+                    if p["display_name"] == name.upper():
+                        return str(p["participant_id"])
+            raise AssertionError(f"no {name} in A's lists")
+
+        # A turns B (on another node) down to nothing: A's mix only; B still hears A.
+        await sockets["a"].request({"type": "volume", "participant_id": await pid_of("b"),
+                                    "gain": 0.0}, "volume")
+        await eventually(lambda: lacks_tone(peers["a"].recorder.last(0.5), TONES["b"]), 5.0,
+                         "A no longer hears B at volume 0")
+        await eventually(lambda: has_tone(peers["b"].recorder.last(0.5), TONES["a"]), 5.0,
+                         "B still hears A")
+        await eventually(lambda: has_tone(peers["a"].recorder.last(0.5), TONES["c"]), 5.0,
+                         "A still hears C")
+
         # A's chat reaches B and C through their node, and nobody else.
         sent_chat = await sockets["a"].request(
             {"type": "chat", "room": "nearby", "text": "over here"}, "chat_sent")

@@ -8,8 +8,10 @@ import pytest
 from sfu.errors import BadPipedFrame
 from sfu.mixer import FRAME_SAMPLES
 from sfu.pipe import (
-    MAX_QUEUED_FRAMES,
-    PREBUFFER_FRAMES,
+    CALM_TICKS,
+    PREBUFFER_MAX_FRAMES,
+    PREBUFFER_MIN_FRAMES,
+    QUEUE_SLACK_FRAMES,
     PipedSource,
     pack_frame,
     unpack_frame,
@@ -75,18 +77,18 @@ def played(source: PipedSource, ticks: int) -> list[int | None]:
     ([[0], [1], [2], [3], []], [None, 0, 1, 2, 3]),
     # duplicates and late frames are ignored
     ([[0, 1], [1, 0], [2], []], [0, 1, 2, None]),
-    # ran dry: waits for the prebuffer again
-    ([[0, 1], [], [], [2], [3], []], [0, 1, None, None, 2, 3]),
+    # ran dry: waits for a prebuffer one frame deeper
+    ([[0, 1], [], [], [2], [3], [4], []], [0, 1, None, None, None, 2, 3]),
     # a pause (gap in numbers) closes up
     ([[0, 1], [7], [8], []], [0, 1, 7, 8]),
     # a burst beyond the queue bound loses its oldest frames
-    ([list(range(10)), []], [10 - MAX_QUEUED_FRAMES, 11 - MAX_QUEUED_FRAMES]),
+    ([list(range(10)), []], [10 - 2 - QUEUE_SLACK_FRAMES, 11 - 2 - QUEUE_SLACK_FRAMES]),
     # the sequence wraps around
     ([[2**32 - 1, 0], [1], []], [2**32 - 1, 0, 1]),
 ])
 def test_the_source_plays_in_order_after_a_prebuffer(
         pushes: list[list[int]], expected: list[int | None]) -> None:
-    assert PREBUFFER_FRAMES == 2  # the table assumes it
+    assert PREBUFFER_MIN_FRAMES == 2  # the table assumes it
     source = PipedSource()
     got: list[int | None] = []
     for batch in pushes:
@@ -95,3 +97,20 @@ def test_the_source_plays_in_order_after_a_prebuffer(
         got.extend(played(source, 1))
     want = [None if e is None else (e % 30_000 if e < 2**31 else -1) for e in expected]
     assert got == want
+
+
+def test_the_prebuffer_grows_when_the_pipe_runs_dry_and_shrinks_when_calm() -> None:
+    source = PipedSource()
+    seq = 0
+    for _ in range(10):  # a jittery pipe: runs dry again and again
+        while source.pop(0.0) is None:
+            source.push(seq, frame(1), 0.0)
+            seq += 1
+        while source.pop(0.0) is not None:
+            pass
+    assert source.prebuffer == PREBUFFER_MAX_FRAMES and source.underruns == 10
+    for _ in range(CALM_TICKS * 2 + 10):  # then steady: one in, one out
+        source.push(seq, frame(1), 0.0)
+        seq += 1
+        source.pop(0.0)
+    assert source.prebuffer == PREBUFFER_MAX_FRAMES - 2
