@@ -48,8 +48,9 @@ from typing import TYPE_CHECKING, Any
 
 from common.bus import Subscription
 from common.errors import BadRequest
+from groups.geo import haversine_m
 from groups.location.fixes import validate_lat_lon
-from groups.nearby.partition import partition_of, partitions_near, topic
+from groups.nearby.partition import REACH_M, partition_of, partitions_near, topic
 from protocol.limits import RADIUS_MAX_M, RADIUS_MIN_M
 from sfu.errors import BadPipedFrame
 from sfu.mixer import Pcm
@@ -71,6 +72,9 @@ GHOST_TTL_S = 5.0
 """A ghost not announced for this long is dropped (its node died or lost Redis)."""
 VOICE_QUEUE_TICKS = 10
 """Ticks of outgoing frames held while Redis is slow; beyond, the oldest tick's go."""
+INTEREST_SLACK_M = 1_000.0
+"""A guest's partitions near are computed this much wider, and again once it has moved
+this far (metres) or changed partition."""
 NAME_MAX_CHARS = 64
 RECONNECT_S = 1.0
 
@@ -99,6 +103,8 @@ class NearbyMesh:
         self._interest: dict[str, frozenset[str]] = {}
         """Local guest -> the partitions near it (this node listens to their union)."""
         self._home: dict[str, str] = {}
+        self._interest_at: dict[str, tuple[float, float]] = {}
+        """Where each guest's partitions near were last computed."""
         self._names: dict[str, Participant] = {}
         self._pending: dict[str, dict[str, Any]] = {}
         """Announcements to publish (topic -> message), latest per guest and topic."""
@@ -145,7 +151,12 @@ class NearbyMesh:
             self._pending[f"{topic(old)}|{pid}"] = {"topic": topic(old), "op": "gone",
                                                     "pid": pid, "node": self.node_id}
         self._home[pid] = home
-        self._interest[pid] = partitions_near(lat, lon)
+        at = self._interest_at.get(pid)
+        if old != home or at is None or haversine_m(lat, lon, *at) > INTEREST_SLACK_M:
+            # ~130 us: computed with slack, so a guest strolling within its partition
+            # reuses it (any partition within REACH_M now was within REACH_M + slack there)
+            self._interest[pid] = partitions_near(lat, lon, REACH_M + INTEREST_SLACK_M)
+            self._interest_at[pid] = (lat, lon)
         self._pending[f"{topic(home)}|{pid}"] = self._at(participant, home, lat, lon)
         self._wake.set()
 
@@ -158,6 +169,7 @@ class NearbyMesh:
         pid = participant.participant_id
         self._names.pop(pid, None)
         self._interest.pop(pid, None)
+        self._interest_at.pop(pid, None)
         self._seq.pop(pid, None)
         home = self._home.pop(pid, None)
         for key in [k for k in self._pending if k.endswith("|" + pid)]:
