@@ -46,6 +46,8 @@ import math
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import Counter, Gauge
+
 from common.bus import Subscription
 from common.errors import BadRequest
 from groups.geo import haversine_m
@@ -77,6 +79,15 @@ INTEREST_SLACK_M = 1_000.0
 this far (metres) or changed partition."""
 NAME_MAX_CHARS = 64
 RECONNECT_S = 1.0
+
+
+GHOSTS = Gauge("disco_nearby_ghosts", "Guests of other nodes mirrored here (near our guests)")
+PIPED_OUT = Counter("disco_nearby_piped_frames_out_total",
+                    "Voice frames of our guests sent to other nodes (one per frame and node)")
+PIPED_IN = Counter("disco_nearby_piped_frames_in_total",
+                   "Voice frames of other nodes' guests received for a ghost here")
+PIPE_DROPPED = Counter("disco_nearby_pipe_dropped_total",
+                       "Ticks of outgoing voice not piped (Redis slow or away)")
 
 
 def voice_channel(prefix: str, node_id: str) -> str:
@@ -265,10 +276,12 @@ class NearbyMesh:
             return
         self._heard[pid] = heard
         self.nearby.place_ghost(Ghost(pid, node, name, radius, self.clock()), lat, lon)
+        GHOSTS.set(len(self.nearby.ghosts))
 
     def _drop_ghost(self, pid: str) -> None:
         self._heard.pop(pid, None)
         self.nearby.drop_ghost(pid)
+        GHOSTS.set(len(self.nearby.ghosts))
         if self._sources.pop(pid, None) is not None and self._media is not None:
             self._media.remove_source(pid)
 
@@ -324,9 +337,11 @@ class NearbyMesh:
         # one message a tick per node: its frames back to back (``sfu.pipe.unpack_frames``)
         out = [(voice_channel(self.prefix, node), b"".join(parts))
                for node, parts in by_node.items()]
+        PIPED_OUT.inc(sum(len(parts) for parts in by_node.values()))
         if self._voice_out.full():
             self._voice_out.get_nowait()
             self.voice_dropped += 1
+            PIPE_DROPPED.inc()
         self._voice_out.put_nowait(out)
 
     async def _write_voice(self) -> None:
@@ -341,6 +356,7 @@ class NearbyMesh:
                 raise
             except Exception as exc:
                 self.voice_dropped += 1
+                PIPE_DROPPED.inc()
                 log.debug("nearby: voice frames not piped: %s", exc)
 
     async def _read_voice(self) -> None:
@@ -379,3 +395,4 @@ class NearbyMesh:
                 source = self._sources[frame.speaker] = PipedSource()
                 media.add_source(frame.speaker, source)
             source.push(frame.seq, frame.pcm, now)
+            PIPED_IN.inc()

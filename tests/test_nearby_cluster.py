@@ -141,6 +141,17 @@ async def test_strangers_hear_each_other_across_nodes_and_a_partition_line(
                         f"{name} should not hear {other}: "
                         + describe_tones(samples, [TONES[other]]))
 
+        # Node n1 (B and C) mirrors A as a ghost, pipes to n0 and is piped to: /metrics.
+        async with httpx.AsyncClient(timeout=5) as http:
+            text = (await http.get(nodes["n1"].base + "/metrics")).text
+        metrics = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                   if line.startswith("disco_nearby_")}
+        # A and F: every guest of a partition n1 listens to is mirrored (F is in A's
+        # partition, just out of everyone's range)
+        assert metrics["disco_nearby_ghosts"] == 2.0
+        assert metrics["disco_nearby_piped_frames_out_total"] > 0
+        assert metrics["disco_nearby_piped_frames_in_total"] > 0
+
         # Each sees the others in range by display name and rounded distance only.
         async def listing(name: str) -> set[tuple[str, str]]:
             while True:
