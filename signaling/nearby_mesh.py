@@ -271,8 +271,16 @@ class NearbyMesh:
             raise ValueError("bad participant id")
         heard = (where, node, name, radius, float(lat), float(lon))
         ghost = self.nearby.ghosts.get(pid)
-        if ghost is not None and self._heard.get(pid) == heard:
+        before = self._heard.get(pid)
+        if ghost is not None and before is not None and before[:2] + before[3:] == (
+                heard[:2] + heard[3:]):
             ghost.seen_at = self.clock()  # a renewal: nothing moved, nothing to recompute
+            if name != ghost.display_name:  # renamed on its node: tell those who hear it
+                ghost.display_name = name
+                self._heard[pid] = heard
+                self.nearby.rooms.broadcast(NEARBY_ROOM, {
+                    "type": "participant_renamed", "room": NEARBY_ROOM, "participant_id": pid,
+                    "display_name": name}, about=pid)
             return
         self._heard[pid] = heard
         self.nearby.place_ghost(Ghost(pid, node, name, radius, self.clock()), lat, lon)

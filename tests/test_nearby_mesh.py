@@ -106,6 +106,14 @@ async def test_guests_of_two_nodes_meet_as_ghosts_and_part(
     await eventually(lambda: any(m["type"] == "nearby" and m["people"]
                                  for m in a.peer.messages), 5.0, "A told of B")
 
+    # B renames itself on its node: A, who hears B, is told within a renewal.
+    assert isinstance(b.peer, Inbox)
+    b.peer.display_name = "Bea"
+    await eventually(lambda: any(m["type"] == "participant_renamed" and m["display_name"] == "Bea"
+                                 and m["participant_id"] == b.participant_id
+                                 for m in a.peer.messages), 5.0, "A told B's new name")
+    assert m1.nearby.people(a)[0]["display_name"] == "Bea"
+
     # Bad input from the bus: a warning each, no ghost, no crash.
     caplog.set_level(logging.WARNING, "signaling.nearby_mesh")
     cell = topic(partition_of(LAT, LON))
