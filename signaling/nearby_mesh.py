@@ -183,8 +183,9 @@ class NearbyMesh:
         self._interest_at.pop(pid, None)
         self._seq.pop(pid, None)
         home = self._home.pop(pid, None)
-        for key in [k for k in self._pending if k.endswith("|" + pid)]:
-            del self._pending[key]
+        for key in [k for k, m in self._pending.items()
+                    if k.endswith("|" + pid) and m["op"] == "at"]:
+            del self._pending[key]  # (a pending "gone" from a partition it left still goes)
         if home is not None:
             self._pending[f"{topic(home)}|{pid}"] = {"topic": topic(home), "op": "gone",
                                                      "pid": pid, "node": self.node_id}
