@@ -12,6 +12,8 @@ so the edge's one error table maps them to wire codes without knowing ``sfu``)::
     │   │                       a path that leaves the music folder, not audio
     │   └── MusicTooLarge       [MessageTooLarge] an upload over the size limit
     ├── MusicNotFound           [NotFound] no such music file or upload
+    ├── BadPipedFrame           [BadRequest] bytes on a node-to-node voice pipe
+    │                           that are not a frame (``sfu.pipe``)
     └── MusicNotAllowed         [LimitExceeded] the room's plan has no music
 """
 
@@ -50,3 +52,7 @@ class MusicNotFound(SfuError, errors.NotFound):
 
 class MusicNotAllowed(SfuError, errors.LimitExceeded):
     code = errors.LimitExceeded.code
+
+
+class BadPipedFrame(SfuError, errors.BadRequest):
+    code = errors.BadRequest.code

@@ -207,6 +207,10 @@ class MediaRoom:
         self._controls: RoomControls = controls if controls is not None else StaticControls()
         self._make_peer = peer_factory if peer_factory is not None else aiortc_peers(config)
         self._peers: dict[str, MediaPeer] = {}
+        self._sources: dict[str, FrameSource] = {}
+        """Speakers without a peer here (voice piped from another node): heard, never listening."""
+        self.voice_tap: Callable[[Mapping[str, Pcm]], None] | None = None
+        """Given each tick the frames of this room's own unmuted peers (to pipe them on)."""
         self._plan = MixPlan()
         self._detector = SpeakingDetector()
         self._ducker = Ducker(duck_db=config.duck_db)
@@ -300,6 +304,22 @@ class MediaRoom:
             await peer.close()
             if had_music:
                 self._emit(self._music_state())
+
+    def add_source(self, speaker_id: str, source: FrameSource) -> None:
+        """Mix ``source`` as speaker ``speaker_id`` (by the plan, like any speaker) from the
+        next tick; it listens to nothing. Replaces an earlier source of that id."""
+        if speaker_id in self._peers:
+            raise BadRequest(f"{speaker_id} is a participant of this room, not a source")
+        self._sources[speaker_id] = source
+
+    def remove_source(self, speaker_id: str) -> None:
+        """Stop mixing a source (idempotent); the plan's rows for it stay with their owner."""
+        if self._sources.pop(speaker_id, None) is not None:
+            for event in self._detector.forget([speaker_id]):
+                self._emit(event)
+
+    def sources(self) -> list[str]:
+        return list(self._sources)
 
     def speaking(self) -> set[str]:
         """Who is speaking now (what the last speaking events said), for late joiners."""
@@ -481,6 +501,15 @@ class MediaRoom:
                 m = slot.pop(now)
                 if m is not None:
                     music_frames.append(m)
+        if self.voice_tap is not None and voice:
+            try:
+                self.voice_tap(voice)
+            except Exception:
+                logger.exception("room %s: voice tap failed", self.room_id)
+        for sid, source in self._sources.items():
+            frame = source.pop(now)
+            if frame is not None:
+                voice[sid] = frame
         if voice:
             ids = list(voice)
             levels = dict(
@@ -494,7 +523,9 @@ class MediaRoom:
         # a talker whose frame is a few ms late contributes silence for one
         # tick but keeps their place, so recipes (and the encoder each listener
         # is fed by) do not churn with network jitter.
-        active = [pid for pid in self._detector.active() if pid in peers and pid not in muted]
+        sources = self._sources
+        active = [pid for pid in self._detector.active()
+                  if (pid in peers and pid not in muted) or pid in sources]
 
         server_music = self._player.next_frame()
         if server_music is not None:

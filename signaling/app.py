@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
 from billing.plans import load_catalog
-from common.bus import make_bus
+from common.bus import RedisBus, make_bus
 from common.db import make_engine, make_session_factory, migrate
 from common.errors import DiscoError
 from common.settings import Settings
@@ -47,6 +47,7 @@ from signaling.deps import AppState, Clock
 from signaling.edge_errors import error_body, http_headers, http_status
 from signaling.music_uploads import MusicUploads
 from signaling.nearby import NEARBY_ROOM, NearbyRoom
+from signaling.nearby_mesh import NearbyMesh
 from signaling.rooms import RoomRegistry
 from signaling.routes import account as routes_account
 from signaling.routes import auth as routes_auth
@@ -149,6 +150,11 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         clock=clock,
     )
     await state.relay.start()
+    if redis is not None and isinstance(bus, RedisBus):
+        # strangers in range hear each other whichever node serves them
+        state.nearby_mesh = NearbyMesh(settings.node_id, nearby, bus, redis,
+                                       settings.redis_prefix, clock)
+        await state.nearby_mesh.start()
     return state
 
 
@@ -156,6 +162,8 @@ async def close_state(state: AppState) -> None:
     """Stop the node's jobs, then close rooms, push, the bus and the database, in that order."""
     await state.cancel_background()
     await state.relay.close()
+    if state.nearby_mesh is not None:
+        await state.nearby_mesh.close()
     await state.rooms.close()
     await state.push.close()
     await state.limits.close()

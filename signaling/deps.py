@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from signaling.cluster.base import Cluster, RelayService
     from signaling.music_uploads import MusicUploads
     from signaling.nearby import NearbyRoom
+    from signaling.nearby_mesh import NearbyMesh
     from signaling.rooms import RoomRegistry
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class AppState:
     relay: RelayService
     """Group rooms hosted by other nodes, relayed for this node's sessions (and theirs here)."""
     clock: Clock = time.time
+    nearby_mesh: NearbyMesh | None = None
+    """Nearby across nodes (positions by partition, voice piped), None without Redis."""
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     """Fire-and-forget work (``spawn``), awaited or cancelled at shutdown."""
     jobs: list[asyncio.Task[None]] = field(default_factory=list)

@@ -141,7 +141,7 @@ async def test_only_the_holder_releases_and_an_empty_room_is_free(
 
 async def test_nearby_is_not_placed(three: list[RedisCluster]) -> None:
     for n in three:
-        await join(n, "nearby", f"guest-{n.node_id}")  # per node for now
+        await join(n, "nearby", f"guest-{n.node_id}")  # served where it connects (nearby_mesh)
     assert not any(n.held for n in three)
 
 

@@ -259,3 +259,46 @@ async def test_every_number_a_stranger_receives_is_a_step(registry: RoomRegistry
     lists_for_a = [m for m in inbox(people["A"]).messages if m["type"] == "nearby"]
     # one list per change of B's step (in range: 50..450 m, then out): no more
     assert len(lists_for_a) <= len(steps_seen) + 2, (len(lists_for_a), steps_seen)
+
+
+async def test_ghosts_of_another_node_are_heard_listed_and_piped(registry: RoomRegistry) -> None:
+    """A guest of another node near ours is a ghost here: in the plan (as a speaker), in
+    our guest's ``nearby`` list with a rounded distance only, and our guest's voice is
+    piped to its node; when it walks off or is dropped, all of that goes."""
+    from signaling.nearby import Ghost
+
+    nearby = NearbyRoom(registry)
+    registry.on_leave.append(nearby.leave)
+    registry.media_started[NEARBY_ROOM] = nearby.media_started
+    a = await registry.join(NEARBY_ROOM, Inbox("guest:a", "A"), radius_m=500.0)
+    far = await registry.join(NEARBY_ROOM, Inbox("guest:f", "F"), radius_m=500.0)
+    announced: list[str] = []
+    nearby.on_local_fix.append(lambda p, lat, lon: announced.append(p.participant_id))
+    nearby.move(a, BASE_LAT, BASE_LON)
+    nearby.move(far, BASE_LAT + 5_000 / M_PER_DEG_LAT, BASE_LON)
+    assert announced == [a.participant_id, far.participant_id]
+    media = await registry.media(NEARBY_ROOM)
+    ghost = Ghost("p_ghost", "n2", "Zoe", 500.0, seen_at=0.0)
+    nearby.place_ghost(ghost, BASE_LAT + 120 / M_PER_DEG_LAT, BASE_LON)
+    assert nonempty(media.audibility())[a.participant_id] == {
+        "p_ghost": nearby.plan([a.participant_id])[a.participant_id]["p_ghost"]}
+    assert nearby.piped_to(a.participant_id) == {"n2"}
+    assert nearby.piped_to(far.participant_id) == set()
+    assert nearby.hearers("p_ghost") == {a.participant_id}  # its speaking events: to a only
+    assert isinstance(a.peer, Inbox)
+    last = [m for m in a.peer.messages if m["type"] == "nearby"][-1]
+    assert [(p["participant_id"], p["display_name"], p["distance"]) for p in last["people"]] == [
+        ("p_ghost", "Zoe", "~100 m")]
+    # the ghost walks out of range, back in, then its node stops announcing it
+    nearby.place_ghost(ghost, BASE_LAT + 900 / M_PER_DEG_LAT, BASE_LON)
+    assert nearby.piped_to(a.participant_id) == set()
+    assert nonempty(media.audibility()) == {}
+    nearby.place_ghost(ghost, BASE_LAT + 60 / M_PER_DEG_LAT, BASE_LON)
+    assert nearby.piped_to(a.participant_id) == {"n2"}
+    nearby.drop_ghost("p_ghost")
+    assert nearby.piped_to(a.participant_id) == set()
+    assert nonempty(media.audibility()) == {}
+    assert [m for m in a.peer.messages if m["type"] == "nearby"][-1]["people"] == []
+    # a ghost that claims the id of one of our guests is ignored
+    nearby.place_ghost(Ghost(a.participant_id, "n2", "Impostor", 500.0, 0.0), BASE_LAT, BASE_LON)
+    assert a.participant_id not in nearby.ghosts

@@ -431,3 +431,33 @@ async def test_quality_event_goes_out_when_the_class_changes() -> None:
     (event,) = [e for e in h.events if e["type"] == "quality"]
     assert event["participant_id"] == "b" and event["quality"] in ("good", "poor")
     assert event["loss_percent"] == pytest.approx(15.6) and event["rtt_ms"] == 200.0
+
+
+async def test_a_piped_source_is_heard_by_the_plan_and_the_tap_gets_only_local_frames() -> None:
+    """Voice from another node (``sfu.pipe.PipedSource``) is one more speaker, never a
+    listener; the tap sees the frames of the room's own unmuted peers, never a source's."""
+    from sfu.pipe import PipedSource
+
+    h = Harness()
+    await h.join("a", "b")
+    piped = PipedSource()
+    h.room.add_source("g", piped)
+    h.room.set_audibility({"a": {"g": 1.0}, "b": {}, "g": {"a": 1.0}})
+    tapped: list[set[str]] = []
+    h.room.voice_tap = lambda frames: tapped.append(set(frames))
+    h.talking = {"a": 440.0, "b": 660.0}
+    h.controls.muted.add("b")
+    for n in range(30):
+        piped.push(n, tone(990.0, n), h.now)
+        h.run(1)
+    g_heard = h.peers["a"].heard()
+    assert has_tone(g_heard, 990.0), "a hears the piped speaker"
+    assert lacks_tone(h.peers["b"].heard(), 990.0), "b is out of range by the plan"
+    assert h.room.speaking() >= {"g"}
+    assert tapped and all(names == {"a"} for names in tapped)  # b muted, g not local
+    h.room.remove_source("g")
+    h.run(WINDOW_TICKS + 5)
+    assert lacks_tone(h.peers["a"].heard(), 990.0)
+    assert "g" not in h.room.speaking()
+    with pytest.raises(Exception, match="participant of this room"):
+        h.room.add_source("a", PipedSource())

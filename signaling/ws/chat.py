@@ -5,8 +5,8 @@ In a group room every participant reads it, whichever node they are
 connected to: the message goes over the group's bus topic (``group:<id>``,
 the room's own id), and each session in the room passes it on
 (``ClientSession._bus_reader``). In the nearby room a message reaches exactly
-the people who can hear the sender, on this node only (the nearby room is
-node-local for now).
+the people who can hear the sender: those on this node directly, those on
+other nodes (ghosts here) through their node (``NearbyMesh.send_chat``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ async def on_chat(session: Connection, msg: wire.Chat) -> dict[str, Any]:
             for pid, other in room.participants.items():
                 if pid != participant.participant_id and message.visible_to(pid):
                     other.peer.send(wire_message)
+        mesh = state.nearby_mesh
+        if mesh is not None and recipients:
+            await mesh.send_chat(recipients, wire_message)
     else:
         # Over the group's bus topic only (never also directly): every session
         # in this room, on any node, passes it on once; the sender's does not.

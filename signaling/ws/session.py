@@ -338,7 +338,8 @@ async def on_mute(session: ClientSession, msg: wire.Mute) -> dict[str, Any]:
 async def on_volume(session: ClientSession, msg: wire.Volume) -> dict[str, Any]:
     for room_id, me in session.participants.items():
         room = session.rooms.get(room_id)
-        if room is not None and msg.participant_id in room.participants:
+        ghost = room_id == NEARBY_ROOM and msg.participant_id in session.state.nearby.ghosts
+        if room is not None and (msg.participant_id in room.participants or ghost):
             if msg.participant_id == me.participant_id:
                 raise BadRequest("you do not hear yourself; set another participant's volume")
             if room.media is not None:
