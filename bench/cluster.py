@@ -123,6 +123,10 @@ def _start(workdir: Path, port: int, workers: int, redis_url: str, prefix: str
         env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def _nodes(redis_url: str, prefix: str, want: int) -> list[str]:
     import redis.asyncio as aioredis
 
@@ -130,7 +134,7 @@ async def _nodes(redis_url: str, prefix: str, want: int) -> list[str]:
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
-            ids = sorted(m.decode() for m in await client.smembers(prefix + "nodes"))
+            ids = sorted(_text(m) for m in await client.smembers(prefix + "nodes"))
             alive = [i for i in ids if await client.exists(f"{prefix}node:{i}")]
             if len(alive) >= want:
                 return alive
@@ -158,7 +162,7 @@ async def _holders(redis_url: str, prefix: str, rooms: list[str]) -> list[str | 
     client = aioredis.Redis.from_url(redis_url)
     try:
         values = await client.mget([f"{prefix}room:{r}" for r in rooms])
-        return [v.decode() if v is not None else None for v in values]
+        return [_text(v) if v is not None else None for v in values]
     finally:
         await client.aclose()
 
