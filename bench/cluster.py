@@ -11,8 +11,8 @@ by writing the room's claim in Redis before anyone joins (placement keeps a
 live holder, so the first join lands there; members whose WebSocket the
 kernel hands to another worker are relayed to it, as in production). Each
 room is driven by one client process with ``bench.voice``'s load clients
-(pre-encoded Opus, full duplex: 3 talkers taking turns, 7 listeners sending
-silence), at nice 10 so the workers get the CPU first.
+(full duplex: 3 talkers taking turns, 7 listeners sending silence), every
+packet Opus-encoded before the call so that the clients stay cheap.
 
 Reported per worker, over a ``--seconds`` window once everybody hears audio:
 participants hosted, % of a core (user+system from /proc/<pid>/stat), and
@@ -41,6 +41,7 @@ import multiprocessing as mp
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +53,8 @@ from typing import Any
 from bench import voice
 
 ROOM_SIZE = 10
+SAMPLE_RATE_HZ = 48_000
+FRAME_SAMPLES = 960  # 20 ms
 TALKERS_PER_ROOM = voice.TALKERS
 CPU_LIMIT = 0.80
 IDLE_S = 3.0
@@ -76,6 +79,63 @@ class Worker:
         if self.participants == 0 or self.busy <= self.idle:
             return float("nan")
         return (CPU_LIMIT - self.idle) / ((self.busy - self.idle) / self.participants)
+
+
+def _pre_encoded_track(index: int | None, t0: float, onsets: list[float] | None = None) -> Any:
+    """``bench.voice``'s client track, with the talkers' tone pre-encoded too.
+
+    Forty clients on a 2-core machine that also runs the workers must be
+    cheap: every packet here is encoded once, before the call (a second of
+    tone, whole-Hz so it repeats, and one silent frame); the talkers still
+    take turns (``voice._burst_on``) and the send times stay honest.
+    """
+    import numpy as np
+    from aiortc.mediastreams import MediaStreamTrack
+
+    from sfu.codec import OpusEncoder, make_packet
+
+    encoder = OpusEncoder()
+    silence = encoder.encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+    freq = voice.TONES_HZ[index % len(voice.TONES_HZ)] if index is not None else 0.0
+    samples = np.arange(SAMPLE_RATE_HZ)
+    tone = (0.25 * 32_767 * np.sin(2 * np.pi * freq * samples / SAMPLE_RATE_HZ)
+            ).astype(np.int16)
+    tone_packets = [encoder.encode(tone[i:i + FRAME_SAMPLES])
+                    for i in range(0, SAMPLE_RATE_HZ, FRAME_SAMPLES)]
+
+    class Packets(MediaStreamTrack):
+        kind = "audio"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self._pts = 0
+            self._start: float | None = None
+            self._was_on = False
+
+        async def recv(self) -> Any:
+            if self._start is None:
+                self._start = time.monotonic()
+            else:
+                wait = self._start + self._pts / SAMPLE_RATE_HZ - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            now = time.monotonic()
+            on = index is not None and voice._burst_on(index, now, t0)
+            if on and not self._was_on and onsets is not None:
+                onsets.append(now)
+            self._was_on = on
+            frame = (self._pts // FRAME_SAMPLES) % len(tone_packets)
+            packet = make_packet(tone_packets[frame] if on else silence, self._pts)
+            self._pts += FRAME_SAMPLES
+            return packet
+
+    return Packets()
+
+
+def _clients(*args: Any) -> None:
+    """One room's clients in this process: ``bench.voice``'s, sending pre-encoded packets."""
+    voice._opus_track = _pre_encoded_track  # type: ignore[assignment]  # this process only
+    voice._worker(*args)
 
 
 def rss_mb(pid: int) -> float:
@@ -185,7 +245,8 @@ def _pid_of(node_id: str, server_pid: int) -> int:
     return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else server_pid
 
 
-def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool) -> dict[str, Any]:
+def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool, client_nice: int
+        ) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="disco-cluster-"))
     prefix = f"disco-bench-{secrets.token_hex(4)}:"
     port = voice._free_port()
@@ -217,8 +278,8 @@ def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool) -> 
         for (_gid, tokens), room in zip(groups, room_ids, strict=True):
             jobs = [(token, "talker" if i < TALKERS_PER_ROOM else "listener", i)
                     for i, token in enumerate(tokens)]
-            procs.append(ctx.Process(target=voice._worker, args=(
-                base, jobs, room, t0, ready, window, out, voice.LISTENER_NICE)))
+            procs.append(ctx.Process(target=_clients, args=(
+                base, jobs, room, t0, ready, window, out, client_nice)))
         for p in procs:
             p.start()
         total = rooms * ROOM_SIZE
@@ -248,6 +309,7 @@ def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool) -> 
     frames = [r["packets_in_window"] / expected for r in results if not r["error"]]
     return {"workers": workers, "nodes": nodes, "errors": errors,
             "min_frames": min(frames) if frames else 0.0,
+            "median_frames": sorted(frames)[len(frames) // 2] if frames else 0.0,
             "misplaced": sum(1 for h, r in zip(holders, range(rooms), strict=True)
                              if h != nodes[r % len(nodes)].node_id),
             "log": workdir / f"server-{workers}.log"}
@@ -260,25 +322,32 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=4,
                         help="rooms of 10 (the same load for every W; default 4)")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the W sequence this many times, alternating, and compare "
+                             "the medians (a busy machine drifts; default 1)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="do not pin worker i to CPU i mod cores")
+    parser.add_argument("--client-nice", type=int, default=0,
+                        help="nice value of the client processes (default 0: the clients must "
+                             "keep up for the workers' cost to mean anything)")
     parser.add_argument("--redis", default=os.environ.get("DISCO_TEST_REDIS_URL", DEFAULT_REDIS))
     args = parser.parse_args()
-    if any(w < 1 for w in args.workers) or args.rooms < 1 or args.seconds <= 0:
-        parser.error("--workers, --rooms and --seconds must be positive")
+    if any(w < 1 for w in args.workers) or min(args.rooms, args.rounds) < 1 or args.seconds <= 0:
+        parser.error("--workers, --rooms, --rounds and --seconds must be positive")
 
     print(f"{args.rooms} rooms of {ROOM_SIZE} ({TALKERS_PER_ROOM} talkers each), "
           f"{args.seconds:.0f} s window, {os.cpu_count()} cores, clients at nice "
-          f"{voice.LISTENER_NICE}", flush=True)
-    held: dict[int, float] = {}
-    for workers in args.workers:
-        row = run(workers, args.rooms, args.seconds, args.redis, args.pin)
+          f"{args.client_nice}", flush=True)
+    held: dict[int, list[float]] = {w: [] for w in args.workers}
+    for workers in [w for _ in range(args.rounds) for w in args.workers]:
+        row = run(workers, args.rooms, args.seconds, args.redis, args.pin, args.client_nice)
         notes = ""
         if row["errors"]:
             notes += f", {len(row['errors'])} client errors"
         if row["misplaced"]:
             notes += f", {row['misplaced']} rooms not where claimed"
-        print(f"\n--workers {workers}: worst listener {row['min_frames'] * 100:.1f}% of frames"
+        print(f"\n--workers {workers}: frames received, worst client "
+              f"{row['min_frames'] * 100:.1f}%, median {row['median_frames'] * 100:.1f}%"
               f"{notes}")
         print(f"  {'worker':>18}{'cpu':>5}{'idle RSS':>10}{'idle':>7}{'participants':>14}"
               f"{'busy':>7}{'per participant':>17}{'held at 80%':>13}")
@@ -289,15 +358,17 @@ def main() -> None:
                   f"{w.busy * 100:>6.1f}%{per * 100:>16.2f}%{w.held():>13.0f}")
         for err in row["errors"][:3]:
             print(f"  client error: {err}")
-        held[workers] = sum(w.held() for w in row["nodes"])
-        print(f"  machine capacity (sum over workers): {held[workers]:.0f} participants at "
-              f"<= {CPU_LIMIT:.0%} of a core each")
-    if 1 in held:
-        print()
-        for workers, total in held.items():
-            if workers != 1:
-                print(f"scaling efficiency at W = {workers}: held {total:.0f} / "
-                      f"({workers} x {held[1]:.0f}) = {total / (workers * held[1]):.2f}")
+        held[workers].append(sum(w.held() for w in row["nodes"]))
+        print(f"  machine capacity (sum over workers): {held[workers][-1]:.0f} participants at "
+              f"<= {CPU_LIMIT:.0%} of a core each", flush=True)
+    median = {w: statistics.median(v) for w, v in held.items()}
+    print()
+    for workers, total in median.items():
+        line = f"W = {workers}: machine capacity {total:.0f} (median of {len(held[workers])})"
+        if 1 in median and workers != 1:
+            line += (f", scaling efficiency {total:.0f} / ({workers} x {median[1]:.0f}) = "
+                     f"{total / (workers * median[1]):.2f}")
+        print(line)
     print("relay's added signaling round trip: python -m bench.relay")
 
 
