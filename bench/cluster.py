@@ -25,8 +25,10 @@ load rather than by ramping each worker to 80 % (which would starve the
 clients); the worst listener's received frames show whether the clients
 kept up. Then per W: the machine's capacity (the sum over workers) and the
 scaling efficiency, ``held(W) / (W x held(1))`` (needs W = 1 in the same
-run). Ratios from one run are comparable; absolute figures move with
-whatever else the machine runs.
+run), over the runs where the median client received >= 90 % of its frames
+(``--rounds`` alternates the W values; the medians are compared). Ratios
+from one run are comparable; absolute figures move with whatever else the
+machine runs.
 
 The relay's added signaling round trip (issue #11's <= 5 ms p99) is
 measured by ``python -m bench.relay``.
@@ -57,6 +59,9 @@ SAMPLE_RATE_HZ = 48_000
 FRAME_SAMPLES = 960  # 20 ms
 TALKERS_PER_ROOM = voice.TALKERS
 CPU_LIMIT = 0.80
+FRAMES_OK = 0.90
+"""A run counts only if the median client received this share of its frames: below
+it the clients, not the workers, were the bottleneck and the cost means little."""
 IDLE_S = 3.0
 START_TIMEOUT_S = 90.0
 CLAIM_TTL_MS = 600_000
@@ -245,6 +250,24 @@ def _pid_of(node_id: str, server_pid: int) -> int:
     return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else server_pid
 
 
+def idle_rss(workers: int, redis_url: str) -> None:
+    """Print the idle RSS of ``disco serve --workers W``: the supervisor and each worker."""
+    workdir = Path(tempfile.mkdtemp(prefix="disco-rss-"))
+    prefix = f"disco-bench-{secrets.token_hex(4)}:"
+    server = _start(workdir, voice._free_port(), workers, redis_url, prefix)
+    try:
+        node_ids = asyncio.run(_nodes(redis_url, prefix, workers))
+        time.sleep(IDLE_S)  # started, and idle
+        pids = [_pid_of(n, server.pid) for n in node_ids]
+        sizes = ", ".join(f"{rss_mb(p):.0f} MB" for p in pids)
+        supervisor = f"; supervisor {rss_mb(server.pid):.0f} MB" if workers > 1 else ""
+        print(f"disco serve --workers {workers}: idle RSS per worker {sizes}{supervisor}",
+              flush=True)
+    finally:
+        voice.stop(server)
+        asyncio.run(_cleanup(redis_url, prefix))
+
+
 def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool, client_nice: int
         ) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="disco-cluster-"))
@@ -330,11 +353,17 @@ def main() -> None:
     parser.add_argument("--client-nice", type=int, default=0,
                         help="nice value of the client processes (default 0: the clients must "
                              "keep up for the workers' cost to mean anything)")
+    parser.add_argument("--rss", action="store_true",
+                        help="only start each W and print the idle RSS of every process")
     parser.add_argument("--redis", default=os.environ.get("DISCO_TEST_REDIS_URL", DEFAULT_REDIS))
     args = parser.parse_args()
     if any(w < 1 for w in args.workers) or min(args.rooms, args.rounds) < 1 or args.seconds <= 0:
         parser.error("--workers, --rooms, --rounds and --seconds must be positive")
 
+    if args.rss:
+        for workers in args.workers:
+            idle_rss(workers, args.redis)
+        return
     print(f"{args.rooms} rooms of {ROOM_SIZE} ({TALKERS_PER_ROOM} talkers each), "
           f"{args.seconds:.0f} s window, {os.cpu_count()} cores, clients at nice "
           f"{args.client_nice}", flush=True)
@@ -358,13 +387,19 @@ def main() -> None:
                   f"{w.busy * 100:>6.1f}%{per * 100:>16.2f}%{w.held():>13.0f}")
         for err in row["errors"][:3]:
             print(f"  client error: {err}")
-        held[workers].append(sum(w.held() for w in row["nodes"]))
-        print(f"  machine capacity (sum over workers): {held[workers][-1]:.0f} participants at "
-              f"<= {CPU_LIMIT:.0%} of a core each", flush=True)
-    median = {w: statistics.median(v) for w, v in held.items()}
+        total = sum(w.held() for w in row["nodes"])
+        kept = row["median_frames"] >= FRAMES_OK and not row["errors"] and not row["misplaced"]
+        if kept:
+            held[workers].append(total)
+        print(f"  machine capacity (sum over workers): {total:.0f} participants at "
+              f"<= {CPU_LIMIT:.0%} of a core each"
+              f"{'' if kept else f' (not counted: median client under {FRAMES_OK:.0%})'}",
+              flush=True)
+    median = {w: statistics.median(v) for w, v in held.items() if v}
     print()
     for workers, total in median.items():
-        line = f"W = {workers}: machine capacity {total:.0f} (median of {len(held[workers])})"
+        line = (f"W = {workers}: machine capacity {total:.0f} (median of the "
+                f"{len(held[workers])} counted runs)")
         if 1 in median and workers != 1:
             line += (f", scaling efficiency {total:.0f} / ({workers} x {median[1]:.0f}) = "
                      f"{total / (workers * median[1]):.2f}")
