@@ -1,6 +1,7 @@
 """Scale-out on one machine: ``disco serve --workers W``, rooms of 10 spread over the workers.
 
-    .venv/bin/python -m bench.cluster [--workers 1 2] [--rooms 4] [--seconds 10]
+    .venv/bin/python -m bench.cluster [--workers 1 2] [--rooms 2] [--seconds 10] [--rounds 3]
+    .venv/bin/python -m bench.cluster --rss [--workers 1 2 4]
 
 For each W, in one run: starts ``disco serve --workers W`` on a fresh SQLite
 database and the Redis of ``DISCO_TEST_REDIS_URL`` (a key prefix of its own,
@@ -29,6 +30,10 @@ run), over the runs where the median client received >= 90 % of its frames
 (``--rounds`` alternates the W values; the medians are compared). Ratios
 from one run are comparable; absolute figures move with whatever else the
 machine runs.
+
+``--rss`` only starts ``disco serve --workers W`` for each W and prints the
+idle RSS of each worker and of the supervisor (issue #15: a voice worker
+carries no numba, Stripe, Alembic or push library until it needs one).
 
 The relay's added signaling round trip (issue #11's <= 5 ms p99) is
 measured by ``python -m bench.relay``.
@@ -342,8 +347,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="worker counts to compare, one run each (default 1 2)")
-    parser.add_argument("--rooms", type=int, default=4,
-                        help="rooms of 10 (the same load for every W; default 4)")
+    parser.add_argument("--rooms", type=int, default=2,
+                        help="rooms of 10 (the same load for every W; default 2: on 2 cores "
+                             "the clients of more do not keep up beside the workers)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat the W sequence this many times, alternating, and compare "
