@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -118,9 +119,6 @@ def serve(settings: Settings, workers: int = 1) -> None:
     _serve_node(settings)
 
 
-_helpers: list[subprocess.Popen[bytes]] = []
-
-
 def prepare_nearby_cache() -> None:
     """Compile the nearby index's kernels into numba's on-disk cache, in a helper process.
 
@@ -131,9 +129,10 @@ def prepare_nearby_cache() -> None:
     print("preparing the nearby index in a helper process (compiled on the first start "
           "only; a node loads it when somebody first joins its nearby room)",
           file=sys.stderr, flush=True)
-    _helpers.append(subprocess.Popen(
+    helper = subprocess.Popen(
         [sys.executable, "-m", "groups.nearby.proximity"], stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, preexec_fn=lambda: os.nice(NEARBY_HELPER_NICE)))
+        stdout=subprocess.DEVNULL, preexec_fn=lambda: os.nice(NEARBY_HELPER_NICE))
+    threading.Thread(target=helper.wait, name="nearby-helper", daemon=True).start()  # reaped
 
 
 def _worker(settings_json: str, sockets: list[socket.socket]) -> None:
