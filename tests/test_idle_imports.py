@@ -10,6 +10,7 @@ RSS figure is in ``python -m bench.cluster`` (idle RSS per worker).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -17,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from common.db import make_engine, migrate
+
 NOT_AT_IDLE = ("numba", "llvmlite", "stripe", "alembic", "mako", "pywebpush", "aiohttp",
                "aioapns", "h2", "pyfcm", "google.auth", "requests")
 
 CHILD = """
 import asyncio, json, os, sys, time
-from common.db import make_engine, migrate
 from common.settings import load_settings
 from signaling.app import build_state, close_state
 from signaling.cli import with_dev_vapid_keys
@@ -31,11 +33,6 @@ from signaling.ws.session import nearby_kernels
 WATCH = json.loads(sys.argv[2])
 
 async def main():
-    engine = make_engine(sys.argv[1])
-    await migrate(engine)  # as `disco migrate` or an earlier start did
-    await engine.dispose()
-    for name in [m for m in sys.modules if m.split(".")[0] in ("alembic", "mako")]:
-        del sys.modules[name]  # forget the migration's imports: the node starts from here
     settings = with_dev_vapid_keys(load_settings(None, database_url=sys.argv[1], dev=True))
     state = await build_state(settings, time.time)
     idle = [m for m in WATCH if m in sys.modules]
@@ -48,8 +45,15 @@ asyncio.run(main())
 """
 
 
+async def migrated(url: str) -> None:
+    engine = make_engine(url)
+    await migrate(engine)  # as `disco migrate` or an earlier start did
+    await engine.dispose()
+
+
 def test_a_node_loads_no_optional_heavyweight_until_used(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'disco.db'}"
+    asyncio.run(migrated(url))
     done = subprocess.run([sys.executable, "-c", CHILD, url, json.dumps(NOT_AT_IDLE)],
                           capture_output=True, text=True, timeout=180, cwd=tmp_path,
                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
