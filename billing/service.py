@@ -18,8 +18,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import stripe
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -39,7 +39,6 @@ from billing.errors import (
     NoBillingAccount,
 )
 from billing.plans import PlanCatalog
-from billing.stripe_api import StripeGateway
 from billing.webhooks import (
     HANDLED_EVENT_TYPES,
     WEBHOOK_TOLERANCE_S,
@@ -55,6 +54,9 @@ from billing.webhooks import (
 from common.db import SessionFactory, session_scope
 from common.errors import BadRequest, NotFound
 from groups.models import Group, User
+
+if TYPE_CHECKING:  # stripe (with requests, httpx, ~10 MB) loads only when configured
+    from billing.stripe_api import StripeGateway
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +144,8 @@ def verify_signature(body: bytes, signature: str | None, secret: str) -> StripeE
     also refuses those dated in the future (both against the wall clock, as
     Stripe's own check is).
     """
+    import stripe  # here: a node that never sees a webhook never loads it
+
     try:
         stripe.WebhookSignature.verify_header(body, signature, secret, WEBHOOK_TOLERANCE_S)
         check_signature_time(signature, time.time())

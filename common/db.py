@@ -2,22 +2,28 @@
 
 SQLite (aiosqlite) by default, PostgreSQL (asyncpg) when the URL says so. The
 schema is owned by Alembic migrations in ``common/migrations``; they run at
-start-up (``migrate``), never ``create_all``.
+start-up (``migrate``), never ``create_all``. Alembic (with Mako, ~10 MB)
+is imported only when the database is behind: a node starting on a database
+already at the head revision (``head_revision``, read from the migration
+files) checks ``alembic_version`` with one query and leaves it at that.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -73,7 +79,38 @@ async def session_scope(factory: SessionFactory) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+_REVISION_LINE = re.compile(r"""^(down_revision|revision)\s*(?::[^=]*)?=\s*["']?(\w+)""", re.M)
+
+
+def head_revision(versions: Path = MIGRATIONS_DIR / "versions") -> str:
+    """The newest migration's id, read from the files (what ``alembic heads`` says, without
+    importing Alembic): the one revision no other names as its ``down_revision``."""
+    revisions, parents = set(), set()
+    for path in versions.glob("*.py"):
+        found = dict(reversed(_REVISION_LINE.findall(path.read_text(encoding="utf-8"))))
+        if "revision" in found:
+            revisions.add(found["revision"])
+        if found.get("down_revision") not in (None, "None"):
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"migrations in {versions} have {len(heads)} heads: {sorted(heads)}")
+    return heads.pop()
+
+
+async def at_head(engine: AsyncEngine) -> bool:
+    """Is the database at the newest migration already? (False if it has no schema yet.)"""
+    async with engine.connect() as conn:
+        try:
+            rows = (await conn.exec_driver_sql("SELECT version_num FROM alembic_version")).all()
+        except DBAPIError:  # no alembic_version table: a new database (or none: said later)
+            return False
+    return [r[0] for r in rows] == [head_revision()]
+
+
 def _alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
@@ -81,6 +118,8 @@ def _alembic_config(connection: Connection) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
     command.upgrade(_alembic_config(connection), "head")
 
 
@@ -92,6 +131,8 @@ async def migrate(engine: AsyncEngine) -> None:
     would cascade into every referencing table) and checked once afterwards.
     The pragma only takes effect outside a transaction, hence its own step.
     """
+    if await at_head(engine):
+        return
     if is_sqlite(engine):
         await _migrate_sqlite(engine)
         return

@@ -7,7 +7,6 @@ shutdown closes rooms, the bus and the database engine in that order.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import mimetypes
 import time
@@ -35,7 +34,6 @@ from groups.limiter import make_limiter
 from groups.location.fixes import FIX_BURST, FIX_RATE_PER_S, FixLimiter
 from groups.location.service import SOS_BURST, SOS_RATE_PER_S, LocationService
 from groups.login_limits import make_login_limits
-from groups.nearby import proximity
 from groups.nearby.proximity import GainCurve
 from groups.push.configure import make_senders
 from groups.push.dispatcher import PushDispatcher
@@ -99,10 +97,8 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     """Build every service of the node once, as typed attributes of ``AppState``."""
     engine = make_engine(settings.database_url)
     await migrate(engine)
-    # before any fix can arrive (instant if `disco serve` did it before freezing the GC)
-    took = await asyncio.to_thread(proximity.warm_up)
-    if took > 1.0:
-        log.info("nearby index compiled in %.1f s (numba caches it for later starts)", took)
+    # The nearby index's kernels (numba) load on the first nearby join
+    # (signaling.ws.session.nearby_kernels), not here: a voice node may never need them.
     # aiortc/aioice patches: fail at start, not at the first call, if one no longer takes
     from protocol import aiortc_compat  # imports aiortc: here, not when the CLI loads
 

@@ -8,7 +8,9 @@ import gc
 import logging
 import os
 import socket
+import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("disco")
 
+NEARBY_HELPER_NICE = 10
+"""The helper compiling the nearby index yields the CPU to the server starting beside it."""
 WS_MAX_FRAME_BYTES = 1024 * 1024  # frames over this close the socket; 64 KiB gets an error
 
 
@@ -104,15 +108,31 @@ def serve(settings: Settings, workers: int = 1) -> None:
     settings.check_production_ready()
     settings = with_dev_vapid_keys(settings)  # once: every worker pushes with the same key
     if workers != 1:
-        from groups.nearby import proximity
         from signaling.workers import check_workers, supervise
 
         check_workers(settings, workers)
         announce_dev_mode(settings)
-        proximity.warm_up()  # compiled once here; the workers load it from numba's cache
+        prepare_nearby_cache()  # once here; the workers load it from numba's cache
         raise SystemExit(supervise(settings, workers, _worker))
     announce_dev_mode(settings)
+    prepare_nearby_cache()
     _serve_node(settings)
+
+
+def prepare_nearby_cache() -> None:
+    """Compile the nearby index's kernels into numba's on-disk cache, in a helper process.
+
+    In the background: the server itself imports no numba (~150 MB with the
+    kernels) until somebody joins its nearby room (``signaling.ws.session.
+    nearby_kernels``), which then only loads the cache.
+    """
+    print("preparing the nearby index in a helper process (compiled on the first start "
+          "only; a node loads it when somebody first joins its nearby room)",
+          file=sys.stderr, flush=True)
+    helper = subprocess.Popen(
+        [sys.executable, "-m", "groups.nearby.proximity"], stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, preexec_fn=lambda: os.nice(NEARBY_HELPER_NICE))
+    threading.Thread(target=helper.wait, name="nearby-helper", daemon=True).start()  # reaped
 
 
 def _worker(settings_json: str, sockets: list[socket.socket]) -> None:
@@ -128,15 +148,9 @@ def _worker(settings_json: str, sockets: list[socket.socket]) -> None:
 
 
 def _serve_node(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
-    from groups.nearby import proximity
     from signaling.app import create_app
 
     app = create_app(settings)
-    print("preparing the nearby index (compiled on the first start only; later starts load it)",
-          file=sys.stderr, flush=True)
-    took = proximity.warm_up()  # compiled objects too are there for good: freeze them as well
-    if took > 1.0:
-        print(f"  nearby index compiled in {took:.1f} s", file=sys.stderr)
     freeze_startup_objects()
     scheme = "https" if settings.tls_certfile else "http"
     config = uvicorn.Config(

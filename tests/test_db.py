@@ -25,3 +25,27 @@ async def test_migrations_match_models(database_url: str) -> None:
     for table in SQLModel.metadata.sorted_tables:
         assert table.name in tables, f"migration does not create {table.name}"
         assert {c.name for c in table.columns} == columns[table.name], table.name
+
+
+def test_head_revision_is_alembics_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from common.db import MIGRATIONS_DIR, head_revision
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_heads() == [head_revision()]
+
+
+async def test_migrate_at_head_is_one_query(database_url: str) -> None:
+    from common.db import at_head
+
+    engine = make_engine(database_url)
+    try:
+        assert not await at_head(engine)  # a new database: no alembic_version yet
+        await migrate(engine)
+        assert await at_head(engine)
+        await migrate(engine)  # nothing to do, and it says so without Alembic
+    finally:
+        await engine.dispose()

@@ -49,15 +49,30 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-FREE_COS = 2.0  # cos limit of a free slot or stale copy: no dot product of unit vectors reaches it
-NOW, FILED, AT, OVER = 0, 1, 2, 3  # columns of ``where``
-N_KEYS, N_OVERFLOW, REBUILDS = 0, 1, 2  # columns of ``counts``
-X, Y, Z, COS = 0, 1, 2, 3  # columns of ``points``, ``listed``, ``over_points``
-START, LENGTH, CAPACITY = 0, 1, 2  # columns of ``adj_meta``
-ADJ_USED, STAMP = 0, 1  # entries of ``tallies``
-FOUND, OUT, MARK = 0, 1, 2  # rows of ``scratch``
-ADJ_MIN_CAPACITY = 8  # entries in a new audible-set block
-NEED_SPACE = -1  # a kernel's answer when the audible-set pool is too small
+from groups.nearby.layout import (  # the arrays' layout, shared with groups.nearby.proximity
+    ADJ_MIN_CAPACITY,
+    ADJ_USED,
+    AT,
+    CAPACITY,
+    COS,
+    FILED,
+    FOUND,
+    FREE_COS,
+    LENGTH,
+    MARK,
+    N_KEYS,
+    N_OVERFLOW,
+    NEED_SPACE,
+    NOW,
+    OUT,
+    OVER,
+    REBUILDS,
+    STAMP,
+    START,
+    X,
+    Y,
+    Z,
+)
 
 FloatArray = npt.NDArray[np.float64]
 Int64Array = npt.NDArray[np.int64]

@@ -56,14 +56,20 @@ neighbours(mover))`` for ``MediaRoom.update_audibility`` at whatever rate
 the mixer wants.
 
 The kernels compile on first use (~9 s on a fresh install, then ~0.3 s to
-load numba's on-disk cache): a server calls ``warm_up`` before it serves, so
-no fix ever waits for the compiler on the event loop.
+load numba's on-disk cache), and numba itself weighs ~60 MB, ~150 MB once the
+kernels are loaded: building an index imports none of it (the array layout is
+``groups.nearby.layout``). A server fills numba's cache at start in a helper
+process (``python -m groups.nearby.proximity``) and loads the kernels in a
+thread when somebody first joins its nearby room (``ensure_warm``), so no
+fix ever waits for the compiler on the event loop and a voice node without
+nearby guests never carries numba.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -77,7 +83,7 @@ from common.errors import BadRequest, NotFound
 from groups.geo import EARTH_RADIUS_M, haversine_m, unit_vector
 from groups.location.fixes import validate_lat_lon
 from groups.location.privacy import STRANGER_STEP_M, round_distance_m
-from groups.nearby import kernel
+from groups.nearby import layout
 from protocol.limits import RADIUS_MAX_M, RADIUS_MIN_M
 
 log = logging.getLogger(__name__)
@@ -228,9 +234,9 @@ class ProximityIndex:
         self.resolutions = tuple(sorted(resolutions))
         self.max_ring_k = max_ring_k
         levels, capacity = len(self.resolutions), INITIAL_CAPACITY
-        # the kernel's arrays (layout: groups.nearby.kernel)
+        # the kernel's arrays (layout: groups.nearby.kernel, numba: not imported until used)
         self._points: FloatArray = np.zeros((capacity, 4))
-        self._points[:, kernel.COS] = kernel.FREE_COS
+        self._points[:, layout.COS] = layout.FREE_COS
         self._where: Int64Array = np.zeros((levels, capacity, 4), dtype=np.int64)
         self._order: Int64Array = np.zeros((levels, capacity), dtype=np.int64)
         self._keys: Int64Array = np.zeros((levels, capacity), dtype=np.int64)
@@ -245,7 +251,7 @@ class ProximityIndex:
         self._adj_meta: Int64Array = np.zeros((capacity, 3), dtype=np.int64)
         self._tallies: Int64Array = np.zeros(2, dtype=np.int64)
         self._scratch: Int64Array = np.zeros((3, capacity), dtype=np.int64)
-        self._out = self._scratch[kernel.OUT]  # who changed, after a kernel call
+        self._out = self._scratch[layout.OUT]  # who changed, after a kernel call
         self._arrays = self._kernel_arrays()
         self._ring_used = 0
         self._compactions = 0
@@ -316,6 +322,7 @@ class ProximityIndex:
             lons.append(flon)
             cells.append(mine)
             queries.append((level, start, length, centre_cos))
+        from groups.nearby import kernel  # numba: on first use (see warm_up)
         slot_array = np.array(slots, dtype=np.int64)
         kernel.place_many(slot_array, np.array(lats), np.array(lons),
                           np.array(cells, dtype=np.int64), *self._arrays)
@@ -353,6 +360,7 @@ class ProximityIndex:
         slot = self._slot.pop(pid, None)
         if slot is None:
             return set()
+        from groups.nearby import kernel  # numba: on first use (see warm_up)
         n = kernel.leave(slot, *self._arrays)
         ids = self._ids
         changed = {ids[s] for s in self._out[:n].tolist()}
@@ -476,7 +484,7 @@ class ProximityIndex:
     def _set_radius(self, slot: int, radius: float) -> None:
         """Store a radius (the kernel copies its cos into the slot's live copy when placing it)."""
         self._radius[slot] = radius
-        self._points[slot, kernel.COS] = _cos_limit(radius)
+        self._points[slot, layout.COS] = _cos_limit(radius)
         bucket = math.ceil(radius / RADIUS_BUCKET_M)
         level = self._plan_cache.get(bucket)
         if level is None:
@@ -485,13 +493,14 @@ class ProximityIndex:
 
     def _move(self, slot: int, lat: float, lon: float) -> set[str]:
         """Place the slot at (lat, lon), recompute its set, patch the pairs; returns who changed."""
+        from groups.nearby import kernel  # numba: on first use (see warm_up)
         cells = tuple([h3.latlng_to_cell(lat, lon, res) for res in self.resolutions])
         level, bucket = self._plan_of[slot]
         key = (cells[level], bucket)
         start, length, centre_cos = self._queries.get(key) or self._new_query(*key, trim=True)
         n = kernel.move(slot, lat, lon, cells, level, start, length, centre_cos, *self._arrays)
         attempt = 0
-        while n == kernel.NEED_SPACE:
+        while n == layout.NEED_SPACE:
             self._make_room(attempt)
             attempt += 1
             n = kernel.move(slot, lat, lon, cells, level, start, length, centre_cos, *self._arrays)
@@ -511,7 +520,7 @@ class ProximityIndex:
             return np.concatenate([array, np.zeros(shape, dtype=array.dtype)], axis=axis)
 
         self._points = wider(self._points, 0)
-        self._points[old:, kernel.COS] = kernel.FREE_COS
+        self._points[old:, layout.COS] = layout.FREE_COS
         self._where = wider(self._where, 1)
         self._order = wider(self._order, 1)
         self._keys = wider(self._keys, 1)
@@ -519,7 +528,7 @@ class ProximityIndex:
         self._listed = wider(self._listed, 1)
         self._adj_meta = wider(self._adj_meta, 0)
         self._scratch = wider(self._scratch, 1)
-        self._out = self._scratch[kernel.OUT]
+        self._out = self._scratch[layout.OUT]
         self._arrays = self._kernel_arrays()
         self._radius = wider(self._radius, 0)
         self._ids.extend([None] * old)
@@ -528,6 +537,7 @@ class ProximityIndex:
 
     def _make_room(self, attempt: int) -> None:
         """Compact the audible-set pool into one with as much free as used (doubled per retry)."""
+        from groups.nearby import kernel  # numba: on first use (see warm_up)
         used = kernel.compacted_size(self._adj_meta)
         into = np.zeros(max(2 * used, ADJ_POOL_MIN_ENTRIES) << attempt, dtype=np.int32)
         kernel.compact(self._adj, self._adj_meta, into, self._tallies)
@@ -611,7 +621,26 @@ def warm_up() -> float:
     index.update_many([("w0", 0.0, 0.0, None), ("w2", 0.0, 0.001, RADIUS_MIN_M)])
     index._make_room(0)
     index.remove("w1")
+    global _warm
+    _warm = True
     return time.perf_counter() - start
+
+
+_warm = False
+_warm_lock = threading.Lock()
+
+
+def is_warm() -> bool:
+    """Are the kernels loaded in this process (numba imported)?"""
+    return _warm
+
+
+def ensure_warm() -> float:
+    """``warm_up`` once per process, from any thread; returns seconds taken (0.0 if done before)."""
+    if _warm:
+        return 0.0
+    with _warm_lock:
+        return 0.0 if _warm else warm_up()
 
 
 def brute_force_pairs(
@@ -640,3 +669,7 @@ def brute_force_pairs(
                 float(distance[j]), float(pair_range[j])
             )
     return out
+
+
+if __name__ == "__main__":  # ``disco serve``'s helper: fill numba's on-disk cache, then exit
+    warm_up()

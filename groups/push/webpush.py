@@ -21,18 +21,19 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from py_vapid import Vapid
-from pywebpush import WebPusher
 
 from common.errors import BadRequest
 from groups.push.messages import PushMessage
 from groups.push.senders import SendResult
+
+if TYPE_CHECKING:  # aiohttp and pywebpush (~12 MB) load with the first push sent
+    import aiohttp
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class WebPushSender:
         self.keys = keys
         self.subject = subject
         self._vapid = Vapid.from_string(private_key=keys.private_key)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
 
     @staticmethod
@@ -135,13 +136,17 @@ class WebPushSender:
         except (ValueError, KeyError, TypeError):
             logger.info("webpush: a stored subscription is not JSON: %s…", token[:24])
             return SendResult.invalid_token
+        import aiohttp  # here: a node that never pushes never loads them
+        from pywebpush import WebPusher
+
+        timeout = aiohttp.ClientTimeout(total=self._timeout_s)
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(timeout=timeout)
         try:
             pusher = WebPusher(subscription, aiohttp_session=self._session)
             response = await pusher.send_async(
                 webpush_payload(message), self._headers(endpoint, message, time.time()),
-                ttl=WEBPUSH_TTL_S, content_encoding="aes128gcm", timeout=self._timeout,
+                ttl=WEBPUSH_TTL_S, content_encoding="aes128gcm", timeout=timeout,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             logger.info("webpush: %s to %s: %s", type(exc).__name__, endpoint[:40], exc)

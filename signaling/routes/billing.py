@@ -30,7 +30,6 @@ from billing.service import (
     music_by_group,
 )
 from billing.store import get_subscription
-from billing.stripe_api import StripeGateway
 from common.bus import Subscription
 from common.db import SessionFactory
 from common.settings import Settings
@@ -49,6 +48,8 @@ def make_billing_service(settings: Settings, catalog: PlanCatalog, sessions: Ses
     """The billing service on the plans the app loaded; Stripe only when its key is set."""
     gateway = None
     if settings.stripe_api_key:
+        from billing.stripe_api import StripeGateway  # stripe: only when configured
+
         gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base)
         if not settings.stripe_webhook_secret:
             logger.warning("DISCO_STRIPE_API_KEY is set but DISCO_STRIPE_WEBHOOK_SECRET is not: "

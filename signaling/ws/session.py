@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from common.ids import parse_id
 from common.logbudget import LogBudget
 from groups import service
 from groups.accounts import current_user
+from groups.nearby import proximity
 from protocol import wire
 from signaling import push_hooks
 from signaling.auth import Identity
@@ -259,6 +261,7 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
     group_id: int | None = None
     if room_id == NEARBY_ROOM:
         radius = msg.radius_m or DEFAULT_RADIUS_M
+        await nearby_kernels()
     elif room_id.startswith("group:") and room_id[6:].isascii() and room_id[6:].isdigit():
         if session.identity.user_id is None:
             raise Forbidden("guest sessions can only join the nearby room")
@@ -294,6 +297,22 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
         )
     return {"type": "joined", "room": room_id, "participant_id": participant.participant_id,
             "participants": others, "music_allowed": music_allowed}
+
+
+async def nearby_kernels() -> None:
+    """The nearby index's compiled kernels, loaded on this node's first nearby join.
+
+    In a thread (numba's import and cache load take ~1 s; a first start that
+    beat the helper process to the cache compiles for ~9 s), so the event
+    loop keeps mixing meanwhile; a voice node with no nearby guests never
+    loads numba (~150 MB).
+    """
+    if proximity.is_warm():
+        return
+    took = await asyncio.to_thread(proximity.ensure_warm)
+    if took:
+        log.info("nearby index loaded in %.1f s", took)
+        gc.freeze()  # like the start-up objects (signaling.cli): there for good, out of the GC
 
 
 async def _music_allowed(state: AppState, db: Any, group_id: int) -> bool:
