@@ -87,6 +87,7 @@ from typing import Any, NamedTuple
 
 import aioice.ice
 import aiortc.codecs
+import aiortc.rtp
 from aioice.candidate import Candidate
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -156,6 +157,7 @@ def install() -> None:
     check_receiver_class(RTCRtpReceiver)
     check_sender_class(RTCRtpSender)
     accept_red()
+    answer_offered_payload_types()
     if installed():
         return
     check_aioice_gathering()
@@ -592,6 +594,23 @@ def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters) -> SendT
         codecs=tuple((int(c.payloadType or 0), c.mimeType.lower()) for c in parameters.codecs),
         header_extensions=header_extension_block(parameters, parameters.muxId),
         protect=protect, send=send, connected=connected)
+
+
+OFFERED_DYNAMIC_PAYLOAD_TYPES = tuple(range(35, 64)) + tuple(range(96, 128))
+"""Payload types an answer takes from the offer: RFC 3551's dynamic 96-127, and 35-63,
+where Chrome puts codecs (RED among them) once 96-127 run out."""
+
+
+def answer_offered_payload_types() -> None:
+    """aiortc answers a codec with the offer's payload type only if it is in 96-127
+    (``aiortc.rtp.DYNAMIC_PAYLOAD_TYPES``, read by ``find_common_codecs``); a RED offered
+    at 40 was answered at our table's 63, and RED sent at 63 would not be understood.
+    Widen it to ``OFFERED_DYNAMIC_PAYLOAD_TYPES`` (idempotent; called by ``install``)."""
+    current = getattr(aiortc.rtp, "DYNAMIC_PAYLOAD_TYPES", None)
+    if not isinstance(current, (range, tuple)) or 96 not in current:
+        raise CompatError("aiortc.rtp.DYNAMIC_PAYLOAD_TYPES is gone or changed; offered "
+                          "payload types cannot be kept (supported: aiortc 1.16.x)")
+    aiortc.rtp.DYNAMIC_PAYLOAD_TYPES = OFFERED_DYNAMIC_PAYLOAD_TYPES  # type: ignore[assignment]
 
 
 def tap_plaintext_rtp(transport: RTCDtlsTransport, sink: Callable[[bytes], None]) -> None:

@@ -24,7 +24,7 @@ import aioice
 import aioice.ice
 import av
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -453,3 +453,26 @@ def test_take_sending_refuses_a_sender_whose_reports_do_not_read_those_counters(
                                    lambda t: None)
     with pytest.raises(CompatError, match="_rx_srtp"):
         aiortc_compat.tap_plaintext_rtp(SimpleNamespace(), lambda b: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("red_pt", [40, 63, 121])
+async def test_red_offered_at_any_dynamic_payload_type_is_answered_at_that_type(
+    monkeypatch: pytest.MonkeyPatch, red_pt: int,
+) -> None:
+    client, server, _ = loopback_pair(monkeypatch)
+    try:
+        client.addTransceiver("audio", direction="sendrecv")
+        await client.setLocalDescription(await client.createOffer())
+        offer = client.localDescription.sdp
+        assert re.search(r"^a=rtpmap:63 red/48000/2", offer, re.MULTILINE)
+        offer = re.sub(r"^(a=(?:rtpmap|fmtp):)63 ", rf"\g<1>{red_pt} ", offer,
+                       flags=re.MULTILINE)
+        offer = re.sub(r"^(m=audio \S+ \S+ .*?)\b63\b", rf"\g<1>{red_pt}", offer,
+                       flags=re.MULTILINE)
+        await server.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await server.setLocalDescription(await server.createAnswer())
+        answer = server.localDescription.sdp
+        assert re.search(rf"^a=rtpmap:{red_pt} red/48000/2", answer, re.MULTILINE), answer
+    finally:
+        await client.close()
+        await server.close()
