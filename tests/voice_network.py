@@ -109,22 +109,12 @@ class Arrivals:
             self.red += 1
             self.red_pts.add(rtp.payload_type)
 
-    def play(self, start: float, seconds: float, *, on_rtp_clock: bool = False) -> Pcm:
-        """What a browser would play from ``start`` on: one 20 ms tick at a time.
-
-        ``on_rtp_clock``: each packet counts as arriving when its RTP timestamp says
-        (anchored on the first packet's arrival), so what is compared is loss and
-        its repair, not this shared machine's scheduling of the test's processes.
-        """
+    def play(self, start: float, seconds: float) -> Pcm:
+        """What a browser would play from ``start`` on: one 20 ms tick at a time."""
         stream = self.last_playout = PlayoutStream()
         out = []
         i = 0
         packets = sorted(self.packets, key=lambda p: p[0])
-        if on_rtp_clock and packets:
-            at0, first = packets[0]
-            packets = sorted(
-                ((at0 + ((rtp.timestamp - first.timestamp) % (1 << 32)) / 48_000, rtp)
-                 for _, rtp in packets), key=lambda p: p[0])
         for k in range(round(seconds / FRAME_S)):
             now = start + k * FRAME_S
             while i < len(packets) and packets[i][0] <= now:
