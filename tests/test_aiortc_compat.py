@@ -15,6 +15,7 @@ import asyncio
 import fractions
 import itertools
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,7 +25,12 @@ import aioice
 import aioice.ice
 import av
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -32,7 +38,9 @@ from aiortc.rtp import RtpPacket
 
 from protocol import aiortc_compat
 from protocol.aiortc_compat import CompatError
-from tests.rtc_helpers import loopback_ice
+from signaling.turn import turn_credentials
+from tests.rtc_helpers import coturn, loopback_ice
+from tests.services import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 ARRIVAL_TIMEOUT_S = 5.0
@@ -476,3 +484,52 @@ async def test_red_offered_at_any_dynamic_payload_type_is_answered_at_that_type(
     finally:
         await client.close()
         await server.close()
+
+
+@pytest.mark.coturn
+async def test_take_sending_through_a_turn_relay_sends_via_aioice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sender whose nominated pair is relayed: the target sends through aioice's TURN
+    client (its coroutine), and the packet still arrives."""
+    binary = require_binary("turnserver", "coturn")
+    loopback_ice(monkeypatch)
+    async with coturn(binary) as turn:
+        username, credential = turn_credentials(turn.secret, "relayed", time.time(), 600)
+        sender = RTCPeerConnection(RTCConfiguration(
+            iceServers=[turn.ice_server(username, credential)],
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY))
+        receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        targets: list[aiortc_compat.SendTarget] = []
+        got: list[aiortc_compat.InboundRtp] = []
+        try:
+            rtp_sender = sender.addTrack(PacketTrack())
+            aiortc_compat.take_sending(rtp_sender, aiortc_compat.SendCounters(), targets.append)
+            await sender.setLocalDescription(await sender.createOffer())
+            await receiver.setRemoteDescription(sender.localDescription)
+            (transceiver,) = receiver.getTransceivers()
+            aiortc_compat.take_rtp(transceiver.receiver, lambda p, m: got.append(p))
+            await receiver.setLocalDescription(await receiver.createAnswer())
+            await sender.setRemoteDescription(receiver.localDescription)
+            for _ in range(200):
+                if targets:
+                    break
+                await asyncio.sleep(0.05)
+            (target,) = targets
+            ice = rtp_sender.transport.transport
+            local = aiortc_compat.nominated_local_candidate(ice)
+            assert local is not None and local.type == "relay"
+            opus = target.payload_type("audio/opus")
+            assert opus is not None
+            for seq in range(3):
+                packet = RtpPacket(payload_type=opus, sequence_number=seq, timestamp=960 * seq,
+                                   ssrc=target.ssrc, payload=bytes([0xF8, seq]))
+                target.send(target.protect(packet.serialize()))
+            for _ in range(100):
+                if len(got) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            assert [p.payload for p in got] == [bytes([0xF8, s]) for s in range(3)]
+        finally:
+            await sender.close()
+            await receiver.close()
