@@ -9,6 +9,9 @@ client sending pre-encoded Opus at 50 packets/s) against ``disco serve`` and
 against a Janus AudioBridge room, alternating A/B ``--rounds`` times so that
 a machine's drift hits both, and prints each server's CPU (% of one core,
 from /proc), the worst listener's frames and the ratio Disco / Janus.
+``--aiortc-send`` adds a second Disco on aiortc's own sender loop
+(``DISCO_RTC_FAST_SEND=false``), measured in the same rounds: the fast send
+path's gain side by side (issue #15).
 
 Janus is configured to match Disco's mix: a room at 48 kHz, every
 participant's Opus stream mono at 32 kbps and complexity 10 (AudioBridge's
