@@ -12,7 +12,7 @@ reports is read from their stats.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 
 import numpy as np
 import pytest
@@ -27,7 +27,15 @@ from sfu.fec_policy import RED_OFF_HOLD_S
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ
 from sfu.outbound import RED_DISTANCE, OutboundStream, rtp_header
 from sfu.peer import Peer
-from tests.rtc_helpers import eventually, loopback_ice
+from sfu.room import MediaConfig, MediaPeer, MediaRoom, PeerStateCallback, aiortc_peers
+from tests.rtc_helpers import (
+    RtcClient,
+    assert_mix_minus,
+    eventually,
+    join,
+    loopback_ice,
+    record_for,
+)
 
 MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -251,3 +259,34 @@ async def test_sender_reports_count_what_the_fast_path_sent(links: tuple[Link, L
 
     await poll()
     assert seen[0] == (20, sum(map(len, payloads)))
+
+
+async def test_a_room_on_the_fast_path_is_heard_mix_minus(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiortc clients decode what the fast path protected and hear the right tones (FFT)."""
+    loopback_ice(monkeypatch)
+    tones = {"a": 440.0, "b": 660.0, "c": 990.0}
+    config = MediaConfig(peer_timeout_s=2.0, fast_send=True)
+    made: dict[str, Peer] = {}
+    production = aiortc_peers(config)
+
+    def factory(pid: str, mids: Collection[str], on_state: PeerStateCallback) -> MediaPeer:
+        peer = made[pid] = production(pid, mids, on_state)  # type: ignore[assignment]
+        return peer
+
+    room = MediaRoom("g-fast", config, lambda e: None, peer_factory=factory)
+    await room.start()
+    clients = {name: RtcClient(name, hz) for name, hz in tones.items()}
+    try:
+        await asyncio.gather(*(join(room, c) for c in clients.values()))
+        await asyncio.sleep(0.8)
+        await record_for([c.recorder for c in clients.values()], 1.0)
+        assert_mix_minus(clients, tones, 1.0)
+        for name in tones:
+            outbound = made[name].outbound
+            assert outbound is not None and outbound.ready
+            assert outbound.counters.packet_count >= 50 and outbound.red_sent == 0
+    finally:
+        for c in clients.values():
+            await c.close()
+        await room.close()
