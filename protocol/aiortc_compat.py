@@ -502,9 +502,7 @@ class SendTarget:
     protect: Callable[[bytes], bytes]
     """SRTP-protect one RTP packet (the DTLS-derived tx session)."""
     send: Datagram
-    """Send one datagram on the nominated ICE pair."""
-    connected: Callable[[], bool]
-    """Is the DTLS transport still connected (else nothing may be sent)?"""
+    """Send one datagram on the nominated ICE pair (stop when the connection closes)."""
 
     def payload_type(self, mime: str) -> int | None:
         return next((pt for pt, m in self.codecs if m == mime), None)
@@ -586,14 +584,11 @@ def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters) -> SendT
             pending.add(task)
             task.add_done_callback(pending.discard)
 
-    def connected() -> bool:
-        return dtls.state == "connected"
-
     return SendTarget(
         ssrc=sender._ssrc,
         codecs=tuple((int(c.payloadType or 0), c.mimeType.lower()) for c in parameters.codecs),
         header_extensions=header_extension_block(parameters, parameters.muxId),
-        protect=protect, send=send, connected=connected)
+        protect=protect, send=send)
 
 
 OFFERED_DYNAMIC_PAYLOAD_TYPES = tuple(range(35, 64)) + tuple(range(96, 128))

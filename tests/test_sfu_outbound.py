@@ -83,10 +83,9 @@ class Wire:
 
     def __init__(self, codecs: tuple[tuple[int, str], ...]) -> None:
         self.packets: list[bytes] = []
-        self.up = True
         self.target = aiortc_compat.SendTarget(
             ssrc=0x01020304, codecs=codecs, header_extensions=b"\xbe\xde\x00\x01\x10\x30\x00\x00",
-            protect=bytes, send=self.packets.append, connected=lambda: self.up)
+            protect=bytes, send=self.packets.append)
 
 
 def parsed(packets: list[bytes]) -> list[RtpPacket]:
