@@ -1,6 +1,7 @@
 """Janus AudioBridge beside Disco: the same load, alternated, the ratio printed.
 
     .venv/bin/python -m bench.janus [--sizes 20,40] [--seconds 8] [--rounds 2] [--pin]
+                                    [--aiortc-send]
 
 Needs the Debian package ``janus`` (1.1.x). For each N it runs the load of
 ``bench.voice`` (3 talkers, 4 probes, the rest listening while sending, every
@@ -8,6 +9,9 @@ client sending pre-encoded Opus at 50 packets/s) against ``disco serve`` and
 against a Janus AudioBridge room, alternating A/B ``--rounds`` times so that
 a machine's drift hits both, and prints each server's CPU (% of one core,
 from /proc), the worst listener's frames and the ratio Disco / Janus.
+``--aiortc-send`` adds a second Disco on aiortc's own sender loop
+(``DISCO_RTC_FAST_SEND=false``), measured in the same rounds: the fast send
+path's gain side by side (issue #15).
 
 Janus is configured to match Disco's mix: a room at 48 kHz, every
 participant's Opus stream mono at 32 kbps and complexity 10 (AudioBridge's
@@ -291,22 +295,41 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=max(2, (os.cpu_count() or 2)))
     parser.add_argument("--pin", action="store_true",
                         help="servers on CPU 0, clients on the other CPUs")
+    parser.add_argument("--aiortc-send", action="store_true",
+                        help="also a Disco with DISCO_RTC_FAST_SEND=false (aiortc's sender "
+                             "loop), measured in the same rounds")
     args = parser.parse_args()
     if janus_binary() is None:
         raise SystemExit("janus is not installed: apt-get install janus")
     sizes = [int(x) for x in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="disco-janus-bench-"))
+    cpu = 0 if args.pin else None
     port = voice._free_port()
-    disco = voice._start_server(workdir, port, cpu=0 if args.pin else None)
+    disco = voice._start_server(workdir, port, cpu=cpu)
+    slow: subprocess.Popen[bytes] | None = None
+    slow_base = ""
+    if args.aiortc_send:
+        slow_dir = workdir / "aiortc-send"
+        slow_dir.mkdir()
+        slow_port = voice._free_port()
+        os.environ["DISCO_RTC_FAST_SEND"] = "false"
+        try:
+            slow = voice._start_server(slow_dir, slow_port, cpu=cpu)
+        finally:
+            del os.environ["DISCO_RTC_FAST_SEND"]
+        slow_base = f"127.0.0.1:{slow_port}"
     if args.pin:
         os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
     disco_base = f"127.0.0.1:{port}"
     mp.set_start_method("spawn", force=True)
     print(f"{'N':>4}{'round':>7}{'Disco CPU':>11}{'Janus CPU':>11}{'Disco/Janus':>13}"
-          f"{'frames D/J':>16}{'RSS D/J MB':>14}")
+          f"{'frames D/J':>16}{'RSS D/J MB':>14}"
+          + (f"{'aiortc-send CPU':>17}{'/Janus':>8}{'fast/aiortc':>13}" if slow else ""))
     try:
         gid, tokens = voice._setup_accounts(disco_base, max(sizes))
-        with janus_server(workdir, cpu=0 if args.pin else None) as (janus_base, janus_pid):
+        slow_gid, slow_tokens = (voice._setup_accounts(slow_base, max(sizes)) if slow
+                                 else (0, []))
+        with janus_server(workdir, cpu=cpu) as (janus_base, janus_pid):
             create_room(janus_base)
             for n in sizes:
                 ratios = []
@@ -314,21 +337,35 @@ def main() -> None:
                     d = voice.measure(disco_base, disco.pid, gid, tokens[:n], args.seconds,
                                       args.workers)
                     time.sleep(2.0)
+                    s: dict[str, Any] | None = None
+                    if slow is not None:
+                        s = voice.measure(slow_base, slow.pid, slow_gid, slow_tokens[:n],
+                                          args.seconds, args.workers)
+                        time.sleep(2.0)
                     j = voice.measure(janus_base, janus_pid, ROOM_ID, tokens[:n], args.seconds,
                                       args.workers, worker=_janus_worker)
                     time.sleep(2.0)
                     ratio = d["cpu"] / j["cpu"] if j["cpu"] else float("nan")
                     ratios.append(ratio)
+                    extra = ""
+                    if s is not None:
+                        s_ratio = s["cpu"] / j["cpu"] if j["cpu"] else float("nan")
+                        fast_ratio = d["cpu"] / s["cpu"] if s["cpu"] else float("nan")
+                        extra = (f"{s['cpu'] * 100:>16.1f}%{s_ratio:>8.2f}{fast_ratio:>13.2f}"
+                                 f"  (frames {s['min_frames'] * 100:.1f}%)")
                     print(f"{n:>4}{k + 1:>7}{d['cpu'] * 100:>10.1f}%{j['cpu'] * 100:>10.1f}%"
                           f"{ratio:>13.2f}"
                           f"{d['min_frames'] * 100:>8.1f}/{j['min_frames'] * 100:<6.1f}"
-                          f"{_rss_mb(disco.pid):>7.0f}/{_rss_mb(janus_pid):<6.0f}", flush=True)
-                    for err in (d["errors"] + j["errors"])[:3]:
+                          f"{_rss_mb(disco.pid):>7.0f}/{_rss_mb(janus_pid):<6.0f}" + extra,
+                          flush=True)
+                    for err in (d["errors"] + j["errors"] + (s["errors"] if s else []))[:3]:
                         print(f"     client error: {err}")
                 ratios.sort()
                 print(f"{n:>4} median Disco/Janus CPU ratio: {ratios[len(ratios) // 2]:.2f}")
     finally:
         voice.stop(disco)
+        if slow is not None:
+            voice.stop(slow)
     print(f"logs: {workdir}")
 
 

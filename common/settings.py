@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     music_duck_db: float = Field(-12.0, le=0)
     opus_bitrate_bps: int = Field(32_000, ge=6_000, le=510_000)
+    rtc_fast_send: bool = Field(
+        True, description="Send the mix's RTP straight to the socket (false: aiortc's sender)."
+    )
 
     # --- location ----------------------------------------------------------
     location_retention_days: int = Field(30, ge=1)

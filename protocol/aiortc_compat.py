@@ -49,6 +49,18 @@ and quietly running without it:
     goes, as a ``ReceiverReport`` (fraction lost, jitter, the sender's RTT
     estimate from its private ``__rtt``), to a callback on the event loop.
 
+``take_sending`` (per sender; the "send path" section)
+    aiortc sends each listener's RTP from a coroutine per sender. ``take_sending``
+    hands the caller, when aiortc starts the sender after DTLS, a ``SendTarget``
+    (negotiated codecs, the header extension block aiortc writes, the DTLS
+    transport's private SRTP tx session's ``protect``, and ``sendto`` on the
+    nominated pair's UDP transport, read through aioice's private
+    ``_nominated``); the caller builds and sends RTP itself (``sfu.outbound``).
+    aiortc's RTCP loop keeps sending sender reports: the sender's class becomes
+    ``_CountedSender``, whose properties over aiortc's private SR counters
+    (``__packet_count``, ``__octet_count``, ``__rtp_timestamp``,
+    ``__ntp_timestamp``) read the caller's ``SendCounters``.
+
 Two reads, for tests: ``nominated_local_candidate`` (which path ICE chose:
 host or relay) and ``go_silent`` (close a peer's sockets with no goodbye, as
 a phone leaving coverage does), both through the aioice ``Connection`` that
@@ -69,18 +81,21 @@ import ipaddress
 import logging
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import FunctionType
 from typing import Any, NamedTuple
 
 import aioice.ice
 import aiortc.codecs
+import aiortc.rtp
 from aioice.candidate import Candidate
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceTransport
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters, RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import RtcpRrPacket, RtcpSrPacket, RtpPacket
+from aiortc.rtp import HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket, RtpPacket
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +155,9 @@ def install() -> None:
     not start with a patch that silently does nothing.
     """
     check_receiver_class(RTCRtpReceiver)
+    check_sender_class(RTCRtpSender)
     accept_red()
+    answer_offered_payload_types()
     if installed():
         return
     check_aioice_gathering()
@@ -395,6 +412,219 @@ def watch_receiver_reports(sender: RTCRtpSender, sink: ReportSink) -> None:
                                         float(rtt) if rtt is not None else None))
 
     setattr(sender, "_handle_rtcp_packet", handle)  # noqa: B010 (an instance attribute)
+
+
+# --- send path (issue #15): RTP out without aiortc's sender loop ---------------------------
+#
+# aiortc sends each listener's packets from one ``RTCRtpSender._run_rtp`` coroutine per
+# listener: await the track, build an ``RtpPacket``, serialize it, SRTP-protect it in
+# ``RTCDtlsTransport._send_rtp`` and await aioice's ``Connection.send``. ``take_sending``
+# keeps aiortc for ICE, DTLS, negotiation and RTCP, and hands the caller what it needs to
+# send RTP itself (``SendTarget``: the negotiated codecs and mid, the header extension
+# block aiortc would write, the DTLS-derived SRTP tx session's ``protect``, and the
+# nominated ICE pair's datagram ``sendto``). aiortc's sender keeps sending its RTCP
+# sender reports; they read the caller's ``SendCounters`` (``_CountedSender``).
+
+
+class SendCounters:
+    """What an RTCP sender report says about one stream, kept by whoever sends its RTP.
+
+    ``note`` is called once per packet sent; the report reads the rest when it goes out
+    (about once a second), so nothing of RTCP runs per packet.
+    """
+
+    __slots__ = ("octet_count", "packet_count", "rtp_timestamp", "sent_at")
+
+    def __init__(self) -> None:
+        self.packet_count = 0
+        self.octet_count = 0
+        """Payload bytes (RFC 3550: not headers)."""
+        self.rtp_timestamp = 0
+        """RTP timestamp of the last packet sent..."""
+        self.sent_at = 0.0
+        """...and when it went out (``time.time()``)."""
+
+    @property
+    def ntp_timestamp(self) -> int:
+        """``sent_at`` as a 64-bit NTP timestamp (what aiortc's SR carries)."""
+        if not self.sent_at:
+            return 0
+        seconds = self.sent_at + NTP_UNIX_OFFSET_S
+        whole = int(seconds)
+        return (whole << 32) | int((seconds - whole) * (1 << 32))
+
+
+NTP_UNIX_OFFSET_S = 2_208_988_800
+"""Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
+
+_SR_FIELDS = {
+    "_RTCRtpSender__ntp_timestamp": "ntp_timestamp",
+    "_RTCRtpSender__rtp_timestamp": "rtp_timestamp",
+    "_RTCRtpSender__octet_count": "octet_count",
+    "_RTCRtpSender__packet_count": "packet_count",
+}
+"""aiortc's private sender-report counters -> the ``SendCounters`` attribute they read."""
+_COUNTERS_ATTR = "_disco_send_counters"
+
+
+def _counter(field: str) -> property:
+    def get(sender: Any) -> Any:
+        return getattr(getattr(sender, _COUNTERS_ATTR), field)
+
+    def set_(sender: Any, value: Any) -> None:
+        if field != "ntp_timestamp":  # aiortc's own loop, if it ever sends: keep counting
+            setattr(getattr(sender, _COUNTERS_ATTR), field, value)
+
+    return property(get, set_)
+
+
+class _CountedSender(RTCRtpSender):
+    """aiortc's sender whose sender reports read a ``SendCounters`` (set per instance)."""
+
+    _RTCRtpSender__ntp_timestamp = _counter("ntp_timestamp")
+    _RTCRtpSender__rtp_timestamp = _counter("rtp_timestamp")
+    _RTCRtpSender__octet_count = _counter("octet_count")
+    _RTCRtpSender__packet_count = _counter("packet_count")
+
+
+Datagram = Callable[[bytes], None]
+
+
+@dataclass(frozen=True)
+class SendTarget:
+    """Everything needed to put one listener's RTP on the wire, once DTLS is up."""
+
+    ssrc: int
+    codecs: tuple[tuple[int, str], ...]
+    """The negotiated codecs as (payload type, lower-case MIME), aiortc's first first."""
+    header_extensions: bytes
+    """The extension block aiortc writes after the 12-byte header (b"" if none)."""
+    protect: Callable[[bytes], bytes]
+    """SRTP-protect one RTP packet (the DTLS-derived tx session)."""
+    send: Datagram
+    """Send one datagram on the nominated ICE pair (stop when the connection closes)."""
+
+    def payload_type(self, mime: str) -> int | None:
+        return next((pt for pt, m in self.codecs if m == mime), None)
+
+
+SendReady = Callable[[SendTarget], None]
+
+
+def check_sender_class(cls: type) -> None:
+    """The sender still keeps the private parts ``take_sending`` relies on."""
+    rtcp_names = _code_names(getattr(cls, "_run_rtcp", None))
+    rtp_names = _code_names(getattr(cls, "_run_rtp", None))
+    missing = [a for a in _SR_FIELDS if a not in rtcp_names or a not in rtp_names]
+    if missing or not callable(getattr(cls, "send", None)):
+        raise CompatError(
+            f"aiortc's RTCRtpSender no longer reports {', '.join(missing) or 'send'} in its "
+            "RTCP loop; the fast send path cannot keep sender reports right "
+            "(supported: aiortc 1.16.x)"
+        )
+
+
+def take_sending(sender: RTCRtpSender, counters: SendCounters, on_ready: SendReady) -> None:
+    """Send ``sender``'s RTP ourselves: ``on_ready(target)`` once aiortc starts it.
+
+    aiortc starts a sender (``send(parameters)``) right after its DTLS transport
+    connects; its RTCP loop then runs as usual but reads ``counters``. Its RTP
+    loop still awaits the sender's track: give it one that never yields.
+    Call before the connection starts. Raises ``CompatError`` if aiortc changed.
+    """
+    check_sender_class(type(sender))
+    if type(sender) is not RTCRtpSender and not isinstance(sender, _CountedSender):
+        raise CompatError(f"cannot count for a {type(sender).__name__}")
+    setattr(sender, _COUNTERS_ATTR, counters)
+    sender.__class__ = _CountedSender
+    original = sender.send
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        await original(parameters)
+        on_ready(send_target(sender, parameters))
+
+    setattr(sender, "send", send)  # noqa: B010 (an instance attribute over a method)
+
+
+def header_extension_block(parameters: RTCRtpParameters, mid: str | None) -> bytes:
+    """The header extension block aiortc's sender writes for ``parameters`` (with its mid;
+    no audio level, which aiortc only adds to frames it encodes itself)."""
+    extensions = HeaderExtensionsMap()
+    extensions.configure(parameters)
+    packet = RtpPacket()
+    packet.extensions.mid = mid
+    return packet.serialize(extensions)[12:]
+
+
+def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters) -> SendTarget:
+    """What ``take_sending`` hands over, read from a started sender and its transports."""
+    dtls = sender.transport
+    session = getattr(dtls, "_tx_srtp", None)
+    protect = getattr(session, "protect", None)
+    if not callable(protect):
+        raise CompatError("RTCDtlsTransport has no _tx_srtp session with protect()")
+    connection = ice_connection(dtls.transport)
+    nominated = getattr(connection, "_nominated", None)
+    pair = nominated.get(1) if isinstance(nominated, dict) else None
+    if pair is None:
+        raise CompatError("aioice's Connection has no nominated pair for component 1")
+    protocol, addr = pair.protocol, pair.remote_addr
+    send: Datagram
+    if type(protocol).send_data is aioice.ice.StunProtocol.send_data:
+        udp = protocol.transport  # send_data is transport.sendto: call it directly
+
+        def send(data: bytes) -> None:
+            udp.sendto(data, addr)
+    else:  # a TURN relay: aioice's coroutine, one task per packet (they start in order)
+        loop = asyncio.get_running_loop()
+        pending: set[asyncio.Task[None]] = set()
+
+        def send(data: bytes) -> None:
+            task = loop.create_task(protocol.send_data(data, addr))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    return SendTarget(
+        ssrc=sender._ssrc,
+        codecs=tuple((int(c.payloadType or 0), c.mimeType.lower()) for c in parameters.codecs),
+        header_extensions=header_extension_block(parameters, parameters.muxId),
+        protect=protect, send=send)
+
+
+OFFERED_DYNAMIC_PAYLOAD_TYPES = tuple(range(35, 64)) + tuple(range(96, 128))
+"""Payload types an answer takes from the offer: RFC 3551's dynamic 96-127, and 35-63,
+where Chrome puts codecs (RED among them) once 96-127 run out."""
+
+
+def answer_offered_payload_types() -> None:
+    """aiortc answers a codec with the offer's payload type only if it is in 96-127
+    (``aiortc.rtp.DYNAMIC_PAYLOAD_TYPES``, read by ``find_common_codecs``); a RED offered
+    at 40 was answered at our table's 63, and RED sent at 63 would not be understood.
+    Widen it to ``OFFERED_DYNAMIC_PAYLOAD_TYPES`` (idempotent; called by ``install``)."""
+    current = getattr(aiortc.rtp, "DYNAMIC_PAYLOAD_TYPES", None)
+    if not isinstance(current, (range, tuple)) or 96 not in current:
+        raise CompatError("aiortc.rtp.DYNAMIC_PAYLOAD_TYPES is gone or changed; offered "
+                          "payload types cannot be kept (supported: aiortc 1.16.x)")
+    aiortc.rtp.DYNAMIC_PAYLOAD_TYPES = OFFERED_DYNAMIC_PAYLOAD_TYPES  # type: ignore[assignment]
+
+
+def tap_plaintext_rtp(transport: RTCDtlsTransport, sink: Callable[[bytes], None]) -> None:
+    """For tests: every RTP packet ``transport`` decrypts, as bytes, to ``sink`` (a
+    receiving client's view of what the far end protected)."""
+    session: Any = getattr(transport, "_rx_srtp", None)
+    if session is None or not callable(getattr(session, "unprotect", None)):
+        raise CompatError("RTCDtlsTransport has no _rx_srtp session (not connected yet?)")
+
+    class Tapped:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(session, name)
+
+        def unprotect(self, data: bytes) -> bytes:
+            plain: bytes = session.unprotect(data)
+            sink(plain)
+            return plain
+
+    setattr(transport, "_rx_srtp", Tapped())  # noqa: B010
 
 
 # --- ICE internals (for tests) ------------------------------------------------------------

@@ -6,8 +6,12 @@ jitter buffer and decoder thread get nothing). Voice goes to ``voice``;
 tracks whose mid the client marked as music go to ``music``; the room's
 clock pops each stream once per tick (reordered, FEC-recovered, concealed).
 
-Outbound: a ``MixTrack`` on the first non-music audio transceiver, fed with
-Opus payloads by the room (``send``).
+Outbound: the room hands each Opus payload to ``send``. With ``fast_send``
+(the default) an ``sfu.outbound.OutboundStream`` builds, protects and sends
+the RTP packet at once (``aiortc_compat.take_sending`` hands it the
+transport when aiortc starts the sender; aiortc keeps ICE, DTLS and RTCP) and
+the first non-music audio transceiver's ``MixTrack`` stays empty; without it
+the payload goes into that ``MixTrack`` for aiortc's ``RTCRtpSender``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from sfu import metrics
 from sfu.errors import BadCandidate, BadOffer
 from sfu.ice import announce_public_ip, rtc_configuration
 from sfu.inbound import InboundStream
+from sfu.outbound import OutboundStream
 from sfu.sdp_opus import set_opus_fmtp
 from sfu.tracks import MixTrack
 
@@ -85,9 +90,12 @@ class Peer:
         public_ip: str | None = None,
         music_mids: Collection[str] = (),
         on_state: Callable[[Peer, str], None],
+        fast_send: bool = True,
     ) -> None:
         self.participant_id = participant_id
         self.out = MixTrack()
+        """aiortc's sender awaits this track (it only carries frames without ``fast_send``)."""
+        self.outbound: OutboundStream | None = OutboundStream() if fast_send else None
         self.voice = InboundStream(participant_id)
         self.music: dict[str, InboundStream] = {}
         self.state = "new"
@@ -110,11 +118,18 @@ class Peer:
         return self.out.readyState == "live"
 
     def send(self, payload: bytes) -> None:
-        """Queue one Opus payload (one 20 ms frame of this listener's mix)."""
-        self.out.push(payload)
+        """Send (or queue for aiortc) one Opus payload: a 20 ms frame of this listener's mix."""
+        outbound = self.outbound
+        if outbound is not None:
+            outbound.send(payload)
+        else:
+            self.out.push(payload)
 
     def skip(self, frames: int) -> None:
         """Frames the room's clock skipped: keep the outbound timestamps on the clock."""
+        if self.outbound is not None:
+            self.outbound.skip(frames)
+            return
         for _ in range(frames):
             self.out.skip()
 
@@ -136,6 +151,8 @@ class Peer:
 
     def _report(self, report: aiortc_compat.ReceiverReport) -> None:
         self._reports.append(report)
+        if self.outbound is not None:  # RED for this listener, from its own loss
+            self.outbound.follow_loss(report.fraction_lost, asyncio.get_running_loop().time())
 
     def take_uplink(self) -> UplinkStats | None:
         """Loss and jitter of the voice we receive since the last call (None: no voice)."""
@@ -156,6 +173,8 @@ class Peer:
         if self._on_state is None:
             return  # detached: a replaced or failed peer says nothing more
         state = self._pc.connectionState
+        if state in ("failed", "closed") and self.outbound is not None:
+            self.outbound.stop()
         if state == "connected" and self._connected_at is None:
             self._connected_at = asyncio.get_running_loop().time()
         self.state = state
@@ -184,6 +203,9 @@ class Peer:
                 t.sender.replaceTrack(self.out)
                 t.direction = "sendrecv"
                 aiortc_compat.watch_receiver_reports(t.sender, self._report)
+                if self.outbound is not None:
+                    aiortc_compat.take_sending(t.sender, self.outbound.counters,
+                                               self.outbound.start)
             else:
                 t.direction = "recvonly"
             mid = str(t.mid) if t.mid is not None else None
@@ -246,6 +268,8 @@ class Peer:
 
     async def close(self) -> None:
         self.detach()
+        if self.outbound is not None:
+            self.outbound.stop()
         self.out.stop()
         dropped = 0
         for stream in (self.voice, *self.music.values()):

@@ -81,6 +81,8 @@ class MediaConfig:
     max_upload_bytes: int = 50 * 1024 * 1024
     peer_timeout_s: float = 5.0
     """A peer whose inbound audio stops this long is reported failed and removed."""
+    fast_send: bool = True
+    """Send each listener's RTP ourselves (``sfu.outbound``); False: aiortc's sender loop."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MediaConfig:
@@ -92,6 +94,7 @@ class MediaConfig:
             music_dir=settings.music_dir,
             upload_dir=settings.upload_dir,
             max_upload_bytes=settings.max_upload_bytes,
+            fast_send=settings.rtc_fast_send,
         )
 
 
@@ -174,6 +177,7 @@ def aiortc_peers(config: MediaConfig) -> PeerFactory:
             public_ip=config.public_ip,
             music_mids=music_mids,
             on_state=on_state,
+            fast_send=config.fast_send,
         )
 
     return make

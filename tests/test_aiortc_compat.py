@@ -15,6 +15,7 @@ import asyncio
 import fractions
 import itertools
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,14 +25,22 @@ import aioice
 import aioice.ice
 import av
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import (
+    RTCConfiguration,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtpPacket
 
 from protocol import aiortc_compat
 from protocol.aiortc_compat import CompatError
-from tests.rtc_helpers import loopback_ice
+from signaling.turn import turn_credentials
+from tests.rtc_helpers import coturn, loopback_ice
+from tests.services import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 ARRIVAL_TIMEOUT_S = 5.0
@@ -374,3 +383,153 @@ async def test_host_candidates_bind_inside_the_chosen_port_range() -> None:
 def test_bad_port_ranges_are_refused(first: int | None, last: int | None) -> None:
     with pytest.raises(ValueError, match="port range"):
         aiortc_compat.set_port_range(first, last)
+
+
+# --- send path: take_sending --------------------------------------------------------------
+
+
+async def test_take_sending_hands_over_srtp_and_the_socket_and_reports_read_counters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sender, receiver, track = loopback_pair(monkeypatch)
+    targets: list[aiortc_compat.SendTarget] = []
+    got: list[tuple[aiortc_compat.InboundRtp, str]] = []
+    counters = aiortc_compat.SendCounters()
+    try:
+        rtp_sender = sender.addTrack(track)  # a track that never yields: aiortc sends nothing
+        aiortc_compat.take_sending(rtp_sender, counters, targets.append)
+        assert isinstance(rtp_sender, RTCRtpSender)
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        (transceiver,) = receiver.getTransceivers()
+        aiortc_compat.take_rtp(transceiver.receiver, lambda p, m: got.append((p, m)))
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        for _ in range(100):
+            if targets:
+                break
+            await asyncio.sleep(0.05)
+        (target,) = targets
+        assert target.ssrc == rtp_sender._ssrc
+        opus = target.payload_type("audio/opus")
+        assert opus is not None and target.codecs[0] == (opus, "audio/opus")
+        assert target.payload_type("audio/red") is not None  # aiortc offers RED once installed
+        # a packet we build ourselves, protected and sent through the target, arrives
+        packet = RtpPacket(payload_type=opus, sequence_number=100, timestamp=9600,
+                           ssrc=target.ssrc, payload=b"\xf8ours")
+        plain = packet.serialize()
+        protected = target.protect(plain)
+        assert len(protected) > len(plain) and protected[12:] != plain[12:]  # encrypted + tag
+        target.send(protected)
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.02)
+        assert got and got[0][0].payload == b"\xf8ours" and got[0][0].sequence_number == 100
+        # aiortc's sender reports read the counters
+        counters.packet_count, counters.octet_count = 7, 1234
+        counters.rtp_timestamp, counters.sent_at = 9600, 1_800_000_000.25
+        seen = None
+        for _ in range(40):  # an SR every 0.5-1.5 s
+            stats = await transceiver.receiver.getStats()
+            seen = next(((int(s.packetsSent), int(s.bytesSent)) for s in stats.values()
+                         if s.type == "remote-outbound-rtp"), None)
+            if seen == (7, 1234):
+                break
+            await asyncio.sleep(0.1)
+        assert seen == (7, 1234)
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+def test_take_sending_refuses_a_sender_whose_reports_do_not_read_those_counters() -> None:
+    class Changed:
+        async def _run_rtcp(self) -> None:
+            return None
+
+        async def _run_rtp(self) -> None:
+            return None
+
+        async def send(self, parameters: object) -> None:
+            return None
+
+    with pytest.raises(CompatError, match="RTCP loop"):
+        aiortc_compat.check_sender_class(Changed)
+    with pytest.raises(CompatError, match="RTCP loop"):
+        aiortc_compat.take_sending(Changed(), aiortc_compat.SendCounters(),  # type: ignore[arg-type]
+                                   lambda t: None)
+    with pytest.raises(CompatError, match="_rx_srtp"):
+        aiortc_compat.tap_plaintext_rtp(SimpleNamespace(), lambda b: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("red_pt", [40, 63, 121])
+async def test_red_offered_at_any_dynamic_payload_type_is_answered_at_that_type(
+    monkeypatch: pytest.MonkeyPatch, red_pt: int,
+) -> None:
+    client, server, _ = loopback_pair(monkeypatch)
+    try:
+        client.addTransceiver("audio", direction="sendrecv")
+        await client.setLocalDescription(await client.createOffer())
+        offer = client.localDescription.sdp
+        assert re.search(r"^a=rtpmap:63 red/48000/2", offer, re.MULTILINE)
+        offer = re.sub(r"^(a=(?:rtpmap|fmtp):)63 ", rf"\g<1>{red_pt} ", offer,
+                       flags=re.MULTILINE)
+        offer = re.sub(r"^(m=audio \S+ \S+ .*?)\b63\b", rf"\g<1>{red_pt}", offer,
+                       flags=re.MULTILINE)
+        await server.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await server.setLocalDescription(await server.createAnswer())
+        answer = server.localDescription.sdp
+        assert re.search(rf"^a=rtpmap:{red_pt} red/48000/2", answer, re.MULTILINE), answer
+    finally:
+        await client.close()
+        await server.close()
+
+
+@pytest.mark.coturn
+async def test_take_sending_through_a_turn_relay_sends_via_aioice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sender whose nominated pair is relayed: the target sends through aioice's TURN
+    client (its coroutine), and the packet still arrives."""
+    binary = require_binary("turnserver", "coturn")
+    loopback_ice(monkeypatch)
+    async with coturn(binary) as turn:
+        username, credential = turn_credentials(turn.secret, "relayed", time.time(), 600)
+        sender = RTCPeerConnection(RTCConfiguration(
+            iceServers=[turn.ice_server(username, credential)],
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY))
+        receiver = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        targets: list[aiortc_compat.SendTarget] = []
+        got: list[aiortc_compat.InboundRtp] = []
+        try:
+            rtp_sender = sender.addTrack(PacketTrack())
+            aiortc_compat.take_sending(rtp_sender, aiortc_compat.SendCounters(), targets.append)
+            await sender.setLocalDescription(await sender.createOffer())
+            await receiver.setRemoteDescription(sender.localDescription)
+            (transceiver,) = receiver.getTransceivers()
+            aiortc_compat.take_rtp(transceiver.receiver, lambda p, m: got.append(p))
+            await receiver.setLocalDescription(await receiver.createAnswer())
+            await sender.setRemoteDescription(receiver.localDescription)
+            for _ in range(200):
+                if targets:
+                    break
+                await asyncio.sleep(0.05)
+            (target,) = targets
+            ice = rtp_sender.transport.transport
+            local = aiortc_compat.nominated_local_candidate(ice)
+            assert local is not None and local.type == "relay"
+            opus = target.payload_type("audio/opus")
+            assert opus is not None
+            for seq in range(3):
+                packet = RtpPacket(payload_type=opus, sequence_number=seq, timestamp=960 * seq,
+                                   ssrc=target.ssrc, payload=bytes([0xF8, seq]))
+                target.send(target.protect(packet.serialize()))
+            for _ in range(100):
+                if len(got) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            assert [p.payload for p in got] == [bytes([0xF8, s]) for s in range(3)]
+        finally:
+            await sender.close()
+            await receiver.close()

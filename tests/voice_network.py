@@ -93,16 +93,25 @@ class SpeechTrack(MediaStreamTrack):
 
 @dataclass
 class Arrivals:
-    """Every RTP packet a receiver got, with its arrival time (loop clock)."""
+    """Every RTP packet a receiver got, with its arrival time (loop clock); RED
+    (when the server sends it) is unpacked as a browser does."""
 
     packets: list[tuple[float, aiortc_compat.InboundRtp]] = field(default_factory=list)
+    red_pts: set[int] = field(default_factory=set)
+    """Payload types that came as RED."""
+    red: int = 0
+    """Packets that came as RED."""
+    last_playout: PlayoutStream | None = None
 
     def sink(self, rtp: aiortc_compat.InboundRtp, mime: str) -> None:
         self.packets.append((asyncio.get_running_loop().time(), rtp))
+        if mime == "audio/red":
+            self.red += 1
+            self.red_pts.add(rtp.payload_type)
 
     def play(self, start: float, seconds: float) -> Pcm:
         """What a browser would play from ``start`` on: one 20 ms tick at a time."""
-        stream = PlayoutStream()
+        stream = self.last_playout = PlayoutStream()
         out = []
         i = 0
         packets = sorted(self.packets, key=lambda p: p[0])
@@ -110,7 +119,10 @@ class Arrivals:
             now = start + k * FRAME_S
             while i < len(packets) and packets[i][0] <= now:
                 at, rtp = packets[i]
-                stream.push(rtp.sequence_number, rtp.timestamp, rtp.payload, at)
+                if rtp.payload_type in self.red_pts:
+                    stream.push_red(rtp.sequence_number, rtp.timestamp, rtp.payload, at)
+                else:
+                    stream.push(rtp.sequence_number, rtp.timestamp, rtp.payload, at)
                 i += 1
             out.append(stream.pop(now))
         return np.concatenate(out)
