@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, gt=0)
     music_duck_db: float = Field(-12.0, le=0)
     opus_bitrate_bps: int = Field(32_000, ge=6_000, le=510_000)
+    # How many of a room's talkers are decoded and mixed at once: the loudest by the
+    # RFC 6464 level their packets carry (sfu.speakers), as conference mixers do.
+    voice_top_n: int = Field(3, ge=1, le=32)
 
     # --- location ----------------------------------------------------------
     location_retention_days: int = Field(30, ge=1)

@@ -31,7 +31,10 @@ and quietly running without it:
     ``InboundRtp``: sequence number, RTP timestamp, payload type, payload),
     with its codec (from the receiver's private ``__codecs``), to a callback
     on the event loop, after aiortc's SRTP, RTCP statistics and RTX
-    unwrapping, and gives aiortc's decoder nothing.
+    unwrapping, and gives aiortc's decoder nothing. Each ``InboundRtp`` also
+    carries the RFC 6464 audio level (``ssrc-audio-level``, which aiortc
+    negotiates and parses; browsers and aiortc senders that encode send it),
+    so the room can choose whom to decode without decoding everyone.
 
 ``accept_red`` (process-wide, called by ``install``)
     aiortc's audio codec table (``aiortc.codecs.CODECS``) has no RED (RFC
@@ -120,6 +123,9 @@ class InboundRtp(NamedTuple):
     """RTP timestamp (48 kHz for Opus and RED)."""
     payload_type: int
     payload: bytes
+    audio_level: int | None = None
+    """RFC 6464 level the sender measured, in -dBov (0 loudest .. 127 silence); None when
+    the packet carries no ssrc-audio-level extension (not negotiated, or not sent)."""
 
 
 RtpSink = Callable[[InboundRtp, str], None]
@@ -329,8 +335,9 @@ class _Tap(JitterBuffer):
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         codec = self._codecs.get(packet.payload_type)
         mime = str(getattr(codec, "mimeType", "")).lower()
+        level = packet.extensions.audio_level  # (voice activity, -dBov) or None
         self._sink(InboundRtp(packet.sequence_number, packet.timestamp, packet.payload_type,
-                              packet.payload), mime)
+                              packet.payload, None if level is None else int(level[1])), mime)
         return False, None
 
 

@@ -92,6 +92,14 @@ class PlayoutStream:
         perc = 100.0 * lost / expected if expected > 0 else 0.0
         return UplinkStats(expected, perc, self.buffer.jitter_s * 1000.0)
 
+    def skip(self, now: float) -> None:
+        """This tick's turn without decoding: the buffer advances (losses and DTX are
+        counted as ``pop`` counts them), libopus is not called. For a sender nobody
+        hears now (not among the loudest); its next decoded frame follows on."""
+        action = self.buffer.pop(now, quiet=True)
+        self.silent = isinstance(action, Silence)
+        self._quiet = True
+
     def pop(self, now: float) -> Pcm:
         """This tick's 960 samples (zeros when there is nothing to play)."""
         action = self.buffer.pop(now, quiet=self._quiet)

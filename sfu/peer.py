@@ -217,7 +217,8 @@ class Peer:
         loop = asyncio.get_running_loop()
 
         def sink(rtp: aiortc_compat.InboundRtp, mime: str) -> None:
-            stream.packet(rtp.sequence_number, rtp.timestamp, rtp.payload, loop.time(), mime)
+            stream.packet(rtp.sequence_number, rtp.timestamp, rtp.payload, loop.time(), mime,
+                          rtp.audio_level)
 
         return sink
 

@@ -31,7 +31,7 @@ from aiortc.rtp import RtpPacket
 
 from protocol import aiortc_compat
 from protocol.aiortc_compat import CompatError
-from tests.rtc_helpers import loopback_ice
+from tests.rtc_helpers import ToneTrack, loopback_ice
 
 ROOT = Path(__file__).resolve().parent.parent
 ARRIVAL_TIMEOUT_S = 5.0
@@ -265,6 +265,43 @@ async def test_receiver_reports_about_our_stream_reach_the_callback(
         await receiver.close()
 
 
+async def test_take_rtp_hands_over_the_rfc6464_level_an_encoding_sender_adds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiortc negotiates ssrc-audio-level and, encoding itself, sends the level: the tap
+    hands it over per packet (a tone at 1/4 of full scale is about -15 dBov)."""
+    sender, receiver, _ = loopback_pair(monkeypatch)
+    levels: list[int | None] = []
+    enough = asyncio.Event()
+
+    def sink(packet: aiortc_compat.InboundRtp, mime: str) -> None:
+        levels.append(packet.audio_level)
+        if len(levels) >= 25:
+            enough.set()
+
+    tone = ToneTrack(440.0, amplitude=0.25)
+    try:
+        sender.addTrack(tone)
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        (transceiver,) = receiver.getTransceivers()
+        aiortc_compat.take_rtp(transceiver.receiver, sink)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        assert "urn:ietf:params:rtp-hdrext:ssrc-audio-level" in receiver.localDescription.sdp
+        await sender.setRemoteDescription(receiver.localDescription)
+        await asyncio.wait_for(enough.wait(), 5 * ARRIVAL_TIMEOUT_S)
+        assert all(level is not None and 13 <= level <= 17 for level in levels[5:]), levels
+        tone.frequency_hz = None  # digital silence: RFC 6464's floor
+        levels.clear()
+        enough.clear()
+        await asyncio.wait_for(enough.wait(), 5 * ARRIVAL_TIMEOUT_S)
+        assert levels[-1] == 127
+    finally:
+        tone.stop()
+        await sender.close()
+        await receiver.close()
+
+
 def test_watching_reports_refuses_a_sender_without_the_parts_it_wraps() -> None:
     with pytest.raises(CompatError, match="_handle_rtcp_packet"):
         aiortc_compat.watch_receiver_reports(SimpleNamespace(), lambda r: None)  # type: ignore[arg-type]
@@ -277,10 +314,13 @@ def test_the_tap_hands_the_sink_sequence_number_timestamp_and_payload_type() -> 
         lambda rtp, mime: got.append((rtp, mime)),
     )
     for pt, seq, ts in ((111, 65_535, 4_294_966_336), (63, 0, 960), (9, 1, 1920)):
-        assert tap.add(RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts,
-                                 payload=bytes([pt]))) == (False, None)
+        packet = RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts,
+                           payload=bytes([pt]))
+        if pt == 111:
+            packet.extensions.audio_level = (True, 30)  # RFC 6464: voice, -30 dBov
+        assert tap.add(packet) == (False, None)
     assert got == [
-        (aiortc_compat.InboundRtp(65_535, 4_294_966_336, 111, b"\x6f"), "audio/opus"),
+        (aiortc_compat.InboundRtp(65_535, 4_294_966_336, 111, b"\x6f", 30), "audio/opus"),
         (aiortc_compat.InboundRtp(0, 960, 63, b"\x3f"), "audio/red"),
         (aiortc_compat.InboundRtp(1, 1920, 9, b"\x09"), ""),  # a codec it does not know
     ]
