@@ -44,6 +44,12 @@ and quietly running without it:
     packets to the sink with ``audio/red``. aiortc sends with the first
     codec the offer lists; browsers list Opus first.
 
+``send_audio_level`` (per sender)
+    aiortc's ``RTCRtpSender`` puts the RFC 6464 level in a packet only when it
+    encodes the frame itself; ``send_audio_level`` wraps one sender's private
+    ``_next_encoded_frame`` so pre-encoded packets carry a level too (load
+    clients and tests that send Opus they encoded, as browsers do with DTX).
+
 ``watch_receiver_reports`` (per sender)
     aiortc reads the receiver reports (RTCP RR/SR report blocks) that the far
     end sends about our stream in ``RTCRtpSender._handle_rtcp_packet`` and
@@ -356,6 +362,36 @@ def take_rtp(receiver: RTCRtpReceiver, sink: RtpSink) -> None:
             f"found {type(current).__name__} and {type(codecs).__name__}"
         )
     setattr(receiver, _JITTER_BUFFER, _Tap(codecs, sink))
+
+
+def send_audio_level(sender: RTCRtpSender, level: Callable[[], int | None]) -> None:
+    """Put ``level()`` (dBov, -127..0) in each packet ``sender`` sends, as RFC 6464 asks.
+
+    aiortc adds the ssrc-audio-level extension only to frames it encodes itself
+    (``RTCEncodedFrame.audio_level``, set in ``_next_encoded_frame``); a track
+    that yields pre-encoded ``av.Packet``s sends none. This wraps that method on
+    one sender: ``level`` is called right after the track's ``recv`` returned, so
+    a track can say the level of the frame it just handed over. For senders that
+    encode before aiortc (load clients, tests); browsers send the level themselves.
+    Raises ``CompatError`` if the sender no longer has ``_next_encoded_frame``.
+    """
+    original = getattr(sender, "_next_encoded_frame", None)
+    names = _code_names(getattr(type(sender), "_next_encoded_frame", None))
+    if not callable(original) or "RTCEncodedFrame" not in names:
+        raise CompatError(
+            "aiortc's RTCRtpSender no longer builds RTCEncodedFrame in "
+            "_next_encoded_frame; audio levels cannot be added (supported: aiortc 1.16.x)"
+        )
+
+    async def next_frame(codec: RTCRtpCodecParameters) -> Any:
+        frame = await original(codec)
+        if frame is not None and getattr(frame, "audio_level", None) is None:
+            value = level()
+            if value is not None:
+                frame.audio_level = max(-127, min(0, int(value)))
+        return frame
+
+    setattr(sender, "_next_encoded_frame", next_frame)  # noqa: B010 (an instance attribute)
 
 
 # --- RTCP receiver reports about our streams -------------------------------------------

@@ -302,6 +302,39 @@ async def test_take_rtp_hands_over_the_rfc6464_level_an_encoding_sender_adds(
         await receiver.close()
 
 
+async def test_send_audio_level_puts_a_level_in_pre_encoded_packets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sender, receiver, track = loopback_pair(monkeypatch)
+    got: list[int | None] = []
+    arrived = asyncio.Event()
+    level: list[int | None] = [-33]
+
+    def sink(packet: aiortc_compat.InboundRtp, mime: str) -> None:
+        got.append(packet.audio_level)
+        arrived.set()
+
+    try:
+        aiortc_compat.send_audio_level(sender.addTrack(track), lambda: level[0])
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        (transceiver,) = receiver.getTransceivers()
+        aiortc_compat.take_rtp(transceiver.receiver, sink)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        for value in (-33, -200, None):  # as given, clamped to RFC 6464's floor, none
+            level[0] = value
+            arrived.clear()
+            track.queue.put_nowait(b"\xf8x")
+            await asyncio.wait_for(arrived.wait(), ARRIVAL_TIMEOUT_S)
+        assert got == [33, 127, None]
+    finally:
+        await sender.close()
+        await receiver.close()
+    with pytest.raises(CompatError, match="_next_encoded_frame"):
+        aiortc_compat.send_audio_level(SimpleNamespace(), lambda: 0)  # type: ignore[arg-type]
+
+
 def test_watching_reports_refuses_a_sender_without_the_parts_it_wraps() -> None:
     with pytest.raises(CompatError, match="_handle_rtcp_packet"):
         aiortc_compat.watch_receiver_reports(SimpleNamespace(), lambda r: None)  # type: ignore[arg-type]
