@@ -24,7 +24,15 @@ import numpy as np
 
 from protocol.opus import FRAME_SAMPLES, Decoder, OpusError, Pcm
 from protocol.red import RedError, push_red
-from protocol.reorder import Conceal, Counters, Frame, Recover, ReorderBuffer, Silence
+from protocol.reorder import (
+    OPUS_DTX_MAX_BYTES,
+    Conceal,
+    Counters,
+    Frame,
+    Recover,
+    ReorderBuffer,
+    Silence,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +111,10 @@ class PlayoutStream:
     def pop(self, now: float) -> Pcm:
         """This tick's 960 samples (zeros when there is nothing to play)."""
         action = self.buffer.pop(now, quiet=self._quiet)
+        if isinstance(action, Frame) and len(action.payload) <= OPUS_DTX_MAX_BYTES:
+            # A DTX packet (TOC only): silence, as NetEQ plays it. libopus would run PLC
+            # on it and replay the end of the last word (a 1-byte packet is a loss to it).
+            action = Silence()
         self.silent = isinstance(action, Silence)
         try:
             if isinstance(action, Frame):
