@@ -1,10 +1,13 @@
 """Janus AudioBridge beside Disco: the same load, alternated, the ratio printed.
 
     .venv/bin/python -m bench.janus [--sizes 20,40] [--seconds 8] [--rounds 2] [--pin]
+                                    [--dtx off|on|both] [--no-levels]
 
 Needs the Debian package ``janus`` (1.1.x). For each N it runs the load of
 ``bench.voice`` (3 talkers, 4 probes, the rest listening while sending, every
-client sending pre-encoded Opus at 50 packets/s) against ``disco serve`` and
+client sending pre-encoded Opus at 50 packets/s, or with ``--dtx`` silent
+clients sending Opus DTX, one packet per 400 ms, as ``bench.voice`` says)
+against ``disco serve`` and
 against a Janus AudioBridge room, alternating A/B ``--rounds`` times so that
 a machine's drift hits both, and prints each server's CPU (% of one core,
 from /proc), the worst listener's frames and the ratio Disco / Janus.
@@ -232,7 +235,7 @@ def sha256_only(sdp: str) -> str:
 
 async def run_janus_client(
     base: str, _token: str, _room: str, role: str, index: int, t0: float, ready: Any,
-    window: Any,
+    window: Any, mode: voice.ClientMode,
 ) -> voice.ClientResult:
     """``bench.voice``'s client, joined to the AudioBridge room instead of Disco."""
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -243,8 +246,7 @@ async def run_janus_client(
     bridge = AudioBridge(base)
     try:
         await bridge.open()
-        talker = index if role == "talker" else None
-        pc.addTrack(voice._opus_track(talker, t0, result.onsets_sent))
+        voice.add_track(pc, role, index, t0, result, mode)
         detector = voice._OnsetDetector(result.onsets_heard) if role == "probe" else None
         voice._install_arrival_buffers(pc, arrivals, detector)
         await pc.setLocalDescription(await pc.createOffer())
@@ -267,13 +269,14 @@ async def run_janus_client(
 
 
 def _janus_worker(base: str, jobs: list[tuple[str, str, int]], room: str, t0: float,
-                  ready: Any, window: Any, out: Any, nice: int = 0) -> None:
+                  ready: Any, window: Any, out: Any, nice: int = 0,
+                  mode: voice.ClientMode = voice.ClientMode()) -> None:
     if nice:
         os.nice(nice)
 
     async def main() -> list[voice.ClientResult]:
         return list(await asyncio.gather(*(
-            run_janus_client(base, token, room, role, index, t0, ready, window)
+            run_janus_client(base, token, room, role, index, t0, ready, window, mode)
             for token, role, index in jobs
         )))
 
@@ -291,7 +294,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=max(2, (os.cpu_count() or 2)))
     parser.add_argument("--pin", action="store_true",
                         help="servers on CPU 0, clients on the other CPUs")
+    voice.add_mode_arguments(parser)
     args = parser.parse_args()
+    modes = voice.client_modes(args)
     if janus_binary() is None:
         raise SystemExit("janus is not installed: apt-get install janus")
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -302,31 +307,34 @@ def main() -> None:
         os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
     disco_base = f"127.0.0.1:{port}"
     mp.set_start_method("spawn", force=True)
-    print(f"{'N':>4}{'round':>7}{'Disco CPU':>11}{'Janus CPU':>11}{'Disco/Janus':>13}"
+    print(f"{'N':>4}{'DTX':>5}{'round':>7}{'Disco CPU':>11}{'Janus CPU':>11}{'Disco/Janus':>13}"
           f"{'frames D/J':>16}{'RSS D/J MB':>14}")
     try:
         gid, tokens = voice._setup_accounts(disco_base, max(sizes))
         with janus_server(workdir, cpu=0 if args.pin else None) as (janus_base, janus_pid):
             create_room(janus_base)
-            for n in sizes:
+            for n, mode in ((n, m) for n in sizes for m in modes):
                 ratios = []
+                dtx = "on" if mode.dtx else "off"
                 for k in range(args.rounds):
                     d = voice.measure(disco_base, disco.pid, gid, tokens[:n], args.seconds,
-                                      args.workers)
+                                      args.workers, mode=mode)
                     time.sleep(2.0)
                     j = voice.measure(janus_base, janus_pid, ROOM_ID, tokens[:n], args.seconds,
-                                      args.workers, worker=_janus_worker)
+                                      args.workers, worker=_janus_worker, mode=mode)
                     time.sleep(2.0)
                     ratio = d["cpu"] / j["cpu"] if j["cpu"] else float("nan")
                     ratios.append(ratio)
-                    print(f"{n:>4}{k + 1:>7}{d['cpu'] * 100:>10.1f}%{j['cpu'] * 100:>10.1f}%"
+                    print(f"{n:>4}{dtx:>5}{k + 1:>7}{d['cpu'] * 100:>10.1f}%"
+                          f"{j['cpu'] * 100:>10.1f}%"
                           f"{ratio:>13.2f}"
                           f"{d['min_frames'] * 100:>8.1f}/{j['min_frames'] * 100:<6.1f}"
                           f"{_rss_mb(disco.pid):>7.0f}/{_rss_mb(janus_pid):<6.0f}", flush=True)
                     for err in (d["errors"] + j["errors"])[:3]:
                         print(f"     client error: {err}")
                 ratios.sort()
-                print(f"{n:>4} median Disco/Janus CPU ratio: {ratios[len(ratios) // 2]:.2f}")
+                print(f"{n:>4}{dtx:>5} median Disco/Janus CPU ratio: "
+                      f"{ratios[len(ratios) // 2]:.2f}")
     finally:
         voice.stop(disco)
     print(f"logs: {workdir}")
