@@ -240,6 +240,11 @@ class ReorderBuffer:
         return self._jitter.rfc3550_s
 
     @property
+    def highest_seq(self) -> int:
+        """The highest sequence number received, extended with its wraps (0 before any)."""
+        return self._hi_seq if self._hi_seq is not None else 0
+
+    @property
     def playing(self) -> bool:
         return self._playing
 

@@ -335,6 +335,109 @@ async def test_send_audio_level_puts_a_level_in_pre_encoded_packets(
         aiortc_compat.send_audio_level(SimpleNamespace(), lambda: 0)  # type: ignore[arg-type]
 
 
+async def _send_through(monkeypatch: pytest.MonkeyPatch, count: int,
+                        counters: aiortc_compat.CountersSource | None,
+                        ) -> tuple[list[aiortc_compat.InboundRtp], int]:
+    """``count`` packets (payload and level vary) over a loopback pair; what the sink got,
+    and how many took the fast path."""
+    sender, receiver, track = loopback_pair(monkeypatch)
+    got: list[aiortc_compat.InboundRtp] = []
+    arrived = asyncio.Event()
+    level = [0]
+
+    def sink(packet: aiortc_compat.InboundRtp, mime: str) -> None:
+        assert mime == "audio/opus"
+        got.append(packet)
+        arrived.set()
+
+    try:
+        aiortc_compat.send_audio_level(sender.addTrack(track), lambda: -level[0])
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        (transceiver,) = receiver.getTransceivers()
+        aiortc_compat.take_rtp(transceiver.receiver, sink, counters)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        for i in range(count):
+            level[0] = (i * 7) % 128
+            arrived.clear()
+            track.queue.put_nowait(bytes([0xF8, i]) * (1 + i % 5))
+            await asyncio.wait_for(arrived.wait(), ARRIVAL_TIMEOUT_S)
+        return got, aiortc_compat.fast_path_packets(transceiver.receiver)
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+def _relative(packets: list[aiortc_compat.InboundRtp]) -> list[tuple[Any, ...]]:
+    seq0, ts0 = packets[0].sequence_number, packets[0].timestamp
+    return [((p.sequence_number - seq0) % 65_536, (p.timestamp - ts0) % (1 << 32),
+             p.payload_type, p.payload, p.audio_level) for p in packets]
+
+
+def _fixed_counters() -> aiortc_compat.ReceiveCounters:
+    return aiortc_compat.ReceiveCounters(received=75, expected=100, lost=25,
+                                         highest_seq=70_000, jitter_s=0.01)
+
+
+async def test_the_fast_path_hands_the_sink_what_aiortc_hands_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same packets through aiortc's receive path and through the fast path (SRTP
+    from aioice's datagram, unprotected and parsed here): identical for the sink."""
+    slow, slow_fast = await _send_through(monkeypatch, 30, None)
+    fast, fast_fast = await _send_through(monkeypatch, 30, _fixed_counters)
+    assert slow_fast == 0 and fast_fast == 29  # all but the first, which routes the SSRC
+    assert _relative(fast) == _relative(slow)
+    assert [p.audio_level for p in fast[:3]] == [0, 7, 14]
+
+
+async def test_receiver_reports_come_from_the_counters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sender, receiver, track = loopback_pair(monkeypatch)
+    reports: list[aiortc_compat.ReceiverReport] = []
+    got = asyncio.Event()
+
+    def sink(report: aiortc_compat.ReceiverReport) -> None:
+        reports.append(report)
+        got.set()
+
+    try:
+        aiortc_compat.watch_receiver_reports(sender.addTrack(track), sink)
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        (transceiver,) = receiver.getTransceivers()
+        aiortc_compat.take_rtp(transceiver.receiver, lambda p, m: None, _fixed_counters)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        for i in range(200):  # packets until the receiver reports (every 0.5-1.5 s)
+            track.queue.put_nowait(bytes([0xF8, i % 256]))
+            if i % 10 == 0 and got.is_set():
+                break
+            await asyncio.sleep(0.02)
+        assert reports, "no receiver report in 4 s"
+        # 25 of 100 lost -> 64/256; 10 ms of jitter; not what the clean loopback saw
+        assert reports[0].fraction_lost == 64 and reports[0].jitter_s == pytest.approx(0.01)
+        stats = await transceiver.receiver.getStats()
+        inbound = [s for s in stats.values() if s.type == "inbound-rtp"]
+        assert inbound and (inbound[0].packetsReceived, inbound[0].packetsLost) == (75, 25)
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+def test_counter_stats_report_the_loss_since_the_previous_report() -> None:
+    values = iter([(100, 0), (200, 10), (200, 10), (300, 110)])
+
+    def source() -> aiortc_compat.ReceiveCounters:
+        expected, lost = next(values)
+        return aiortc_compat.ReceiveCounters(expected - lost, expected, lost, 5, 0.0)
+
+    stats = aiortc_compat._CounterStats(source, 48_000)
+    assert [stats.fraction_lost for _ in range(4)] == [0, 25, 0, 255]  # 10/100, 100/100 capped
+
+
 def test_watching_reports_refuses_a_sender_without_the_parts_it_wraps() -> None:
     with pytest.raises(CompatError, match="_handle_rtcp_packet"):
         aiortc_compat.watch_receiver_reports(SimpleNamespace(), lambda r: None)  # type: ignore[arg-type]
