@@ -1,14 +1,16 @@
 """Janus AudioBridge beside Disco: the same load, alternated, the ratio printed.
 
     .venv/bin/python -m bench.janus [--sizes 20,40] [--seconds 8] [--rounds 2] [--pin]
-                                    [--dtx off|on|both] [--no-levels]
+                                    [--dtx off|on|both] [--no-levels] [--before DISCO]
 
 Needs the Debian package ``janus`` (1.1.x). For each N it runs the load of
 ``bench.voice`` (3 talkers, 4 probes, the rest listening while sending, every
 client sending pre-encoded Opus at 50 packets/s, or with ``--dtx`` silent
 clients sending Opus DTX, one packet per 400 ms, as ``bench.voice`` says)
 against ``disco serve`` and
-against a Janus AudioBridge room, alternating A/B ``--rounds`` times so that
+against a Janus AudioBridge room (and, with ``--before TREE``, against the
+Disco in another source tree, e.g. the commit before a change), alternating
+``--rounds`` times so that
 a machine's drift hits both, and prints each server's CPU (% of one core,
 from /proc), the worst listener's frames and the ratio Disco / Janus.
 
@@ -294,6 +296,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=max(2, (os.cpu_count() or 2)))
     parser.add_argument("--pin", action="store_true",
                         help="servers on CPU 0, clients on the other CPUs")
+    parser.add_argument("--before", metavar="TREE", type=Path,
+                        help="also run the Disco in this source tree (e.g. `git archive "
+                        "<commit>` unpacked) in the same rounds: before/after in one run")
     voice.add_mode_arguments(parser)
     args = parser.parse_args()
     modes = voice.client_modes(args)
@@ -301,42 +306,61 @@ def main() -> None:
         raise SystemExit("janus is not installed: apt-get install janus")
     sizes = [int(x) for x in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="disco-janus-bench-"))
-    port = voice._free_port()
-    disco = voice._start_server(workdir, port, cpu=0 if args.pin else None)
+    cpu = 0 if args.pin else None
+    servers: list[tuple[str, subprocess.Popen[bytes], str]] = []  # label, process, base
+    for label, binary in (("Disco", None), ("before", args.before)):
+        if label == "before" and binary is None:
+            continue
+        port = voice._free_port()
+        servers.append((label, voice._start_server(workdir, port, cpu=cpu, source=binary),
+                        f"127.0.0.1:{port}"))
     if args.pin:
         os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
-    disco_base = f"127.0.0.1:{port}"
     mp.set_start_method("spawn", force=True)
+    before = len(servers) > 1
     print(f"{'N':>4}{'DTX':>5}{'round':>7}{'Disco CPU':>11}{'Janus CPU':>11}{'Disco/Janus':>13}"
-          f"{'frames D/J':>16}{'RSS D/J MB':>14}")
+          + (f"{'before CPU':>12}{'before/Janus':>14}" if before else "")
+          + f"{'frames D/J':>16}{'RSS D/J MB':>14}")
     try:
-        gid, tokens = voice._setup_accounts(disco_base, max(sizes))
-        with janus_server(workdir, cpu=0 if args.pin else None) as (janus_base, janus_pid):
+        accounts = {label: voice._setup_accounts(base, max(sizes)) for label, _, base in servers}
+        with janus_server(workdir, cpu=cpu) as (janus_base, janus_pid):
             create_room(janus_base)
             for n, mode in ((n, m) for n in sizes for m in modes):
-                ratios = []
+                ratios: dict[str, list[float]] = {label: [] for label, _, _ in servers}
                 dtx = "on" if mode.dtx else "off"
                 for k in range(args.rounds):
-                    d = voice.measure(disco_base, disco.pid, gid, tokens[:n], args.seconds,
-                                      args.workers, mode=mode)
+                    got: dict[str, dict[str, Any]] = {}
+                    for label, proc, base in servers:
+                        gid, tokens = accounts[label]
+                        got[label] = voice.measure(base, proc.pid, gid, tokens[:n],
+                                                   args.seconds, args.workers, mode=mode)
+                        time.sleep(2.0)
+                    j = voice.measure(janus_base, janus_pid, ROOM_ID, accounts["Disco"][1][:n],
+                                      args.seconds, args.workers, worker=_janus_worker,
+                                      mode=mode)
                     time.sleep(2.0)
-                    j = voice.measure(janus_base, janus_pid, ROOM_ID, tokens[:n], args.seconds,
-                                      args.workers, worker=_janus_worker, mode=mode)
-                    time.sleep(2.0)
-                    ratio = d["cpu"] / j["cpu"] if j["cpu"] else float("nan")
-                    ratios.append(ratio)
-                    print(f"{n:>4}{dtx:>5}{k + 1:>7}{d['cpu'] * 100:>10.1f}%"
-                          f"{j['cpu'] * 100:>10.1f}%"
-                          f"{ratio:>13.2f}"
-                          f"{d['min_frames'] * 100:>8.1f}/{j['min_frames'] * 100:<6.1f}"
-                          f"{_rss_mb(disco.pid):>7.0f}/{_rss_mb(janus_pid):<6.0f}", flush=True)
-                    for err in (d["errors"] + j["errors"])[:3]:
+                    for label, _, _ in servers:
+                        ratios[label].append(got[label]["cpu"] / j["cpu"] if j["cpu"]
+                                             else float("nan"))
+                    d = got["Disco"]
+                    line = (f"{n:>4}{dtx:>5}{k + 1:>7}{d['cpu'] * 100:>10.1f}%"
+                            f"{j['cpu'] * 100:>10.1f}%{ratios['Disco'][-1]:>13.2f}")
+                    if before:
+                        line += (f"{got['before']['cpu'] * 100:>11.1f}%"
+                                 f"{ratios['before'][-1]:>14.2f}")
+                    line += (f"{d['min_frames'] * 100:>8.1f}/{j['min_frames'] * 100:<6.1f}"
+                             f"{_rss_mb(servers[0][1].pid):>7.0f}/{_rss_mb(janus_pid):<6.0f}")
+                    print(line, flush=True)
+                    errors = [e for r in (*got.values(), j) for e in r["errors"]]
+                    for err in errors[:3]:
                         print(f"     client error: {err}")
-                ratios.sort()
-                print(f"{n:>4}{dtx:>5} median Disco/Janus CPU ratio: "
-                      f"{ratios[len(ratios) // 2]:.2f}")
+                for label, values in ratios.items():
+                    values.sort()
+                    print(f"{n:>4}{dtx:>5} median {label}/Janus CPU ratio: "
+                          f"{values[len(values) // 2]:.2f}")
     finally:
-        voice.stop(disco)
+        for _, proc, _ in servers:
+            voice.stop(proc)
     print(f"logs: {workdir}")
 
 

@@ -167,7 +167,15 @@ def _install_arrival_buffers(
     from protocol import aiortc_compat
 
     for t in pc.getTransceivers():
-        aiortc_compat.take_rtp(t.receiver, _arrival_sink(arrivals, detector))
+        # counters: the client takes the server's packets on the fast receive path too
+        # (cheaper clients); its receiver reports say "no loss".
+        aiortc_compat.take_rtp(t.receiver, _arrival_sink(arrivals, detector), _no_loss)
+
+
+def _no_loss() -> Any:
+    from protocol import aiortc_compat
+
+    return aiortc_compat.ReceiveCounters(0, 0, 0, 0, 0.0)
 
 
 def _dtx_payload() -> bytes:
@@ -455,7 +463,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_server(workdir: Path, port: int, cpu: int | None = None) -> subprocess.Popen[bytes]:
+def _start_server(workdir: Path, port: int, cpu: int | None = None,
+                  source: Path | None = None) -> subprocess.Popen[bytes]:
+    """``disco serve`` on ``port``: this checkout's, or the code in ``source`` (another
+    version's tree, run with this interpreter and its packages)."""
     plans = workdir / "plans.json"
     plans.write_text(
         json.dumps(
@@ -478,7 +489,7 @@ def _start_server(workdir: Path, port: int, cpu: int | None = None) -> subproces
         "DISCO_DEV": "true",
         "DISCO_PORT": str(port),
         "DISCO_HOST": "127.0.0.1",
-        "DISCO_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
+        "DISCO_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / f'bench-{port}.db'}",
         "DISCO_JWT_SECRET": "bench-" + secrets.token_hex(16),
         "DISCO_RTC_HOST_ADDRESSES": "127.0.0.1",
         "DISCO_PLANS_FILE": str(plans),
@@ -489,10 +500,14 @@ def _start_server(workdir: Path, port: int, cpu: int | None = None) -> subproces
         "DISCO_LOGIN_ADDRESS_PER_MIN": "100000",
     }
     disco = shutil.which("disco", path=str(Path(sys.executable).parent)) or "disco"
-    log = (workdir / "server.log").open("wb")
+    command = [disco]
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+        command = [sys.executable, "-c", "from signaling.cli import main; main()"]
+    log = (workdir / f"server-{port}.log").open("wb")
     pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     return subprocess.Popen(
-        [disco, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+        [*command, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
         preexec_fn=pin,
     )
 
@@ -749,7 +764,7 @@ def main() -> None:
                 f"{FRAMES_LIMIT:.0%} of frames: {best['n']} (server CPU per participant "
                 f"{per * 100:.2f}% of a core -> ~{1 / per:.0f} participants per core)"
             )
-    print(f"server log: {workdir / 'server.log'}")
+    print(f"server log: {workdir}")
 
 
 if __name__ == "__main__":
