@@ -506,8 +506,9 @@ class MediaRoom:
                         metrics.JITTER_WAIT_SECONDS.observe(now - peer.voice.ready_at)
             else:
                 peer.voice.skip(now)
-                if pid in sender_levels:
-                    levels[pid] = sender_levels[pid]
+                level = sender_levels.get(pid, MIN_DBOV)
+                if level > MIN_DBOV:  # the detector takes the missing as silent
+                    levels[pid] = level
             for slot in peer.music.values():
                 m = slot.pop(now)
                 if m is not None:

@@ -75,18 +75,25 @@ class SpeakerSelector:
         Participants missing from ``levels`` are forgotten (they left).
         """
         env = self._env
-        for pid in env.keys() - levels.keys():
-            del env[pid]
-        for pid, level in levels.items():
-            e = env.get(pid)
-            if e is None:
-                env[pid] = _Envelope(max(float(level), MIN_DBOV), now)
-                continue
-            fallen = e.level_dbov - self.release_db_per_s * max(now - e.at, 0.0)
-            e.level_dbov = max(float(level), fallen, MIN_DBOV)
-            e.at = now
         floor = self.floor_dbov
-        kept = [p for p in self._selected if p in env and env[p].level_dbov >= floor]
+        release = self.release_db_per_s
+        # Only envelopes at or above the floor are kept: a room's silent majority
+        # costs one comparison each per tick.
+        for pid in list(env):
+            e = env[pid]
+            level = levels.get(pid)
+            if level is None:  # left
+                del env[pid]
+                continue
+            fallen = e.level_dbov - release * max(now - e.at, 0.0)
+            e.level_dbov = level if level > fallen else fallen
+            e.at = now
+            if e.level_dbov < floor:
+                del env[pid]
+        for pid, level in levels.items():
+            if level >= floor and pid not in env:
+                env[pid] = _Envelope(float(level), now)
+        kept = [p for p in self._selected if p in env]
         taken = set(kept)
         challengers = sorted(
             (p for p, e in env.items() if p not in taken and e.level_dbov >= floor),
