@@ -30,11 +30,14 @@ AMPLITUDES = {"a": 0.3, "b": 0.19, "c": 0.12, "d": 0.075, "e": 0.047, "f": 0.03}
 """4 dB apart, loudest first: more than the selector's 3 dB hysteresis."""
 LEVEL_DB = {"a": -10.5, "b": -14.5, "c": -18.5, "d": -22.5, "e": -26.5, "f": -30.5}
 """Each tone's level in dBFS (20 log10 of its amplitude)."""
-PRESENT_MARGIN_DB = 6.0
+PRESENT_MARGIN_DB = 10.0
 ABSENT_DB = -45.0
 """A tone 15 dB under the quietest talker's: not in the mix."""
 SETTLE_S = 1.0
 WINDOW_S = 1.0
+ATTEMPTS = 3
+"""Windows to listen over before a check fails (a starved test process plays late
+frames as silence; what is in each mix does not change)."""
 
 
 @pytest.fixture
@@ -58,6 +61,22 @@ def check(heard: dict[str, Any], listener: str, present: set[str], levels: dict[
             assert lacks_tone(samples, hz, ABSENT_DB), f"{msg}; did not expect {name}"
 
 
+async def hears(clients: dict[str, RtcClient], expected: dict[str, set[str]],
+                levels: dict[str, float]) -> None:
+    """Each listener in ``expected`` hears exactly those talkers, in one of a few windows."""
+    names = list(expected)
+    for attempt in range(ATTEMPTS):
+        got = await record_for([clients[n].recorder for n in names], WINDOW_S)
+        heard = dict(zip(names, got, strict=True))
+        try:
+            for listener, present in expected.items():
+                check(heard, listener, present, levels)
+            return
+        except AssertionError:
+            if attempt == ATTEMPTS - 1:
+                raise
+
+
 async def test_six_talkers_top_three_nobody_hears_themselves_and_louder_takes_a_place(
     room: tuple[MediaRoom, list[Any]],
 ) -> None:
@@ -72,15 +91,13 @@ async def test_six_talkers_top_three_nobody_hears_themselves_and_louder_takes_a_
         for n, hz in TONES_HZ.items():  # everyone starts at once
             clients[n].tone.frequency_hz = hz
         await asyncio.sleep(SETTLE_S)
-        names = list(clients)
-        heard = dict(zip(names, await record_for([clients[n].recorder for n in names],
-                                                 WINDOW_S), strict=True))
         levels = dict(LEVEL_DB)
-        check(heard, "x", {"a", "b", "c"}, levels)
-        check(heard, "a", {"b", "c", "d"}, levels)  # the 3 loudest of the others
-        check(heard, "c", {"a", "b", "d"}, levels)
-        for n in ("d", "e", "f"):
-            check(heard, n, {"a", "b", "c"}, levels)
+        await hears(clients, {
+            "x": {"a", "b", "c"},
+            "a": {"b", "c", "d"},  # the 3 loudest of the others
+            "c": {"a", "b", "d"},
+            "d": {"a", "b", "c"}, "e": {"a", "b", "c"}, "f": {"a", "b", "c"},
+        }, levels)
         # speaking events come from the senders' levels, decoded or not
         await eventually(lambda: {e["participant_id"] for e in events
                                   if e.get("type") == "speaking"} >= set(TONES_HZ),
@@ -89,12 +106,12 @@ async def test_six_talkers_top_three_nobody_hears_themselves_and_louder_takes_a_
         clients["f"].tone.amplitude = 0.3  # the quietest becomes as loud as the loudest
         levels["f"] = -10.5
         await asyncio.sleep(SETTLE_S)
-        heard = dict(zip(names, await record_for([clients[n].recorder for n in names],
-                                                 WINDOW_S), strict=True))
-        check(heard, "x", {"a", "b", "f"}, levels)  # c, then the quietest, gave way
-        check(heard, "f", {"a", "b", "c"}, levels)
-        check(heard, "c", {"a", "b", "f"}, levels)
-        check(heard, "d", {"a", "b", "f"}, levels)
+        await hears(clients, {
+            "x": {"a", "b", "f"},  # c, then the quietest of the three, gave way
+            "f": {"a", "b", "c"},
+            "c": {"a", "b", "f"},
+            "d": {"a", "b", "f"},
+        }, levels)
     finally:
         for c in clients.values():
             c.tone.stop()
