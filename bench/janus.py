@@ -1,17 +1,20 @@
 """Janus AudioBridge beside Disco: the same load, alternated, the ratio printed.
 
     .venv/bin/python -m bench.janus [--sizes 20,40] [--seconds 8] [--rounds 2] [--pin]
+                                    [--dtx off|on|both] [--no-levels] [--before DISCO]
                                     [--aiortc-send]
 
 Needs the Debian package ``janus`` (1.1.x). For each N it runs the load of
 ``bench.voice`` (3 talkers, 4 probes, the rest listening while sending, every
-client sending pre-encoded Opus at 50 packets/s) against ``disco serve`` and
-against a Janus AudioBridge room, alternating A/B ``--rounds`` times so that
-a machine's drift hits both, and prints each server's CPU (% of one core,
-from /proc), the worst listener's frames and the ratio Disco / Janus.
-``--aiortc-send`` adds a second Disco on aiortc's own sender loop
-(``DISCO_RTC_FAST_SEND=false``), measured in the same rounds: the fast send
-path's gain side by side (issue #15).
+client sending pre-encoded Opus at 50 packets/s, or with ``--dtx`` silent
+clients sending Opus DTX, one packet per 400 ms, as ``bench.voice`` says)
+against ``disco serve`` and
+against a Janus AudioBridge room (and, with ``--before TREE``, against the
+Disco in another source tree, e.g. the commit before a change), alternating
+``--rounds`` times so that a machine's drift hits both (``--aiortc-send``
+adds a Disco with ``DISCO_RTC_FAST_SEND=false``, aiortc's own sender loop,
+to the same rounds), and prints each server's CPU (% of one core, from
+/proc), the worst listener's frames and the ratio Disco / Janus.
 
 Janus is configured to match Disco's mix: a room at 48 kHz, every
 participant's Opus stream mono at 32 kbps and complexity 10 (AudioBridge's
@@ -236,7 +239,7 @@ def sha256_only(sdp: str) -> str:
 
 async def run_janus_client(
     base: str, _token: str, _room: str, role: str, index: int, t0: float, ready: Any,
-    window: Any,
+    window: Any, mode: voice.ClientMode,
 ) -> voice.ClientResult:
     """``bench.voice``'s client, joined to the AudioBridge room instead of Disco."""
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -247,8 +250,7 @@ async def run_janus_client(
     bridge = AudioBridge(base)
     try:
         await bridge.open()
-        talker = index if role == "talker" else None
-        pc.addTrack(voice._opus_track(talker, t0, result.onsets_sent))
+        voice.add_track(pc, role, index, t0, result, mode)
         detector = voice._OnsetDetector(result.onsets_heard) if role == "probe" else None
         voice._install_arrival_buffers(pc, arrivals, detector)
         await pc.setLocalDescription(await pc.createOffer())
@@ -271,13 +273,14 @@ async def run_janus_client(
 
 
 def _janus_worker(base: str, jobs: list[tuple[str, str, int]], room: str, t0: float,
-                  ready: Any, window: Any, out: Any, nice: int = 0) -> None:
+                  ready: Any, window: Any, out: Any, nice: int = 0,
+                  mode: voice.ClientMode = voice.ClientMode()) -> None:
     if nice:
         os.nice(nice)
 
     async def main() -> list[voice.ClientResult]:
         return list(await asyncio.gather(*(
-            run_janus_client(base, token, room, role, index, t0, ready, window)
+            run_janus_client(base, token, room, role, index, t0, ready, window, mode)
             for token, role, index in jobs
         )))
 
@@ -295,77 +298,88 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=max(2, (os.cpu_count() or 2)))
     parser.add_argument("--pin", action="store_true",
                         help="servers on CPU 0, clients on the other CPUs")
+    parser.add_argument("--before", metavar="TREE", type=Path,
+                        help="also run the Disco in this source tree (e.g. `git archive "
+                        "<commit>` unpacked) in the same rounds: before/after in one run")
     parser.add_argument("--aiortc-send", action="store_true",
                         help="also a Disco with DISCO_RTC_FAST_SEND=false (aiortc's sender "
                              "loop), measured in the same rounds")
+    voice.add_mode_arguments(parser)
     args = parser.parse_args()
+    modes = voice.client_modes(args)
     if janus_binary() is None:
         raise SystemExit("janus is not installed: apt-get install janus")
     sizes = [int(x) for x in args.sizes.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="disco-janus-bench-"))
     cpu = 0 if args.pin else None
-    port = voice._free_port()
-    disco = voice._start_server(workdir, port, cpu=cpu)
-    slow: subprocess.Popen[bytes] | None = None
-    slow_base = ""
+    servers: list[tuple[str, subprocess.Popen[bytes], str]] = []  # label, process, base
+    wanted: list[tuple[str, Path | None, dict[str, str]]] = [("Disco", None, {})]
+    if args.before is not None:
+        wanted.append(("before", args.before, {}))
     if args.aiortc_send:
-        slow_dir = workdir / "aiortc-send"
-        slow_dir.mkdir()
-        slow_port = voice._free_port()
-        os.environ["DISCO_RTC_FAST_SEND"] = "false"
+        wanted.append(("aiortc-send", None, {"DISCO_RTC_FAST_SEND": "false"}))
+    for label, binary, env in wanted:
+        port = voice._free_port()
+        sub = workdir / label
+        sub.mkdir()
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
-            slow = voice._start_server(slow_dir, slow_port, cpu=cpu)
+            proc = voice._start_server(sub, port, cpu=cpu, source=binary)
         finally:
-            del os.environ["DISCO_RTC_FAST_SEND"]
-        slow_base = f"127.0.0.1:{slow_port}"
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        servers.append((label, proc, f"127.0.0.1:{port}"))
     if args.pin:
         os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
-    disco_base = f"127.0.0.1:{port}"
     mp.set_start_method("spawn", force=True)
-    print(f"{'N':>4}{'round':>7}{'Disco CPU':>11}{'Janus CPU':>11}{'Disco/Janus':>13}"
-          f"{'frames D/J':>16}{'RSS D/J MB':>14}"
-          + (f"{'aiortc-send CPU':>17}{'/Janus':>8}{'fast/aiortc':>13}" if slow else ""))
+    extras = [label for label, _, _ in servers[1:]]
+    print(f"{'N':>4}{'DTX':>5}{'round':>7}{'Disco CPU':>11}{'Janus CPU':>11}{'Disco/Janus':>13}"
+          + "".join(f"{label + ' CPU':>16}{label + '/Janus':>18}" for label in extras)
+          + f"{'frames D/J':>16}{'RSS D/J MB':>14}")
     try:
-        gid, tokens = voice._setup_accounts(disco_base, max(sizes))
-        slow_gid, slow_tokens = (voice._setup_accounts(slow_base, max(sizes)) if slow
-                                 else (0, []))
+        accounts = {label: voice._setup_accounts(base, max(sizes)) for label, _, base in servers}
         with janus_server(workdir, cpu=cpu) as (janus_base, janus_pid):
             create_room(janus_base)
-            for n in sizes:
-                ratios = []
+            for n, mode in ((n, m) for n in sizes for m in modes):
+                ratios: dict[str, list[float]] = {label: [] for label, _, _ in servers}
+                dtx = "on" if mode.dtx else "off"
                 for k in range(args.rounds):
-                    d = voice.measure(disco_base, disco.pid, gid, tokens[:n], args.seconds,
-                                      args.workers)
-                    time.sleep(2.0)
-                    s: dict[str, Any] | None = None
-                    if slow is not None:
-                        s = voice.measure(slow_base, slow.pid, slow_gid, slow_tokens[:n],
-                                          args.seconds, args.workers)
+                    got: dict[str, dict[str, Any]] = {}
+                    for label, proc, base in servers:
+                        gid, tokens = accounts[label]
+                        got[label] = voice.measure(base, proc.pid, gid, tokens[:n],
+                                                   args.seconds, args.workers, mode=mode)
                         time.sleep(2.0)
-                    j = voice.measure(janus_base, janus_pid, ROOM_ID, tokens[:n], args.seconds,
-                                      args.workers, worker=_janus_worker)
+                    j = voice.measure(janus_base, janus_pid, ROOM_ID, accounts["Disco"][1][:n],
+                                      args.seconds, args.workers, worker=_janus_worker,
+                                      mode=mode)
                     time.sleep(2.0)
-                    ratio = d["cpu"] / j["cpu"] if j["cpu"] else float("nan")
-                    ratios.append(ratio)
-                    extra = ""
-                    if s is not None:
-                        s_ratio = s["cpu"] / j["cpu"] if j["cpu"] else float("nan")
-                        fast_ratio = d["cpu"] / s["cpu"] if s["cpu"] else float("nan")
-                        extra = (f"{s['cpu'] * 100:>16.1f}%{s_ratio:>8.2f}{fast_ratio:>13.2f}"
-                                 f"  (frames {s['min_frames'] * 100:.1f}%)")
-                    print(f"{n:>4}{k + 1:>7}{d['cpu'] * 100:>10.1f}%{j['cpu'] * 100:>10.1f}%"
-                          f"{ratio:>13.2f}"
-                          f"{d['min_frames'] * 100:>8.1f}/{j['min_frames'] * 100:<6.1f}"
-                          f"{_rss_mb(disco.pid):>7.0f}/{_rss_mb(janus_pid):<6.0f}" + extra,
-                          flush=True)
-                    for err in (d["errors"] + j["errors"] + (s["errors"] if s else []))[:3]:
+                    for label, _, _ in servers:
+                        ratios[label].append(got[label]["cpu"] / j["cpu"] if j["cpu"]
+                                             else float("nan"))
+                    d = got["Disco"]
+                    line = (f"{n:>4}{dtx:>5}{k + 1:>7}{d['cpu'] * 100:>10.1f}%"
+                            f"{j['cpu'] * 100:>10.1f}%{ratios['Disco'][-1]:>13.2f}")
+                    for label in extras:
+                        line += (f"{got[label]['cpu'] * 100:>15.1f}%"
+                                 f"{ratios[label][-1]:>18.2f}")
+                    line += (f"{d['min_frames'] * 100:>8.1f}/{j['min_frames'] * 100:<6.1f}"
+                             f"{_rss_mb(servers[0][1].pid):>7.0f}/{_rss_mb(janus_pid):<6.0f}")
+                    print(line, flush=True)
+                    errors = [e for r in (*got.values(), j) for e in r["errors"]]
+                    for err in errors[:3]:
                         print(f"     client error: {err}")
-                ratios.sort()
-                print(f"{n:>4} median Disco/Janus CPU ratio: {ratios[len(ratios) // 2]:.2f}")
+                for label, values in ratios.items():
+                    values.sort()
+                    print(f"{n:>4}{dtx:>5} median {label}/Janus CPU ratio: "
+                          f"{values[len(values) // 2]:.2f}")
     finally:
-        voice.stop(disco)
-        if slow is not None:
-            voice.stop(slow)
+        for _, proc, _ in servers:
+            voice.stop(proc)
     print(f"logs: {workdir}")
 
 

@@ -1,6 +1,7 @@
 """Voice capacity of one server process: `disco serve` + N WebRTC clients.
 
     .venv/bin/python -m bench.voice [--sizes 10,20,30,40] [--seconds 8] [--workers 4]
+                                    [--dtx off|on|both] [--no-levels] [--pin]
 
 Starts ``disco serve`` on 127.0.0.1 (fresh SQLite, ICE host 127.0.0.1 only, a
 plans file without a member limit), registers N users into one group, and for
@@ -24,7 +25,16 @@ browser). Reported per N:
   packet waiting for its sender after the tick (``send``).
 
 The largest N with server CPU <= 80% of a core and every listener >= 99% of
-frames is printed at the end.
+frames is printed at the end, for each DTX mode.
+
+Clients behave as browsers do after Disco's answer: every packet carries the
+RFC 6464 audio level of its frame (``ssrc-audio-level``; ``--no-levels`` for
+clients that send none, which the server must then decode to rank), and with
+``--dtx on`` (``both``, the default, measures each N without then with DTX)
+a silent sender sends Opus DTX: one TOC-only packet (1 byte, what libopus
+emits in DTX) when it falls silent and one every 400 ms after, so a listener
+sends 2.5 packets/s instead of 50, and a talker between its bursts likewise.
+The server's downlink is the same in both modes: 50 packets/s to everyone.
 
 Clients are made cheap and their clocks honest, so that on a small machine
 they neither starve the server nor add their own delays to its figures:
@@ -86,6 +96,20 @@ class ClientResult:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class ClientMode:
+    """How the load clients send (the same for Disco and Janus)."""
+
+    dtx: bool = False
+    """Silent senders send one DTX packet per 400 ms (as a browser with usedtx=1)."""
+    levels: bool = True
+    """Every packet carries its frame's RFC 6464 level (as browsers send it)."""
+
+
+DTX_REFRESH_FRAMES = 20
+"""In DTX a silent sender refreshes every 20 frames (400 ms), as WebRTC does."""
+
+
 def _patch_loopback() -> None:
     from protocol import aiortc_compat
 
@@ -143,16 +167,42 @@ def _install_arrival_buffers(
     from protocol import aiortc_compat
 
     for t in pc.getTransceivers():
-        aiortc_compat.take_rtp(t.receiver, _arrival_sink(arrivals, detector))
+        # counters: the client takes the server's packets on the fast receive path too
+        # (cheaper clients); its receiver reports say "no loss".
+        aiortc_compat.take_rtp(t.receiver, _arrival_sink(arrivals, detector), _no_loss)
 
 
-def _opus_track(index: int | None, t0: float, onsets: list[float] | None = None) -> Any:
+def _no_loss() -> Any:
+    from protocol import aiortc_compat
+
+    return aiortc_compat.ReceiveCounters(0, 0, 0, 0, 0.0)
+
+
+def _dtx_payload() -> bytes:
+    """What libopus sends in DTX: encode silence with DTX on until it emits a TOC only."""
+    import numpy as np
+
+    from protocol.opus import Encoder
+
+    encoder = Encoder(32_000, dtx=True)
+    for _ in range(50):
+        payload = encoder.encode(np.zeros(960, dtype=np.int16))
+        if len(payload) <= 2:
+            return payload
+    raise RuntimeError("libopus never entered DTX on silence")
+
+
+def _opus_track(index: int | None, t0: float, onsets: list[float] | None = None,
+                dtx: bool = False) -> Any:
     """An audio track of Opus packets, 20 ms apart: silence, or talker ``index``'s bursts.
 
     Packets are encoded here, on the loop, and sent the moment ``recv``
     returns (aiortc packs ``av.Packet``s instead of encoding them in its
     thread pool), so the onset time recorded here is the send time. A
-    listener's track is one pre-encoded silent frame repeated.
+    listener's track is one pre-encoded silent frame repeated. With ``dtx``
+    silence is a TOC-only packet, sent once then every 400 ms. The track's
+    ``level_dbov`` is the level of the frame ``recv`` just returned (for
+    ``aiortc_compat.send_audio_level``).
     """
     import numpy as np
     from aiortc.mediastreams import MediaStreamTrack
@@ -161,9 +211,11 @@ def _opus_track(index: int | None, t0: float, onsets: list[float] | None = None)
 
     encoder = OpusEncoder()
     silence = encoder.encode(np.zeros(960, dtype=np.int16))
+    dtx_payload = _dtx_payload() if dtx else b""
     freq = TONES_HZ[index % len(TONES_HZ)] if index is not None else 0.0
     samples = np.arange(48_000 + 960)
     tone = (0.25 * 32_767 * np.sin(2 * np.pi * freq * samples / 48_000)).astype(np.int16)
+    tone_dbov = -15  # a sine at 1/4 of full scale: 20 log10(0.25 / sqrt 2)
 
     class Packets(MediaStreamTrack):
         kind = "audio"
@@ -173,34 +225,56 @@ def _opus_track(index: int | None, t0: float, onsets: list[float] | None = None)
             self._pts = 0
             self._start: float | None = None
             self._was_on = False
+            self._silent_run = 0
+            self.level_dbov = -127
 
         async def recv(self) -> Any:
-            if self._start is None:
-                self._start = time.monotonic()
-            else:
-                wait = self._start + self._pts / 48_000 - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            now = time.monotonic()
-            on = index is not None and _burst_on(index, now, t0)
-            if on:
-                offset = self._pts % 48_000  # a whole-Hz tone repeats every second
-                payload = encoder.encode(tone[offset:offset + 960])
-                if not self._was_on and onsets is not None:
-                    onsets.append(now)
-            else:
-                payload = encoder.encode(np.zeros(960, dtype=np.int16)) if index is not None \
-                    else silence
-            self._was_on = on
-            packet = make_packet(payload, self._pts)
-            self._pts += 960
-            return packet
+            while True:
+                if self._start is None:
+                    self._start = time.monotonic()
+                else:
+                    wait = self._start + self._pts / 48_000 - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                now = time.monotonic()
+                on = index is not None and _burst_on(index, now, t0)
+                pts = self._pts
+                self._pts += 960
+                if on:
+                    offset = pts % 48_000  # a whole-Hz tone repeats every second
+                    payload = encoder.encode(tone[offset:offset + 960])
+                    if not self._was_on and onsets is not None:
+                        onsets.append(now)
+                    self._silent_run = 0
+                elif dtx:
+                    payload = dtx_payload
+                    self._silent_run += 1
+                else:
+                    payload = encoder.encode(np.zeros(960, dtype=np.int16)) \
+                        if index is not None else silence
+                self._was_on = on
+                if on or not dtx or self._silent_run % DTX_REFRESH_FRAMES == 1:
+                    self.level_dbov = tone_dbov if on else -127
+                    return make_packet(payload, pts)
 
     return Packets()
 
 
+def add_track(pc: Any, role: str, index: int, t0: float, result: ClientResult,
+              mode: ClientMode) -> None:
+    """The client's outgoing track (a talker's bursts or silence), as ``mode`` says."""
+    from protocol import aiortc_compat
+
+    talker = index if role == "talker" else None
+    track = _opus_track(talker, t0, result.onsets_sent, dtx=mode.dtx)
+    sender = pc.addTrack(track)
+    if mode.levels:
+        aiortc_compat.send_audio_level(sender, lambda: track.level_dbov)
+
+
 async def _run_client(
-    base: str, token: str, room: str, role: str, index: int, t0: float, ready: Any, window: Any
+    base: str, token: str, room: str, role: str, index: int, t0: float, ready: Any, window: Any,
+    mode: ClientMode,
 ) -> ClientResult:
     import websockets
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -223,8 +297,7 @@ async def _run_client(
             await expect("welcome")
             await ws.send(json.dumps({"type": "join", "room": room}))
             await expect("joined")
-            talker = index if role == "talker" else None
-            pc.addTrack(_opus_track(talker, t0, result.onsets_sent))
+            add_track(pc, role, index, t0, result, mode)
             detector = _OnsetDetector(result.onsets_heard) if role == "probe" else None
             _install_arrival_buffers(pc, arrivals, detector)
 
@@ -280,6 +353,7 @@ def _worker(
     window: Any,
     out: Any,
     nice: int = 0,
+    mode: ClientMode = ClientMode(),
 ) -> None:
     _patch_loopback()
     if nice:
@@ -289,7 +363,7 @@ def _worker(
         return list(
             await asyncio.gather(
                 *(
-                    _run_client(base, token, room, role, index, t0, ready, window)
+                    _run_client(base, token, room, role, index, t0, ready, window, mode)
                     for token, role, index in jobs
                 )
             )
@@ -389,7 +463,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_server(workdir: Path, port: int, cpu: int | None = None) -> subprocess.Popen[bytes]:
+def _start_server(workdir: Path, port: int, cpu: int | None = None,
+                  source: Path | None = None) -> subprocess.Popen[bytes]:
+    """``disco serve`` on ``port``: this checkout's, or the code in ``source`` (another
+    version's tree, run with this interpreter and its packages)."""
     plans = workdir / "plans.json"
     plans.write_text(
         json.dumps(
@@ -412,7 +489,7 @@ def _start_server(workdir: Path, port: int, cpu: int | None = None) -> subproces
         "DISCO_DEV": "true",
         "DISCO_PORT": str(port),
         "DISCO_HOST": "127.0.0.1",
-        "DISCO_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
+        "DISCO_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / f'bench-{port}.db'}",
         "DISCO_JWT_SECRET": "bench-" + secrets.token_hex(16),
         "DISCO_RTC_HOST_ADDRESSES": "127.0.0.1",
         "DISCO_PLANS_FILE": str(plans),
@@ -423,10 +500,14 @@ def _start_server(workdir: Path, port: int, cpu: int | None = None) -> subproces
         "DISCO_LOGIN_ADDRESS_PER_MIN": "100000",
     }
     disco = shutil.which("disco", path=str(Path(sys.executable).parent)) or "disco"
-    log = (workdir / "server.log").open("wb")
+    command = [disco]
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+        command = [sys.executable, "-c", "from signaling.cli import main; main()"]
+    log = (workdir / f"server-{port}.log").open("wb")
     pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     return subprocess.Popen(
-        [disco, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+        [*command, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
         preexec_fn=pin,
     )
 
@@ -490,7 +571,7 @@ def _setup_accounts(base: str, n: int) -> tuple[int, list[str]]:
 
 def measure(
     base: str, server_pid: int, gid: int, tokens: list[str], seconds: float, workers: int,
-    worker: Callable[..., None] | None = None,
+    worker: Callable[..., None] | None = None, mode: ClientMode = ClientMode(),
 ) -> dict[str, Any]:
     """One size: N clients (``worker`` runs them; Disco's by default) for ``seconds``."""
     disco = worker is None
@@ -508,11 +589,13 @@ def measure(
     room = f"group:{gid}"
     # Talkers and probes get a process of their own: their timestamps must
     # not wait behind twenty listeners' packets on a shared event loop.
-    procs = [ctx.Process(target=target, args=(base, measuring, room, t0, ready, window, out))]
+    procs = [ctx.Process(target=target,
+                         args=(base, measuring, room, t0, ready, window, out, 0, mode))]
     procs += [
         ctx.Process(
             target=target,
-            args=(base, listening[w::workers], room, t0, ready, window, out, LISTENER_NICE),
+            args=(base, listening[w::workers], room, t0, ready, window, out, LISTENER_NICE,
+                  mode),
         )
         for w in range(workers)
         if listening[w::workers]
@@ -588,6 +671,19 @@ def measure(
     }
 
 
+def add_mode_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtx", choices=("off", "on", "both"), default="both",
+                        help="silent clients send Opus DTX (one packet per 400 ms); both: "
+                        "each size without, then with")
+    parser.add_argument("--no-levels", action="store_true",
+                        help="clients send no RFC 6464 audio level (the server decodes all)")
+
+
+def client_modes(args: argparse.Namespace) -> list[ClientMode]:
+    dtx = {"off": [False], "on": [True], "both": [False, True]}[args.dtx]
+    return [ClientMode(dtx=d, levels=not args.no_levels) for d in dtx]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,20,30,40")
@@ -598,8 +694,10 @@ def main() -> None:
         help="run the server on CPU 0 and the clients on the other CPUs, so that client "
         "load does not show up as server latency (needs 2+ CPUs)",
     )
+    add_mode_arguments(parser)
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    modes = client_modes(args)
 
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -623,15 +721,18 @@ def main() -> None:
     try:
         gid, tokens = _setup_accounts(base, max(sizes))
         print(
-            f"{'N':>4}{'server CPU':>12}{'per participant':>17}{'min frames':>12}"
+            f"{'N':>4}{'DTX':>5}{'server CPU':>12}{'per participant':>17}{'min frames':>12}"
             f"{'added p50':>11}{'added p99':>11}{'onsets heard':>14}"
             f"{'server: jitter p99':>20}{'send p99':>10}"
         )
-        for n in sizes:
-            row = measure(base, server.pid, gid, tokens[:n], args.seconds, args.workers)
+        for n, mode in ((n, m) for n in sizes for m in modes):
+            row = measure(base, server.pid, gid, tokens[:n], args.seconds, args.workers,
+                          mode=mode)
+            row["dtx"] = mode.dtx
             rows.append(row)
             print(
-                f"{n:>4}{row['cpu'] * 100:>11.1f}%{row['cpu_per_participant'] * 100:>16.2f}%"
+                f"{n:>4}{'on' if mode.dtx else 'off':>5}"
+                f"{row['cpu'] * 100:>11.1f}%{row['cpu_per_participant'] * 100:>16.2f}%"
                 f"{row['min_frames'] * 100:>11.1f}%"
                 f"{(row['latency_p50'] - base_p50) * 1000:>9.1f}ms"
                 f"{(row['latency_p99'] - base_p50) * 1000:>9.1f}ms"
@@ -645,22 +746,25 @@ def main() -> None:
             time.sleep(2.0)  # let the server drop the previous clients
     finally:
         stop(server)
-    ok = [
-        r
-        for r in rows
-        if r["cpu"] <= CPU_LIMIT and r["min_frames"] >= FRAMES_LIMIT and not r["errors"]
-    ]
-    best = max(ok, key=lambda r: r["n"], default=None)
-    if best is None:
-        print("no size met the limits")
-    else:
-        per = best["cpu_per_participant"]
-        print(
-            f"largest N at <= {CPU_LIMIT:.0%} of a core with every listener >= "
-            f"{FRAMES_LIMIT:.0%} of frames: {best['n']} (server CPU per participant "
-            f"{per * 100:.2f}% of a core -> ~{1 / per:.0f} participants per core)"
-        )
-    print(f"server log: {workdir / 'server.log'}")
+    for mode in modes:
+        ok = [
+            r
+            for r in rows
+            if r["dtx"] == mode.dtx and r["cpu"] <= CPU_LIMIT
+            and r["min_frames"] >= FRAMES_LIMIT and not r["errors"]
+        ]
+        best = max(ok, key=lambda r: r["n"], default=None)
+        label = "with DTX" if mode.dtx else "without DTX"
+        if best is None:
+            print(f"{label}: no size met the limits")
+        else:
+            per = best["cpu_per_participant"]
+            print(
+                f"{label}: largest N at <= {CPU_LIMIT:.0%} of a core with every listener >= "
+                f"{FRAMES_LIMIT:.0%} of frames: {best['n']} (server CPU per participant "
+                f"{per * 100:.2f}% of a core -> ~{1 / per:.0f} participants per core)"
+            )
+    print(f"server log: {workdir}")
 
 
 if __name__ == "__main__":

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     rtc_fast_send: bool = Field(
         True, description="Send the mix's RTP straight to the socket (false: aiortc's sender)."
     )
+    # How many of a room's talkers are decoded and mixed at once: the loudest by the
+    # RFC 6464 level their packets carry (sfu.speakers), as conference mixers do.
+    voice_top_n: int = Field(3, ge=1, le=32)
 
     # --- location ----------------------------------------------------------
     location_retention_days: int = Field(30, ge=1)

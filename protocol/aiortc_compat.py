@@ -31,7 +31,23 @@ and quietly running without it:
     ``InboundRtp``: sequence number, RTP timestamp, payload type, payload),
     with its codec (from the receiver's private ``__codecs``), to a callback
     on the event loop, after aiortc's SRTP, RTCP statistics and RTX
-    unwrapping, and gives aiortc's decoder nothing.
+    unwrapping, and gives aiortc's decoder nothing. Each ``InboundRtp`` also
+    carries the RFC 6464 audio level (``ssrc-audio-level``, which aiortc
+    negotiates and parses; browsers and aiortc senders that encode send it),
+    so the room can choose whom to decode without decoding everyone.
+
+    The receive path (with ``counters``, the sink's view of its stream): after
+    the first packet of an SSRC has come through aiortc, ``take_rtp`` routes
+    that SSRC's SRTP datagrams from aioice's socket callback (the connection's
+    ``data_received``, an instance attribute over aioice's method) straight to
+    the sink: unprotected with the DTLS transport's private ``_rx_srtp``
+    session, parsed by ``protocol.rtp_parse`` (with the audio-level id from the
+    transport's private header-extension map), no asyncio queue, no receive
+    coroutines, no ``RtpPacket``, no per-packet statistics. STUN, DTLS, RTCP and
+    unknown SSRCs still go aiortc's way. aiortc's per-SSRC statistics (the
+    receiver's private ``__remote_streams``) are replaced by ones read from
+    ``counters`` when a report is due, so RTCP receiver reports (and
+    ``getStats``) keep their normal interval and say what the playout saw.
 
 ``accept_red`` (process-wide, called by ``install``)
     aiortc's audio codec table (``aiortc.codecs.CODECS``) has no RED (RFC
@@ -40,6 +56,12 @@ and quietly running without it:
     the answer then accepts RED when offered, and ``take_rtp`` hands RED
     packets to the sink with ``audio/red``. aiortc sends with the first
     codec the offer lists; browsers list Opus first.
+
+``send_audio_level`` (per sender)
+    aiortc's ``RTCRtpSender`` puts the RFC 6464 level in a packet only when it
+    encodes the frame itself; ``send_audio_level`` wraps one sender's private
+    ``_next_encoded_frame`` so pre-encoded packets carry a level too (load
+    clients and tests that send Opus they encoded, as browsers do with DTX).
 
 ``watch_receiver_reports`` (per sender)
     aiortc reads the receiver reports (RTCP RR/SR report blocks) that the far
@@ -88,6 +110,7 @@ from typing import Any, NamedTuple
 import aioice.ice
 import aiortc.codecs
 import aiortc.rtp
+import pylibsrtp
 from aioice.candidate import Candidate
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -96,6 +119,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters, RTC
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket, RtpPacket
+
+from protocol.rtp_parse import parse_rtp
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +160,9 @@ class InboundRtp(NamedTuple):
     """RTP timestamp (48 kHz for Opus and RED)."""
     payload_type: int
     payload: bytes
+    audio_level: int | None = None
+    """RFC 6464 level the sender measured, in -dBov (0 loudest .. 127 silence); None when
+    the packet carries no ssrc-audio-level extension (not negotiated, or not sent)."""
 
 
 RtpSink = Callable[[InboundRtp, str], None]
@@ -332,31 +360,201 @@ class _AsyncioInRange:
         return _LoopInRange(asyncio.get_running_loop())
 
 
-# --- inbound RTP -----------------------------------------------------------------------
+# --- receive path -----------------------------------------------------------------------
+#
+# Every reach for the inbound side, together: the tap that replaces aiortc's jitter
+# buffer (``take_rtp``), the fast path that hands SRTP datagrams from aioice straight
+# to it, and the receiver-report statistics computed from the sink's counters.
+
+_REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
+_EXT_IDS = "_HeaderExtensionsMap__ids"
+_FAST_PATH = "_disco_fast_path"
+"""Where the fast path hangs on the aioice connection (one per bundled transport)."""
+
+
+class ReceiveCounters(NamedTuple):
+    """What the sink knows about one inbound stream, cumulative (for RTCP reports)."""
+
+    received: int
+    """Packets that arrived."""
+    expected: int
+    """Packets whose turn came (played, or lost)."""
+    lost: int
+    """Of ``expected``, how many never arrived in time."""
+    highest_seq: int
+    """The highest sequence number received, extended with its wrap count."""
+    jitter_s: float
+    """RFC 3550 interarrival jitter, in seconds."""
+
+
+CountersSource = Callable[[], ReceiveCounters]
+
+
+class _CounterStats:
+    """Stands in for aiortc's per-SSRC ``StreamStatistics`` in a receiver.
+
+    aiortc updates those per packet in Python and reads them once a report
+    (``RTCRtpReceiver._run_rtcp``, every 0.5-1.5 s) and in ``getStats``. These
+    are read from the sink's counters when asked: no per-packet work, and the
+    reports say what the playout buffer saw (losses after reordering).
+    """
+
+    def __init__(self, source: CountersSource, clock_rate: int) -> None:
+        self._source = source
+        self._clock_rate = clock_rate
+        self._base = (0, 0)
+
+    def add(self, packet: object) -> None:
+        """aiortc's per-packet update (slow-path packets): the sink counts them."""
+
+    @property
+    def packets_received(self) -> int:
+        return self._source().received
+
+    @property
+    def packets_lost(self) -> int:
+        return max(-(1 << 23), min((1 << 23) - 1, self._source().lost))
+
+    @property
+    def max_seq(self) -> int:
+        return self._source().highest_seq & 0xFFFF_FFFF
+
+    @property
+    def jitter(self) -> int:
+        return int(self._source().jitter_s * self._clock_rate)
+
+    @property
+    def fraction_lost(self) -> int:
+        """Lost share since the previous report, in 1/256 (read once per report)."""
+        c = self._source()
+        expected, lost = c.expected - self._base[0], c.lost - self._base[1]
+        self._base = (c.expected, c.lost)
+        return 0 if expected <= 0 or lost <= 0 else min(255, (lost << 8) // expected)
 
 
 class _Tap(JitterBuffer):
-    """Hands each packet to the sink at once; aiortc's decoder thread gets nothing."""
+    """Hands each packet to the sink at once; aiortc's decoder thread gets nothing.
 
-    def __init__(self, codecs: dict[int, object], sink: RtpSink) -> None:
+    With ``counters``, the first packet of each SSRC (which came through
+    aiortc) also routes that SSRC onto the fast path and swaps the receiver's
+    statistics for ``_CounterStats``.
+    """
+
+    def __init__(self, codecs: dict[int, object], sink: RtpSink, *,
+                 receiver: RTCRtpReceiver | None = None,
+                 counters: CountersSource | None = None) -> None:
         super().__init__(capacity=16)
         self._codecs = codecs
         self._sink = sink
+        self._receiver = receiver
+        self._counters = counters
+        self._routed: set[int] = set()
+        self._level_id: int | None = None
+        self._mimes: dict[int, str] = {}
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
-        codec = self._codecs.get(packet.payload_type)
-        mime = str(getattr(codec, "mimeType", "")).lower()
+        mime = self._mime(packet.payload_type)
+        level = packet.extensions.audio_level  # (voice activity, -dBov) or None
         self._sink(InboundRtp(packet.sequence_number, packet.timestamp, packet.payload_type,
-                              packet.payload), mime)
+                              packet.payload, None if level is None else int(level[1])), mime)
+        if self._counters is not None and packet.ssrc not in self._routed:
+            codec = self._codecs.get(packet.payload_type)
+            self._route(packet.ssrc, int(getattr(codec, "clockRate", 0) or RTP_CLOCK_HZ))
         return False, None
 
+    def _mime(self, payload_type: int) -> str:
+        mime = self._mimes.get(payload_type)
+        if mime is None:
+            codec = self._codecs.get(payload_type)
+            mime = self._mimes[payload_type] = str(getattr(codec, "mimeType", "")).lower()
+        return mime
 
-def take_rtp(receiver: RTCRtpReceiver, sink: RtpSink) -> None:
+    def _route(self, ssrc: int, clock: int) -> None:
+        self._routed.add(ssrc)
+        receiver, counters = self._receiver, self._counters
+        assert receiver is not None and counters is not None
+        streams = getattr(receiver, _REMOTE_STREAMS, None)
+        dtls = receiver.transport
+        fast = getattr(_ice_connection_or_none(dtls), _FAST_PATH, None)
+        if not isinstance(streams, dict) or not isinstance(fast, _FastPath):
+            return  # checked at take_rtp: only a test's bare tap gets here
+        streams[ssrc] = _CounterStats(counters, clock)
+        ids = getattr(getattr(dtls, "_rtp_header_extensions_map", None), _EXT_IDS, None)
+        self._level_id = getattr(ids, "audio_level", None)
+        fast.routes[ssrc] = self
+
+    def deliver(self, plain: bytes) -> None:
+        """One unprotected RTP packet from the fast path (its SSRC is routed here)."""
+        try:
+            h = parse_rtp(plain, self._level_id)
+        except ValueError:
+            return  # as aiortc: a malformed packet is dropped
+        if h.payload_type not in self._codecs:
+            return  # as aiortc: an unknown payload type is dropped
+        self._sink(InboundRtp(h.sequence_number, h.timestamp, h.payload_type, h.payload,
+                              h.audio_level), self._mime(h.payload_type))
+
+
+class _FastPath:
+    """aioice's ``Connection.data_received`` for one transport: SRTP of a routed SSRC is
+    unprotected (the DTLS transport's own rx session) and handed to its tap at once;
+    everything else (STUN, DTLS, RTCP, a new SSRC) goes the way aiortc takes it:
+    aioice's queue, the DTLS transport's receive task, the receiver."""
+
+    def __init__(self, connection: aioice.ice.Connection, dtls: RTCDtlsTransport) -> None:
+        self._aiortc_path = connection.data_received
+        self._dtls = dtls
+        self.routes: dict[int, _Tap] = {}
+        self.packets = 0
+        """Packets this path handed over (the rest went through aiortc)."""
+
+    def __call__(self, data: bytes, component: int) -> None:
+        if len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 208:
+            tap = self.routes.get(int.from_bytes(data[8:12], "big"))
+            srtp = self._dtls._rx_srtp
+            if tap is not None and srtp is not None:
+                try:
+                    plain = srtp.unprotect(data)
+                except pylibsrtp.Error:
+                    return  # as aiortc: replayed or forged, dropped
+                self.packets += 1
+                tap.deliver(plain)
+                return
+        self._aiortc_path(data, component)
+
+
+def _ice_connection_or_none(dtls: object) -> object:
+    return getattr(getattr(dtls, "transport", None), "_connection", None)
+
+
+def check_receive_path(dtls: object) -> None:
+    """The DTLS transport and its aioice connection still have what the fast path uses."""
+    connection = _ice_connection_or_none(dtls)
+    names = _code_names(getattr(RTCDtlsTransport, "_recv_next", None))
+    if (not isinstance(connection, aioice.ice.Connection)
+            or not callable(getattr(connection, "data_received", None))
+            or not hasattr(dtls, "_rx_srtp") or "_rx_srtp" not in names
+            or not hasattr(getattr(dtls, "_rtp_header_extensions_map", None), _EXT_IDS)
+            or "data_received" not in _code_names(aioice.ice.StunProtocol.datagram_received)):
+        raise CompatError(
+            "aiortc's RTCDtlsTransport (_rx_srtp, _rtp_header_extensions_map, an aioice "
+            "Connection whose data_received the sockets call) changed; the fast receive "
+            "path cannot be installed (supported: aiortc 1.16.x, aioice 0.13.x)"
+        )
+
+
+def take_rtp(receiver: RTCRtpReceiver, sink: RtpSink,
+             counters: CountersSource | None = None) -> None:
     """Route every RTP packet ``receiver`` accepts to ``sink`` instead of aiortc's decoder.
 
     Call it before the connection starts (right after setRemoteDescription).
-    Raises ``CompatError`` if this receiver has no jitter buffer or codec
-    table where aiortc 1.16 keeps them.
+    With ``counters`` (the sink's view of the stream), packets after the first
+    of each SSRC take the fast path (aioice's datagram -> SRTP unprotect ->
+    ``protocol.rtp_parse`` -> ``sink``, on the loop, no queue or coroutine), and
+    the receiver's RTCP reports are computed from ``counters`` at aiortc's usual
+    interval. Raises ``CompatError`` if this receiver has no jitter buffer or
+    codec table where aiortc 1.16 keeps them, or (with ``counters``) if the
+    transports lack what the fast path uses.
     """
     current = getattr(receiver, _JITTER_BUFFER, None)
     codecs = getattr(receiver, _CODECS, None)
@@ -365,7 +563,55 @@ def take_rtp(receiver: RTCRtpReceiver, sink: RtpSink) -> None:
             f"this RTCRtpReceiver has no {_JITTER_BUFFER} (JitterBuffer) or {_CODECS} (dict): "
             f"found {type(current).__name__} and {type(codecs).__name__}"
         )
-    setattr(receiver, _JITTER_BUFFER, _Tap(codecs, sink))
+    if counters is not None:
+        if not isinstance(getattr(receiver, _REMOTE_STREAMS, None), dict):
+            raise CompatError(f"this RTCRtpReceiver has no {_REMOTE_STREAMS} (dict)")
+        dtls = receiver.transport
+        check_receive_path(dtls)
+        connection = _ice_connection_or_none(dtls)
+        if not isinstance(getattr(connection, _FAST_PATH, None), _FastPath):
+            assert isinstance(connection, aioice.ice.Connection)
+            fast = _FastPath(connection, dtls)
+            setattr(connection, _FAST_PATH, fast)
+            setattr(connection, "data_received", fast)  # noqa: B010 (an instance attribute)
+    setattr(receiver, _JITTER_BUFFER, _Tap(codecs, sink, receiver=receiver, counters=counters))
+
+
+def fast_path_packets(receiver: RTCRtpReceiver) -> int:
+    """How many packets the fast path handed over on ``receiver``'s transport (tests)."""
+    fast = getattr(_ice_connection_or_none(receiver.transport), _FAST_PATH, None)
+    return fast.packets if isinstance(fast, _FastPath) else 0
+
+
+def send_audio_level(sender: RTCRtpSender, level: Callable[[], int | None]) -> None:
+    """Put ``level()`` (dBov, -127..0) in each packet ``sender`` sends, as RFC 6464 asks.
+
+    aiortc adds the ssrc-audio-level extension only to frames it encodes itself
+    (``RTCEncodedFrame.audio_level``, set in ``_next_encoded_frame``); a track
+    that yields pre-encoded ``av.Packet``s sends none. This wraps that method on
+    one sender: ``level`` is called right after the track's ``recv`` returned, so
+    a track can say the level of the frame it just handed over. For senders that
+    encode before aiortc (load clients, tests); browsers send the level themselves.
+    Raises ``CompatError`` if the sender no longer has ``_next_encoded_frame``.
+    """
+    original = getattr(sender, "_next_encoded_frame", None)
+    names = _code_names(getattr(type(sender), "_next_encoded_frame", None))
+    if not callable(original) or "RTCEncodedFrame" not in names:
+        raise CompatError(
+            "aiortc's RTCRtpSender no longer builds RTCEncodedFrame in "
+            "_next_encoded_frame; audio levels cannot be added (supported: aiortc 1.16.x)"
+        )
+
+    async def next_frame(codec: RTCRtpCodecParameters) -> Any:
+        frame = await original(codec)
+        if frame is not None and getattr(frame, "audio_level", None) is None:
+            value = level()
+            if value is not None:
+                frame.audio_level = max(-127, min(0, int(value)))
+        return frame
+
+    setattr(sender, "_next_encoded_frame", next_frame)  # noqa: B010 (an instance attribute)
+
 
 
 # --- RTCP receiver reports about our streams -------------------------------------------

@@ -24,7 +24,15 @@ import numpy as np
 
 from protocol.opus import FRAME_SAMPLES, Decoder, OpusError, Pcm
 from protocol.red import RedError, push_red
-from protocol.reorder import Conceal, Counters, Frame, Recover, ReorderBuffer, Silence
+from protocol.reorder import (
+    OPUS_DTX_MAX_BYTES,
+    Conceal,
+    Counters,
+    Frame,
+    Recover,
+    ReorderBuffer,
+    Silence,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +100,21 @@ class PlayoutStream:
         perc = 100.0 * lost / expected if expected > 0 else 0.0
         return UplinkStats(expected, perc, self.buffer.jitter_s * 1000.0)
 
+    def skip(self, now: float) -> None:
+        """This tick's turn without decoding: the buffer advances (losses and DTX are
+        counted as ``pop`` counts them), libopus is not called. For a sender nobody
+        hears now (not among the loudest); its next decoded frame follows on."""
+        action = self.buffer.pop(now, quiet=True)
+        self.silent = isinstance(action, Silence)
+        self._quiet = True
+
     def pop(self, now: float) -> Pcm:
         """This tick's 960 samples (zeros when there is nothing to play)."""
         action = self.buffer.pop(now, quiet=self._quiet)
+        if isinstance(action, Frame) and len(action.payload) <= OPUS_DTX_MAX_BYTES:
+            # A DTX packet (TOC only): silence, as NetEQ plays it. libopus would run PLC
+            # on it and replay the end of the last word (a 1-byte packet is a loss to it).
+            action = Silence()
         self.silent = isinstance(action, Silence)
         try:
             if isinstance(action, Frame):

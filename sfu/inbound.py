@@ -42,6 +42,11 @@ before reordering: bench/voice); late packets grow the depth (an underrun concea
 without advancing), and measured jitter sets it from the 10th packet on (20-100 ms)."""
 
 
+LEVEL_STALE_S = 0.1
+"""A sender level (RFC 6464) older than this is silence: DTX, or the stream stopped."""
+MIN_DBOV = -127.0
+
+
 class FrameSource(Protocol):
     """What the tick pops once per participant and track: a 20 ms frame or None."""
 
@@ -51,6 +56,19 @@ class FrameSource(Protocol):
         ...
 
     def pop(self, now: float) -> Pcm | None: ...
+
+
+class VoiceSource(FrameSource, Protocol):
+    """A voice stream the tick may leave undecoded (not among the loudest)."""
+
+    def take_level(self, now: float) -> float | None:
+        """The sender's own level since the last call, in dBov (RFC 6464); None: the
+        sender does not send it (the room must decode to know)."""
+        ...
+
+    def skip(self, now: float) -> None:
+        """This tick's turn, not decoded."""
+        ...
 
 
 class JitterSlot:
@@ -89,6 +107,13 @@ class JitterSlot:
             buf = buf[excess:]
             self._consume(excess)
         self._buffer = buf
+
+    def take_level(self, now: float) -> float | None:
+        """PCM pushed in carries no sender level: the room measures it."""
+        return None
+
+    def skip(self, now: float) -> None:
+        self.pop(now)
 
     def pop(self, now: float | None = None) -> Pcm | None:
         """One 20 ms frame, or None if none is complete (the tick uses silence)."""
@@ -163,10 +188,18 @@ class InboundStream:
         self.opus_pt = opus_pt
         """The offer's Opus payload type: a RED block of another type is skipped."""
         self._warned_codec = False
+        self._level_at: float | None = None
+        """When the last packet with an RFC 6464 level arrived (None: none ever did)."""
+        self._last_level = MIN_DBOV
+        self._peak_level: float | None = None
+        """The loudest level since ``take_level`` last ran (None: no packet since)."""
 
     def packet(self, sequence_number: int, timestamp: int, payload: bytes, now: float,
-               mime: str = OPUS_MIME) -> bool:
-        """Take one RTP packet that arrived at ``now``; False if it is not audio we play."""
+               mime: str = OPUS_MIME, level: int | None = None) -> bool:
+        """Take one RTP packet that arrived at ``now``; False if it is not audio we play.
+
+        ``level`` is the packet's RFC 6464 audio level in -dBov (0..127), if it has one.
+        """
         if mime not in (OPUS_MIME, RED_MIME):
             if not self._warned_codec:
                 self._warned_codec = True
@@ -181,7 +214,29 @@ class InboundStream:
             self.playout.push(sequence_number, timestamp, payload, now)
         self.packets_in += 1
         self.last_packet_at = now
+        if level is not None:
+            dbov = -float(level)
+            self._last_level = dbov
+            self._level_at = now
+            peak = self._peak_level
+            self._peak_level = dbov if peak is None or dbov > peak else peak
         return True
+
+    def take_level(self, now: float) -> float | None:
+        """The sender's level (dBov) since the last call: the loudest packet's; with no
+        packet since, the last one's while under ``LEVEL_STALE_S`` old, then silence.
+        None if this sender never sent a level (decode to measure it)."""
+        if self._level_at is None:
+            return None
+        peak, self._peak_level = self._peak_level, None
+        if peak is not None:
+            return peak
+        return self._last_level if now - self._level_at <= LEVEL_STALE_S else MIN_DBOV
+
+    def skip(self, now: float) -> None:
+        """This tick's turn without decoding (the room does not mix this sender now)."""
+        self.playout.skip(now)
+        self.ready_at = None
 
     def pop(self, now: float) -> Pcm | None:
         """This tick's frame: decoded, recovered or concealed; None when nothing plays."""

@@ -2,7 +2,9 @@
 
 Inbound: ``aiortc_compat.take_rtp`` hands each RTP packet of a receiver to an
 ``sfu.inbound.InboundStream`` on the event loop as it arrives (aiortc's own
-jitter buffer and decoder thread get nothing). Voice goes to ``voice``;
+jitter buffer and decoder thread get nothing; after a stream's first packet,
+its SRTP datagrams go from aioice's socket callback straight to the stream,
+and the RTCP receiver reports are computed from the stream's counters). Voice goes to ``voice``;
 tracks whose mid the client marked as music go to ``music``; the room's
 clock pops each stream once per tick (reordered, FEC-recovered, concealed).
 
@@ -223,7 +225,8 @@ class Peer:
                 stream = self._voice_in = self.voice
             if stream is not None and mid is not None:
                 stream.opus_pt = opus_pts.get(mid)  # for RED's blocks
-            aiortc_compat.take_rtp(t.receiver, self._sink(stream))
+            aiortc_compat.take_rtp(t.receiver, self._sink(stream),
+                                   None if stream is None else _counters(stream))
         try:
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:
@@ -239,7 +242,8 @@ class Peer:
         loop = asyncio.get_running_loop()
 
         def sink(rtp: aiortc_compat.InboundRtp, mime: str) -> None:
-            stream.packet(rtp.sequence_number, rtp.timestamp, rtp.payload, loop.time(), mime)
+            stream.packet(rtp.sequence_number, rtp.timestamp, rtp.payload, loop.time(), mime,
+                          rtp.audio_level)
 
         return sink
 
@@ -278,6 +282,18 @@ class Peer:
         if dropped:
             metrics.FRAMES_DROPPED.inc(dropped)
         await self._pc.close()
+
+
+def _counters(stream: InboundStream) -> aiortc_compat.CountersSource:
+    """The stream's playout counters, as the receiver's RTCP reports need them."""
+    buffer = stream.playout.buffer
+
+    def read() -> aiortc_compat.ReceiveCounters:
+        c = buffer.counters
+        return aiortc_compat.ReceiveCounters(c.received, c.delivered + c.lost, c.lost,
+                                             buffer.highest_seq, buffer.jitter_s)
+
+    return read
 
 
 def _ignore(packet: aiortc_compat.InboundRtp, mime: str) -> None:

@@ -47,11 +47,12 @@ from sfu import metrics
 from sfu.ducking import Ducker
 from sfu.errors import BadCandidate, BadMusicRequest, BadVolume, MusicNotAllowed
 from sfu.fec_policy import FecController, LossReports, QualityTracker, apply
-from sfu.inbound import FrameSource
+from sfu.inbound import FrameSource, VoiceSource
 from sfu.levels import SpeakingDetector, levels_dbov
 from sfu.mixer import FRAME_MS, MAX_GAIN, Acc, MixPlan, Pcm, assign_encoders, mix
 from sfu.music import ACTIONS, MusicPlayer, Track, probe_audio, resolve_source
 from sfu.peer import Peer
+from sfu.speakers import DEFAULT_TOP_N, MIN_DBOV, SpeakerSelector, limit_recipes
 
 if TYPE_CHECKING:
     from common.settings import Settings
@@ -83,6 +84,12 @@ class MediaConfig:
     """A peer whose inbound audio stops this long is reported failed and removed."""
     fast_send: bool = True
     """Send each listener's RTP ourselves (``sfu.outbound``); False: aiortc's sender loop."""
+    top_n: int = DEFAULT_TOP_N
+    """Talkers each listener hears at once: the loudest by their RFC 6464 level."""
+    room_wide_top_n: bool = True
+    """Decode only the room's N + 1 loudest (a group: everyone hears everyone). False
+    where each listener hears a different set (nearby): every sender above the
+    speaking floor is decoded, and each listener's mix keeps its own N loudest."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MediaConfig:
@@ -95,7 +102,12 @@ class MediaConfig:
             upload_dir=settings.upload_dir,
             max_upload_bytes=settings.max_upload_bytes,
             fast_send=settings.rtc_fast_send,
+            top_n=settings.voice_top_n,
         )
+
+
+UNCAPPED_SPEAKERS = 1 << 20
+"""The selector's cap where it must not cap (``room_wide_top_n=False``): only the floor."""
 
 
 class RoomControls(Protocol):
@@ -129,7 +141,7 @@ class MediaPeer(Protocol):
     def participant_id(self) -> str: ...
 
     @property
-    def voice(self) -> FrameSource: ...
+    def voice(self) -> VoiceSource: ...
 
     @property
     def music(self) -> Mapping[str, FrameSource]: ...
@@ -217,6 +229,11 @@ class MediaRoom:
         """Given each tick the frames of this room's own unmuted peers (to pipe them on)."""
         self._plan = MixPlan()
         self._detector = SpeakingDetector()
+        self._selector = SpeakerSelector(
+            top_n=config.top_n + 1 if config.room_wide_top_n else UNCAPPED_SPEAKERS)
+        """Decodes N + 1: each listener hears the N loudest but themselves."""
+        self._decoded_level: dict[str, float] = {}
+        """Last decoded level of each sender that sends no RFC 6464 level."""
         self._ducker = Ducker(duck_db=config.duck_db)
         self._player = player if player is not None else MusicPlayer()
         self._music_allowed = self._controls.music_allowed
@@ -300,6 +317,8 @@ class MediaRoom:
         self._plan.forget(participant_id)
         self._listener_encoder.pop(participant_id, None)
         self._forget_link(participant_id)
+        self._selector.forget([participant_id])
+        self._decoded_level.pop(participant_id, None)
         for event in self._detector.forget([participant_id]):
             self._emit(event)
         if peer is not None:
@@ -495,12 +514,34 @@ class MediaRoom:
         voice: dict[str, Pcm] = {}
         music_frames: list[Pcm] = []
         timed = self._ticks % JITTER_WAIT_SAMPLE_EVERY_TICKS == 0
+        # Whom to decode: the loudest few by the level each sender puts in its packets
+        # (RFC 6464, sfu.speakers); a sender that sends none is always decoded and
+        # ranked by its last decoded level. The others' turn passes undecoded; their
+        # sender level still drives the speaking events and the music's ducking.
+        sender_levels: dict[str, float] = {}
+        must_decode: set[str] = set()
         for pid, peer in peers.items():
-            frame = peer.voice.pop(now)
-            if frame is not None and pid not in muted:
-                voice[pid] = frame
-                if timed and peer.voice.ready_at is not None:
-                    metrics.JITTER_WAIT_SECONDS.observe(now - peer.voice.ready_at)
+            if pid in muted:
+                continue
+            level = peer.voice.take_level(now)
+            if level is None:
+                must_decode.add(pid)
+                level = self._decoded_level.get(pid, MIN_DBOV)
+            sender_levels[pid] = level
+        selected = self._selector.update(now, sender_levels)
+        levels: dict[str, float] = {}
+        for pid, peer in peers.items():
+            if pid in selected or pid in must_decode:
+                frame = peer.voice.pop(now)
+                if frame is not None and pid not in muted:
+                    voice[pid] = frame
+                    if timed and peer.voice.ready_at is not None:
+                        metrics.JITTER_WAIT_SECONDS.observe(now - peer.voice.ready_at)
+            else:
+                peer.voice.skip(now)
+                level = sender_levels.get(pid, MIN_DBOV)
+                if level > MIN_DBOV:  # the detector takes the missing as silent
+                    levels[pid] = level
             for slot in peer.music.values():
                 m = slot.pop(now)
                 if m is not None:
@@ -516,20 +557,21 @@ class MediaRoom:
                 voice[sid] = frame
         if voice:
             ids = list(voice)
-            levels = dict(
-                zip(ids, levels_dbov(np.stack([voice[i] for i in ids])).tolist(), strict=True)
-            )
+            decoded = levels_dbov(np.stack([voice[i] for i in ids])).tolist()
+            for pid, level in zip(ids, decoded, strict=True):
+                levels[pid] = level
+                if pid in must_decode:
+                    self._decoded_level[pid] = level
             metrics.PACKETS_IN.inc(len(voice))
-        else:
-            levels = {}
         events = self._detector.update(now, levels)
         # Who is in the mixes follows the speaking gate, not this tick's frame:
         # a talker whose frame is a few ms late contributes silence for one
         # tick but keeps their place, so recipes (and the encoder each listener
         # is fed by) do not churn with network jitter.
         sources = self._sources
-        active = [pid for pid in self._detector.active()
-                  if (pid in peers and pid not in muted) or pid in sources]
+        speaking = [pid for pid in self._detector.active()
+                    if (pid in peers and pid not in muted) or pid in sources]
+        active = [pid for pid in speaking if pid in selected or pid in sources]
 
         server_music = self._player.next_frame()
         if server_music is not None:
@@ -539,12 +581,13 @@ class MediaRoom:
             acc = np.zeros_like(music_frames[0], dtype=np.int32)
             for m in music_frames:
                 acc += m
-            bed = self._ducker.apply(acc, anyone_speaking=bool(active))
+            bed = self._ducker.apply(acc, anyone_speaking=bool(speaking))
         else:
-            self._ducker.gains(bool(active))  # keep the ramp moving between songs
+            self._ducker.gains(bool(speaking))  # keep the ramp moving between songs
 
         listeners = [pid for pid, p in peers.items() if p.listening]
-        recipes = self._plan.recipes(listeners, active)
+        recipes = limit_recipes(self._plan.recipes(listeners, active),
+                                self._selector.ranked(), self.config.top_n)
         mixes, groups = mix(recipes, voice, bed)
         enc_ids = assign_encoders(groups, self._listener_encoder, self._fresh_ids)
         for recipe, pcm in mixes.items():

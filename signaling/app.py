@@ -7,6 +7,7 @@ shutdown closes rooms, the bus and the database engine in that order.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import mimetypes
 import time
@@ -121,6 +122,8 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
     rooms.on_leave.append(cluster.participant_left)
     rooms.audiences[NEARBY_ROOM] = nearby.hearers
     rooms.media_started[NEARBY_ROOM] = nearby.media_started
+    # strangers each hear a different set: no room-wide top-N there (sfu.room.MediaConfig)
+    rooms.media_config_for[NEARBY_ROOM] = lambda c: dataclasses.replace(c, room_wide_top_n=False)
     plans = load_catalog(settings.plans_file)
     fixes = FixLimiter(make_limiter(redis, "fixes", FIX_RATE_PER_S, FIX_BURST,
                                     settings.redis_prefix))

@@ -81,6 +81,8 @@ class RoomRegistry:
         self.audiences: dict[str, Callable[[str], set[str]]] = {}
         # room id -> called when that room's media starts (the nearby room sets its plan).
         self.media_started: dict[str, Callable[[], None]] = {}
+        # room id -> that room's change to the SFU config (the nearby room: no room-wide top-N).
+        self.media_config_for: dict[str, Callable[[MediaConfig], MediaConfig]] = {}
 
     def get(self, room_id: str) -> Room | None:
         return self._rooms.get(room_id)
@@ -155,6 +157,9 @@ class RoomRegistry:
                 from sfu.room import MediaConfig, MediaRoom
 
                 config = self._media_config() if self._media_config else MediaConfig()
+                adjust = self.media_config_for.get(room_id)
+                if adjust is not None:
+                    config = adjust(config)
                 media = MediaRoom(room_id, config, lambda event: self._media_event(room_id, event),
                                   controls=room)
                 await media.start()

@@ -39,7 +39,7 @@ from aiortc.rtp import RtpPacket
 from protocol import aiortc_compat
 from protocol.aiortc_compat import CompatError
 from signaling.turn import turn_credentials
-from tests.rtc_helpers import coturn, loopback_ice
+from tests.rtc_helpers import ToneTrack, coturn, loopback_ice
 from tests.services import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,6 +274,179 @@ async def test_receiver_reports_about_our_stream_reach_the_callback(
         await receiver.close()
 
 
+async def test_take_rtp_hands_over_the_rfc6464_level_an_encoding_sender_adds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiortc negotiates ssrc-audio-level and, encoding itself, sends the level: the tap
+    hands it over per packet (a tone at 1/4 of full scale is about -15 dBov)."""
+    sender, receiver, _ = loopback_pair(monkeypatch)
+    levels: list[int | None] = []
+    enough = asyncio.Event()
+
+    def sink(packet: aiortc_compat.InboundRtp, mime: str) -> None:
+        levels.append(packet.audio_level)
+        if len(levels) >= 25:
+            enough.set()
+
+    tone = ToneTrack(440.0, amplitude=0.25)
+    try:
+        sender.addTrack(tone)
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        (transceiver,) = receiver.getTransceivers()
+        aiortc_compat.take_rtp(transceiver.receiver, sink)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        assert "urn:ietf:params:rtp-hdrext:ssrc-audio-level" in receiver.localDescription.sdp
+        await sender.setRemoteDescription(receiver.localDescription)
+        await asyncio.wait_for(enough.wait(), 5 * ARRIVAL_TIMEOUT_S)
+        assert all(level is not None and 13 <= level <= 17 for level in levels[5:]), levels
+        tone.frequency_hz = None  # digital silence: RFC 6464's floor
+        levels.clear()
+        enough.clear()
+        await asyncio.wait_for(enough.wait(), 5 * ARRIVAL_TIMEOUT_S)
+        assert levels[-1] == 127
+    finally:
+        tone.stop()
+        await sender.close()
+        await receiver.close()
+
+
+async def test_send_audio_level_puts_a_level_in_pre_encoded_packets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sender, receiver, track = loopback_pair(monkeypatch)
+    got: list[int | None] = []
+    arrived = asyncio.Event()
+    level: list[int | None] = [-33]
+
+    def sink(packet: aiortc_compat.InboundRtp, mime: str) -> None:
+        got.append(packet.audio_level)
+        arrived.set()
+
+    try:
+        aiortc_compat.send_audio_level(sender.addTrack(track), lambda: level[0])
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        (transceiver,) = receiver.getTransceivers()
+        aiortc_compat.take_rtp(transceiver.receiver, sink)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        for value in (-33, -200, None):  # as given, clamped to RFC 6464's floor, none
+            level[0] = value
+            arrived.clear()
+            track.queue.put_nowait(b"\xf8x")
+            await asyncio.wait_for(arrived.wait(), ARRIVAL_TIMEOUT_S)
+        assert got == [33, 127, None]
+    finally:
+        await sender.close()
+        await receiver.close()
+    with pytest.raises(CompatError, match="_next_encoded_frame"):
+        aiortc_compat.send_audio_level(SimpleNamespace(), lambda: 0)  # type: ignore[arg-type]
+
+
+async def _send_through(monkeypatch: pytest.MonkeyPatch, count: int,
+                        counters: aiortc_compat.CountersSource | None,
+                        ) -> tuple[list[aiortc_compat.InboundRtp], int]:
+    """``count`` packets (payload and level vary) over a loopback pair; what the sink got,
+    and how many took the fast path."""
+    sender, receiver, track = loopback_pair(monkeypatch)
+    got: list[aiortc_compat.InboundRtp] = []
+    arrived = asyncio.Event()
+    level = [0]
+
+    def sink(packet: aiortc_compat.InboundRtp, mime: str) -> None:
+        assert mime == "audio/opus"
+        got.append(packet)
+        arrived.set()
+
+    try:
+        aiortc_compat.send_audio_level(sender.addTrack(track), lambda: -level[0])
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        (transceiver,) = receiver.getTransceivers()
+        aiortc_compat.take_rtp(transceiver.receiver, sink, counters)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        for i in range(count):
+            level[0] = (i * 7) % 128
+            arrived.clear()
+            track.queue.put_nowait(bytes([0xF8, i]) * (1 + i % 5))
+            await asyncio.wait_for(arrived.wait(), ARRIVAL_TIMEOUT_S)
+        return got, aiortc_compat.fast_path_packets(transceiver.receiver)
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+def _relative(packets: list[aiortc_compat.InboundRtp]) -> list[tuple[Any, ...]]:
+    seq0, ts0 = packets[0].sequence_number, packets[0].timestamp
+    return [((p.sequence_number - seq0) % 65_536, (p.timestamp - ts0) % (1 << 32),
+             p.payload_type, p.payload, p.audio_level) for p in packets]
+
+
+def _fixed_counters() -> aiortc_compat.ReceiveCounters:
+    return aiortc_compat.ReceiveCounters(received=75, expected=100, lost=25,
+                                         highest_seq=70_000, jitter_s=0.01)
+
+
+async def test_the_fast_path_hands_the_sink_what_aiortc_hands_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same packets through aiortc's receive path and through the fast path (SRTP
+    from aioice's datagram, unprotected and parsed here): identical for the sink."""
+    slow, slow_fast = await _send_through(monkeypatch, 30, None)
+    fast, fast_fast = await _send_through(monkeypatch, 30, _fixed_counters)
+    assert slow_fast == 0 and fast_fast == 29  # all but the first, which routes the SSRC
+    assert _relative(fast) == _relative(slow)
+    assert [p.audio_level for p in fast[:3]] == [0, 7, 14]
+
+
+async def test_receiver_reports_come_from_the_counters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sender, receiver, track = loopback_pair(monkeypatch)
+    reports: list[aiortc_compat.ReceiverReport] = []
+    got = asyncio.Event()
+
+    def sink(report: aiortc_compat.ReceiverReport) -> None:
+        reports.append(report)
+        got.set()
+
+    try:
+        aiortc_compat.watch_receiver_reports(sender.addTrack(track), sink)
+        await sender.setLocalDescription(await sender.createOffer())
+        await receiver.setRemoteDescription(sender.localDescription)
+        (transceiver,) = receiver.getTransceivers()
+        aiortc_compat.take_rtp(transceiver.receiver, lambda p, m: None, _fixed_counters)
+        await receiver.setLocalDescription(await receiver.createAnswer())
+        await sender.setRemoteDescription(receiver.localDescription)
+        for i in range(200):  # packets until the receiver reports (every 0.5-1.5 s)
+            track.queue.put_nowait(bytes([0xF8, i % 256]))
+            if i % 10 == 0 and got.is_set():
+                break
+            await asyncio.sleep(0.02)
+        assert reports, "no receiver report in 4 s"
+        # 25 of 100 lost -> 64/256; 10 ms of jitter; not what the clean loopback saw
+        assert reports[0].fraction_lost == 64 and reports[0].jitter_s == pytest.approx(0.01)
+        stats = await transceiver.receiver.getStats()
+        inbound = [s for s in stats.values() if s.type == "inbound-rtp"]
+        assert inbound and (inbound[0].packetsReceived, inbound[0].packetsLost) == (75, 25)
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+def test_counter_stats_report_the_loss_since_the_previous_report() -> None:
+    values = iter([(100, 0), (200, 10), (200, 10), (300, 110)])
+
+    def source() -> aiortc_compat.ReceiveCounters:
+        expected, lost = next(values)
+        return aiortc_compat.ReceiveCounters(expected - lost, expected, lost, 5, 0.0)
+
+    stats = aiortc_compat._CounterStats(source, 48_000)
+    assert [stats.fraction_lost for _ in range(4)] == [0, 25, 0, 255]  # 10/100, 100/100 capped
+
+
 def test_watching_reports_refuses_a_sender_without_the_parts_it_wraps() -> None:
     with pytest.raises(CompatError, match="_handle_rtcp_packet"):
         aiortc_compat.watch_receiver_reports(SimpleNamespace(), lambda r: None)  # type: ignore[arg-type]
@@ -286,10 +459,13 @@ def test_the_tap_hands_the_sink_sequence_number_timestamp_and_payload_type() -> 
         lambda rtp, mime: got.append((rtp, mime)),
     )
     for pt, seq, ts in ((111, 65_535, 4_294_966_336), (63, 0, 960), (9, 1, 1920)):
-        assert tap.add(RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts,
-                                 payload=bytes([pt]))) == (False, None)
+        packet = RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts,
+                           payload=bytes([pt]))
+        if pt == 111:
+            packet.extensions.audio_level = (True, 30)  # RFC 6464: voice, -30 dBov
+        assert tap.add(packet) == (False, None)
     assert got == [
-        (aiortc_compat.InboundRtp(65_535, 4_294_966_336, 111, b"\x6f"), "audio/opus"),
+        (aiortc_compat.InboundRtp(65_535, 4_294_966_336, 111, b"\x6f", 30), "audio/opus"),
         (aiortc_compat.InboundRtp(0, 960, 63, b"\x3f"), "audio/red"),
         (aiortc_compat.InboundRtp(1, 1920, 9, b"\x09"), ""),  # a codec it does not know
     ]

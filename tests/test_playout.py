@@ -117,6 +117,27 @@ def test_dtx_pause_from_libopus_is_silence_not_loss() -> None:
     assert max(levels[5:20]) > 3_000 and max(levels[80:95]) > 3_000  # both bursts heard
 
 
+def test_a_dtx_packet_right_after_speech_plays_silence_not_the_last_word_again() -> None:
+    """A sender that enters DTX at once (a TOC-only packet after a loud frame, then one per
+    400 ms): libopus would conceal the last frame on each; the stream plays silence."""
+    packets = tone_packets(10)
+    dtx = bytes([packets[0][0] & 0xFC])  # TOC only, code 0
+    stream = PlayoutStream()
+    out, silent = [], []
+    seq = 0
+    for k in range(60):
+        payload = packets[k] if k < 10 else dtx if k in (10, 30, 50) else None
+        if payload is not None:
+            stream.push(seq, k * FRAME_TS, payload, k * TICK_S)
+            seq += 1
+        out.append(stream.pop(k * TICK_S))
+        silent.append(stream.silent)
+    assert min(rms(f) for f in out[2:10]) > 3_000
+    start = 10 + 3  # the DTX packet's turn, at the (initial) playout delay
+    assert max(rms(f) for f in out[start:]) == 0.0 and all(silent[start:])
+    assert (stream.counters.lost, stream.counters.concealed) == (0, 0)
+
+
 def test_uplink_stats_between_calls() -> None:
     packets = dict(enumerate(tone_packets(50)))
     for lost in (10, 20, 21, 30, 40):

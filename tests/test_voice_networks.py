@@ -20,7 +20,7 @@ from protocol.reorder import FRAME_TS
 from sfu.room import MediaConfig, MediaRoom
 from tests.impair import CLEAN, Impairment
 from tests.rtc_helpers import loopback_ice
-from tests.speech import Pcm, pesq_wb, speech
+from tests.speech import Pcm, holes, pesq_wb, speech
 from tests.voice_network import (
     CLIP_S,
     FRAME_S,
@@ -73,10 +73,13 @@ async def test_speech_through_an_impaired_link_keeps_its_floor(
     assert gap_perc < 2.0
 
 
-async def test_a_dtx_silent_talker_is_neither_removed_nor_counted_as_loss(
-    path: Path, clip: Pcm
+@pytest.mark.parametrize("levels", [False, True], ids=["no level", "RFC 6464 level"])
+async def test_a_dtx_silent_talker_is_neither_removed_nor_lost_and_is_heard_again_at_once(
+    path: Path, clip: Pcm, levels: bool
 ) -> None:
-    track = SpeechTrack(clip[: 100 * FRAME_SAMPLES], dtx=True)  # 2 s of speech, then DTX
+    """With the level (as browsers send it) the talker is left undecoded in silence."""
+    said = clip[: 100 * FRAME_SAMPLES]
+    track = SpeechTrack(said, dtx=True, levels=levels)  # 2 s of speech, then DTX
     talker, listener = Client("talker", track), Client("listener", None)
     path.clients += [talker, listener]
     await talker.join(path.room)
@@ -91,6 +94,11 @@ async def test_a_dtx_silent_talker_is_neither_removed_nor_counted_as_loss(
         {"room": "g-net", "participant": "talker", "direction": "up"})
     assert up_loss == 0.0
     assert not [e for e in path.events if e.get("type") == "quality"]  # still excellent
+    track.say()  # speaks again after the long DTX pause: no onset lost
+    await asyncio.sleep(2.0 + TAIL_S)
+    assert track.said_at is not None
+    heard = listener.arrivals.play(track.said_at, 2.0 + TAIL_S)
+    assert holes(said, heard[: said.shape[0]]) == 0
 
 
 def repair(arrivals: Arrivals, since: float) -> tuple[int, int]:

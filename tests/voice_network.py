@@ -26,6 +26,7 @@ from protocol import aiortc_compat
 from protocol.opus import FRAME_SAMPLES, Encoder
 from protocol.playout import PlayoutStream
 from sfu.codec import make_packet
+from sfu.levels import levels_dbov
 from sfu.room import MediaConfig, MediaRoom
 from tests.impair import CLEAN, Impairment, UdpRelay
 from tests.speech import Pcm, holes, pesq_wb
@@ -52,12 +53,16 @@ def via(sdp: str, port: int) -> str:
 
 class SpeechTrack(MediaStreamTrack):
     """Opus packets paced in real time: silence until ``say()``, then the clip, then
-    silence; with ``dtx``, silent stretches send one packet per 400 ms, as WebRTC does."""
+    silence; with ``dtx``, silent stretches send one packet per 400 ms, as WebRTC does.
+    With ``levels``, a ``Client`` sends each packet's RFC 6464 level (``level_dbov``,
+    of the frame just encoded), as a browser does."""
 
     kind = "audio"
 
-    def __init__(self, clip: Pcm, *, dtx: bool = False) -> None:
+    def __init__(self, clip: Pcm, *, dtx: bool = False, levels: bool = False) -> None:
         super().__init__()
+        self.levels = levels
+        self.level_dbov = -127
         self._clip = clip
         self._encoder = Encoder(48_000, fec=True, packet_loss_perc=10, dtx=dtx)
         self._pos: int | None = None
@@ -84,6 +89,7 @@ class SpeechTrack(MediaStreamTrack):
                 pcm = self._clip[self._pos:self._pos + FRAME_SAMPLES]
                 self._pos += FRAME_SAMPLES
             payload = self._encoder.encode(pcm)
+            self.level_dbov = round(float(levels_dbov(pcm)[0]))
             pts = self._pts
             self._pts += FRAME_SAMPLES
             self._silent_run = self._silent_run + 1 if len(payload) <= 2 else 0
@@ -137,7 +143,9 @@ class Client:
         self._connected = asyncio.Event()
         self.pc.on("connectionstatechange", self._state)
         if track is not None:
-            self.pc.addTrack(track)
+            sender = self.pc.addTrack(track)
+            if track.levels:
+                aiortc_compat.send_audio_level(sender, lambda: track.level_dbov)
         else:
             self.pc.addTransceiver("audio", direction="recvonly")
 
