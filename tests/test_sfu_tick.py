@@ -127,14 +127,14 @@ class Harness:
     """A MediaRoom on a fake clock: ``run(n)`` pushes each talker's frame and ticks."""
 
     def __init__(self, controls: StaticControls | None = None,
-                 player: MusicPlayer | None = None) -> None:
+                 player: MusicPlayer | None = None, config: MediaConfig | None = None) -> None:
         self.events: list[dict[str, Any]] = []
         self.event_times: list[float] = []
         self.peers: dict[str, FakePeer] = {}
         self.controls = controls or StaticControls()
         self.room = MediaRoom(
             "g-tick",
-            MediaConfig(duck_db=DUCK_DB, peer_timeout_s=TIMEOUT_S),
+            config or MediaConfig(duck_db=DUCK_DB, peer_timeout_s=TIMEOUT_S),
             self._event,
             controls=self.controls,
             peer_factory=self._make,
@@ -461,3 +461,39 @@ async def test_a_piped_source_is_heard_by_the_plan_and_the_tap_gets_only_local_f
     assert "g" not in h.room.speaking()
     with pytest.raises(Exception, match="participant of this room"):
         h.room.add_source("a", PipedSource())
+
+
+class LevelledSlot(JitterSlot):
+    """PCM in, plus the RFC 6464 level a browser would put in each packet."""
+
+    level_dbov = -127.0
+
+    def take_level(self, now: float) -> float | None:
+        return self.level_dbov
+
+
+@pytest.mark.parametrize("room_wide", [True, False], ids=["group", "nearby"])
+async def test_top_n_is_room_wide_in_a_group_and_per_listener_nearby(room_wide: bool) -> None:
+    """Three talkers, each heard by one listener only (as strangers far apart), N = 1.
+    A group decodes its N + 1 loudest, so the quietest talker's listener hears nobody;
+    the nearby room decodes everyone above the floor, so each hears their own talker."""
+    h = Harness(config=MediaConfig(duck_db=DUCK_DB, peer_timeout_s=TIMEOUT_S, top_n=1,
+                                   room_wide_top_n=room_wide))
+    await h.join("a", "b", "c", "x", "y", "z")
+    pairs = {"a": "x", "b": "y", "c": "z"}
+    audible: dict[str, dict[str, float]] = {}
+    for (talker, listener), level in zip(pairs.items(), (-10.0, -12.0, -14.0), strict=True):
+        slot = LevelledSlot()
+        slot.level_dbov = level
+        h.peers[talker].voice = slot
+        audible[talker] = {listener: 1.0}
+        audible[listener] = {talker: 1.0}
+    h.room.set_audibility(audible)
+    h.talking = {"a": 440.0, "b": 660.0, "c": 990.0}
+    h.run(25)
+    assert_hears(h.peers["x"], present={"a"}, absent={"b", "c"})
+    assert_hears(h.peers["y"], present={"b"}, absent={"a", "c"})
+    if room_wide:
+        assert_hears(h.peers["z"], present=set(), absent={"a", "b", "c"})
+    else:
+        assert_hears(h.peers["z"], present={"c"}, absent={"a", "b"})
