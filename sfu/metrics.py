@@ -32,7 +32,8 @@ JITTER_WAIT_SECONDS = Histogram(
 )
 SEND_WAIT_SECONDS = Histogram(
     "disco_sfu_send_wait_seconds",
-    "Time a listener's packet waits between the tick and its sender (sampled)",
+    "Time a listener's packet waits between the tick and leaving: on the fast send path "
+    "the tick's whole run (the last listener's wait), on aiortc's sender a sample of packets",
     buckets=_WAIT_BUCKETS,
 )
 ENCODES_PER_TICK = Histogram(

@@ -498,7 +498,11 @@ class MediaRoom:
             else:
                 for peer in result.expired:
                     self._spawn_drop(peer)
-            metrics.TICK_SECONDS.observe(time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            metrics.TICK_SECONDS.observe(took)
+            if self.config.fast_send:
+                # packets leave inside the tick (sfu.outbound): the last listener's waited it all
+                metrics.SEND_WAIT_SECONDS.observe(took)
 
     def tick(self, now: float) -> TickResult:
         """One 20 ms step at ``now``: pull frames, detect speech, mix, encode, hand out.

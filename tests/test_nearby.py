@@ -103,6 +103,9 @@ async def test_who_hears_whom_follows_distance(server: LiveServer) -> None:
         assert has_tone(a, TONES["b"]) and has_tone(b, TONES["a"])
         assert lacks_tone(a, TONES["c"]) and lacks_tone(b, TONES["c"])
         assert lacks_tone(c, TONES["a"]) and lacks_tone(c, TONES["b"])
+        room = server.app_state.rooms.get("nearby")
+        assert room is not None and room.media is not None
+        assert room.media.config.room_wide_top_n is False  # strangers: top-N per listener
 
         # A sees B by name and rounded distance only.
         seen = await sockets["a"].expect("nearby")
