@@ -155,6 +155,19 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def memory_mb(pid: int) -> tuple[float, float, float]:
+    """(RSS, PSS, USS) of ``pid`` in MB from /proc/<pid>/smaps_rollup: PSS shares each page
+    among the processes that map it, USS counts only the pages no other process maps."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            fields[name] = int(parts[0])
+    uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return fields.get("Rss", 0) / 1024, fields.get("Pss", 0) / 1024, uss / 1024
+
+
 def _cpu_rates(pids: list[int], seconds: float) -> list[float]:
     before = [voice._cpu_seconds(p) for p in pids]
     t0 = time.monotonic()
@@ -264,9 +277,9 @@ def idle_rss(workers: int, redis_url: str) -> None:
         node_ids = asyncio.run(_nodes(redis_url, prefix, workers))
         time.sleep(IDLE_S)  # started, and idle
         pids = [_pid_of(n, server.pid) for n in node_ids]
-        sizes = ", ".join(f"{rss_mb(p):.0f} MB" for p in pids)
+        sizes = ", ".join("{:.0f}/{:.0f}/{:.0f} MB".format(*memory_mb(p)) for p in pids)
         supervisor = f"; supervisor {rss_mb(server.pid):.0f} MB" if workers > 1 else ""
-        print(f"disco serve --workers {workers}: idle RSS per worker {sizes}{supervisor}",
+        print(f"disco serve --workers {workers}: idle RSS/PSS/USS per worker {sizes}{supervisor}",
               flush=True)
     finally:
         voice.stop(server)

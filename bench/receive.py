@@ -1,6 +1,6 @@
 """The receive path's CPU per packet: aiortc's way beside the fast path, in one run.
 
-    .venv/bin/python -m bench.receive [--packets 6000] [--rate 2000] [--rounds 2]
+    .venv/bin/python -m bench.receive [--packets 6000] [--rate 2000] [--rounds 2] [--uvloop]
 
 A sender process streams Opus-sized RTP packets (with the RFC 6464 level, as
 browsers send them) over real SRTP on loopback at ``--rate`` packets/s to a
@@ -12,6 +12,9 @@ callback, ``protocol.rtp_parse``, statistics from counters). The receiver's
 own CPU time (``time.process_time``) over the packets, divided by their
 number, is the cost of receiving one packet, idle loop included; the two are
 measured alternately in the same run, so the machine's load hits both.
+The receiver runs on asyncio's own loop unless ``--uvloop`` (what ``disco
+serve`` runs on: uvicorn picks uvloop when it is installed), where the
+loop's share of each packet is about half.
 """
 
 from __future__ import annotations
@@ -118,17 +121,24 @@ def _receive(offer: str, answer_q: Any, packets: int, fast: bool) -> tuple[float
     return asyncio.run(main())
 
 
-def _receiver(offer_q: Any, answer_q: Any, out: Any, packets: int, fast: bool) -> None:
+def _receiver(offer_q: Any, answer_q: Any, out: Any, packets: int, fast: bool,
+              use_uvloop: bool = False) -> None:
+    if use_uvloop:  # the server's loop (uvicorn picks uvloop when it is installed)
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     offer = offer_q.get()
     out.put(_receive(offer, answer_q, packets, fast))
     answer_q.put("done")
 
 
-def run_once(packets: int, rate: float, fast: bool) -> tuple[float, int]:
+def run_once(packets: int, rate: float, fast: bool, use_uvloop: bool = False
+             ) -> tuple[float, int]:
     ctx = mp.get_context("spawn")
     offer_q, answer_q, out = ctx.Queue(), ctx.Queue(), ctx.Queue()
     sender = ctx.Process(target=_sender, args=(offer_q, answer_q, packets, rate))
-    receiver = ctx.Process(target=_receiver, args=(offer_q, answer_q, out, packets, fast))
+    receiver = ctx.Process(target=_receiver, args=(offer_q, answer_q, out, packets, fast,
+                                                                  use_uvloop))
     sender.start()
     receiver.start()
     result: tuple[float, int] = out.get(timeout=180)
@@ -142,13 +152,15 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=6000)
     parser.add_argument("--rate", type=float, default=2000.0, help="packets per second")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--uvloop", action="store_true",
+                        help="the receiver on uvloop, as `disco serve` runs (default: asyncio's)")
     args = parser.parse_args()
     print(f"{'round':>6}{'aiortc path us/pkt':>20}{'fast path us/pkt':>18}{'fast/aiortc':>13}"
           f"{'on fast path':>14}")
     ratios = []
     for k in range(args.rounds):
-        slow, _ = run_once(args.packets, args.rate, fast=False)
-        fast, on_fast = run_once(args.packets, args.rate, fast=True)
+        slow, _ = run_once(args.packets, args.rate, fast=False, use_uvloop=args.uvloop)
+        fast, on_fast = run_once(args.packets, args.rate, fast=True, use_uvloop=args.uvloop)
         ratios.append(fast / slow)
         print(f"{k + 1:>6}{slow * 1e6:>20.1f}{fast * 1e6:>18.1f}{fast / slow:>13.2f}"
               f"{on_fast:>14}", flush=True)

@@ -503,7 +503,9 @@ def _start_server(workdir: Path, port: int, cpu: int | None = None,
     command = [disco]
     if source is not None:
         env["PYTHONPATH"] = str(source)
-        command = [sys.executable, "-c", "from signaling.cli import main; main()"]
+        # -P: without it ``-c`` puts the working directory (this checkout) first on
+        # sys.path, ahead of PYTHONPATH, and "before" would run this tree's code.
+        command = [sys.executable, "-P", "-c", "from signaling.cli import main; main()"]
     log = (workdir / f"server-{port}.log").open("wb")
     pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     return subprocess.Popen(

@@ -165,6 +165,12 @@ class _Packet:
     from_red: bool = False
 
 
+_SEQ_MASK = SEQ_MOD - 1
+_SEQ_HALF = SEQ_MOD >> 1
+_TS_MASK = TS_MOD - 1
+_TS_HALF = TS_MOD >> 1
+
+
 def _signed_delta(a: int, b: int, mod: int) -> int:
     """a - b on a wrapping counter, in -mod/2 .. mod/2 - 1."""
     half = mod >> 1
@@ -266,6 +272,36 @@ class ReorderBuffer:
         ``redundant`` marks a copy recovered from a RED packet: it only fills a
         hole (never counts as received, duplicate or late, never feeds jitter).
         """
+        # The common case inline (a new primary packet, not late, not a restart, not
+        # buffered): what ``_push`` does for it, without its calls. Anything else
+        # goes to ``_push``, before any state changed.
+        hi = self._hi_seq
+        if redundant or hi is None or not 0 <= seq < SEQ_MOD:
+            return self._push(seq, timestamp, payload, now, redundant)
+        ext = hi + ((seq - hi + _SEQ_HALF) & _SEQ_MASK) - _SEQ_HALF
+        nxt = self._next
+        buf = self._buf
+        if (nxt is not None and (ext < nxt or ext - nxt > MAX_AHEAD_FRAMES)) or ext in buf:
+            return self._push(seq, timestamp, payload, now, redundant)
+        raw = timestamp & _TS_MASK
+        hi_ts = self._hi_ts
+        ts = hi_ts + ((raw - self._hi_ts_raw + _TS_HALF) & _TS_MASK) - _TS_HALF
+        if ts > hi_ts:
+            self._hi_ts_raw = raw
+            self._hi_ts = ts
+        self.counters.received += 1
+        buf[ext] = _Packet(ts, bytes(payload), now, False)
+        if ext > hi:
+            self._hi_seq = ext
+        jitter = self._jitter
+        jitter.add(now - ts / SAMPLE_RATE_HZ)
+        if jitter.count % JITTER_EVERY_PACKETS == 0:
+            self._retarget()
+        return True
+
+    def _push(self, seq: int, timestamp: int, payload: bytes, now: float,
+              redundant: bool) -> bool:
+        """``push``, every case."""
         if not 0 <= seq < SEQ_MOD:
             raise ValueError(f"sequence number must be 16-bit, got {seq}")
         ext = self._extend_seq(seq)

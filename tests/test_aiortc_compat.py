@@ -122,6 +122,77 @@ def test_install_fails_loudly_if_aioice_stops_binding_through_the_loop(
     monkeypatch.undo()
 
 
+def test_install_fails_loudly_if_aioice_stops_handing_on_what_is_not_stun(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def datagram_received(self: Any, data: bytes, addr: tuple[Any, ...]) -> None:
+        return None  # a future aioice demultiplexing some other way
+
+    aiortc_compat.uninstall()
+    monkeypatch.setattr(aiortc_compat, "_AIOICE_DATAGRAM_RECEIVED", datagram_received)
+    with pytest.raises(CompatError, match="demux"):
+        aiortc_compat.install()
+    assert not aiortc_compat.installed()
+    monkeypatch.undo()
+
+
+# --- the RTP demux in front of aioice's STUN parse -------------------------------------
+
+
+async def test_rtp_skips_the_stun_parse_and_stun_still_parses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over a real UDP socket: an RTP or RTCP datagram reaches the connection without
+    ``stun.parse_message``; a STUN binding request still goes aioice's way (parsed,
+    handed to ``request_received``); a datagram that is neither (DTLS) is handed on
+    after aioice's parse fails, as before."""
+    parsed: list[bytes] = []
+    real_parse = aioice.stun.parse_message
+
+    def counting_parse(data: bytes, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(bytes(data))
+        return real_parse(data, *args, **kwargs)
+
+    monkeypatch.setattr(aioice.stun, "parse_message", counting_parse)
+    handed: list[tuple[bytes, int]] = []
+    requests: list[Any] = []
+    all_in = asyncio.Event()
+
+    class Receiver:
+        def data_received(self, data: bytes, component: int) -> None:
+            handed.append((data, component))
+            self._check()
+
+        def request_received(self, message: Any, addr: Any, protocol: Any) -> None:
+            requests.append(message)
+            self._check()
+
+        def _check(self) -> None:
+            if len(handed) == 3 and requests:
+                all_in.set()
+
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: aioice.ice.StunProtocol(Receiver()), local_addr=("127.0.0.1", 0))
+    protocol.local_candidate = SimpleNamespace(component=1)
+    sender, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=transport.get_extra_info("sockname"))
+    rtp = bytes([0x90, 111, 0, 5]) + bytes(8) + b"opus"
+    rtcp = bytes([0x81, 201, 0, 1]) + bytes(4)
+    dtls = bytes([22, 0xFE, 0xFD]) + bytes(10)
+    stun = aioice.stun.Message(aioice.stun.Method.BINDING, aioice.stun.Class.REQUEST)
+    try:
+        for datagram in (rtp, rtcp, dtls, bytes(stun)):
+            sender.sendto(datagram)
+        await asyncio.wait_for(all_in.wait(), ARRIVAL_TIMEOUT_S)
+    finally:
+        sender.close()
+        transport.close()
+    assert handed == [(rtp, 1), (rtcp, 1), (dtls, 1)]
+    assert [m.transaction_id for m in requests] == [stun.transaction_id]
+    assert parsed == [dtls, bytes(stun)]  # RTP and RTCP were never parsed as STUN
+
+
 # --- patch 1: host candidates ----------------------------------------------------------
 
 

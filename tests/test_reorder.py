@@ -265,3 +265,55 @@ def test_a_loss_deepens_a_one_frame_buffer_for_fec_and_the_floor_expires() -> No
     assert buf.counters.lost == 2 and buf.counters.recovered == 2
     assert buf.counters.concealed == 1
     assert buf.target_frames == 1  # the floor expired with no loss since
+
+
+class _GeneralPushOnly(ReorderBuffer):
+    """Every packet through ``_push`` (the general case), never ``push``'s inline one."""
+
+    def push(self, seq: int, timestamp: int, payload: bytes, now: float, *,
+             redundant: bool = False) -> bool:
+        return self._push(seq, timestamp, payload, now, redundant)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first_seq=st.integers(0, 65_535),
+    first_ts=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 300),
+    loss=st.floats(0.0, 0.5),
+    jitter_ms=st.floats(0.0, 150.0),
+    dup=st.floats(0.0, 0.2),
+    restart_at=st.integers(0, 400),
+    seed=st.integers(0, 2**16),
+)
+def test_inline_push_decides_as_the_general_one(first_seq: int, first_ts: int, n: int,
+                                                loss: float, jitter_ms: float, dup: float,
+                                                restart_at: int, seed: int) -> None:
+    """``push``'s inline common case (issue #15) changes nothing: the same packets, in the
+    same order, give the same decisions, counters, depth and jitter as ``_push`` alone,
+    across sequence and timestamp wraps, losses, duplicates, reordering and a restart."""
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        if rng.random() < loss:
+            continue
+        restarted = i >= restart_at
+        seq = (first_seq + i + (30_000 if restarted else 0)) % 65_536
+        ts = (first_ts + i * FRAME_TS + (123_456 if restarted else 0)) % 2**32
+        for _ in range(2 if rng.random() < dup else 1):
+            events.append((i * TICK_S + rng.uniform(0, jitter_ms / 1000), seq, ts, i))
+    events.sort()
+    fast, general = ReorderBuffer(initial_depth_frames=1), _GeneralPushOnly(initial_depth_frames=1)
+    j = 0
+    for tick in range(n + 20):
+        now = tick * TICK_S + 0.005
+        while j < len(events) and events[j][0] <= now:
+            at, seq, ts, i = events[j]
+            payload = b"pkt%d" % i
+            assert fast.push(seq, ts, payload, at) == general.push(seq, ts, payload, at)
+            j += 1
+        assert fast.pop(now) == general.pop(now)
+        assert fast.counters == general.counters
+        assert (fast.target_frames, fast.highest_seq, len(fast)) == (
+            general.target_frames, general.highest_seq, len(general))
+        assert fast.jitter_s == general.jitter_s
