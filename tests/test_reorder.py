@@ -265,3 +265,21 @@ def test_a_loss_deepens_a_one_frame_buffer_for_fec_and_the_floor_expires() -> No
     assert buf.counters.lost == 2 and buf.counters.recovered == 2
     assert buf.counters.concealed == 1
     assert buf.target_frames == 1  # the floor expired with no loss since
+
+
+def test_hold_depth_raises_the_floor_within_bounds_and_it_expires() -> None:
+    buf = ReorderBuffer(initial_depth_frames=1, max_depth_frames=4)
+    for k in range(20):
+        buf.push(k, k * FRAME_TS, b"xyz", k * TICK_S)
+        buf.pop(k * TICK_S)
+    assert buf.target_frames == 1
+    buf.hold_depth(3)
+    assert buf.target_frames == 3
+    buf.hold_depth(2)  # a lower floor does not lower a held one
+    assert buf.target_frames == 3
+    buf.hold_depth(9)
+    assert buf.target_frames == 4  # bounded by the maximum depth
+    for k in range(20, 40 + LOSS_HOLD_PACKETS):
+        buf.push(k, k * FRAME_TS, b"xyz", k * TICK_S)
+        buf.pop(k * TICK_S)
+    assert buf.target_frames == 1
