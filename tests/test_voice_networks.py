@@ -34,8 +34,7 @@ from tests.voice_network import (
 )
 
 RED_FLOOR = 2.6
-"""PESQ floor of a RED listener under 10 % random downlink loss (as for FEC alone above;
-the distance to a clean listener is measured by ``bench.voice_quality --real``)."""
+"""PESQ floor of a RED listener under 10 % random downlink loss (as for FEC alone above)."""
 RED_MARGIN = 0.3
 """Issue #14's target: within 0.3 PESQ of a clean listener."""
 
@@ -151,5 +150,6 @@ async def test_a_red_listener_under_downlink_loss_gets_its_lost_frames_repaired(
     assert lost >= 10 and unrepaired <= lost // 10, (lost, unrepaired)
     assert n.red_recovered >= lost // 2 and n.red_recovered > n.recovered
     # PESQ on this shared machine swings with its load (a clean listener scored 2.7-3.7
-    # here): good in absolute terms, or close to the clean listener heard at the same time.
-    assert scores["lossy"] >= min(RED_FLOOR, scores["clean"] - RED_MARGIN), scores
+    # here), so the lossy listener is judged against the clean one heard at the same time.
+    assert scores["lossy"] >= scores["clean"] - RED_MARGIN, scores
+    assert scores["lossy"] >= RED_FLOOR, scores
