@@ -120,7 +120,7 @@ async def janus_score(base: str, clip: Any, up: Impairment, down: Impairment,
     from bench.janus import BITRATE_BPS, COMPLEXITY, ROOM_ID, AudioBridge, sha256_only
     from protocol import aiortc_compat
     from tests.impair import CLEAN, UdpRelay
-    from tests.voice_network import CLIP_S, CONNECT_TIMEOUT_S, SETTLE_S, TAIL_S, Client, SpeechTrack
+    from tests.voice_network import CLIP_S, SETTLE_S, TAIL_S, Client, SpeechTrack
 
     host = _machine_address()
     track = SpeechTrack(clip)
@@ -152,7 +152,7 @@ async def janus_score(base: str, clip: Any, up: Impairment, down: Impairment,
             await pc.setRemoteDescription(RTCSessionDescription(
                 _one_candidate(answer, host, relay.address[1]), "answer"))
             aiortc_compat.take_rtp(receiver, client.arrivals.sink)
-            await asyncio.wait_for(client._connected.wait(), CONNECT_TIMEOUT_S)
+            await client.connected()
         await asyncio.sleep(SETTLE_S)
         track.say()
         await asyncio.sleep(CLIP_S + TAIL_S)
