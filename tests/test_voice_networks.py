@@ -178,7 +178,7 @@ async def test_a_chrome_like_talker_sends_red_up_and_the_server_repairs_uplink_b
     heard = listener.arrivals.play(track.said_at, CLIP_S + TAIL_S)
     score, gaps = pesq_wb(clip, heard), holes(clip, heard)
     assert talker.uplink is not None and talker.uplink.red  # Disco's answer took RED
-    n = path.room._peers["talker"].voice.playout.counters  # the server.s view
+    n = path.room._peers["talker"].voice.playout.counters  # the server's view
     print(f"bursts up, RED up: PESQ {score:.2f}, {gaps} holes; server: {n.lost} lost, "
           f"{n.red_recovered} from RED, {n.recovered} from FEC, {n.concealed} concealed")
     assert talker.uplink.red_sent > CLIP_S / FRAME_S
