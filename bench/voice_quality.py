@@ -22,7 +22,9 @@ ways >= 2.6, 0-60 ms jitter >= 2.8.
 ``--real`` runs over real sockets instead: a ``MediaRoom`` in this process,
 aiortc peers, one ``tests.impair.UdpRelay`` on the talker's uplink and/or the
 listener's downlink, 8 s of speech per condition, one run each (seeded), the
-listener playing out like a browser (``tests/voice_network.py``). About 12 s
+talker sending as Chrome does (RED with one earlier frame when the answer
+accepts it: Disco's does, Janus's does not) and the listener playing out
+like a browser (``tests/voice_network.py``). About 12 s
 a cell. When Debian ``janus`` is installed (and not ``--no-janus``), two
 Janus AudioBridge columns (default, and ``expected_loss=10``) go through the
 same relays, talker and playout (``bench/janus.py`` starts Janus; Janus
