@@ -22,7 +22,9 @@ ways >= 2.6, 0-60 ms jitter >= 2.8.
 ``--real`` runs over real sockets instead: a ``MediaRoom`` in this process,
 aiortc peers, one ``tests.impair.UdpRelay`` on the talker's uplink and/or the
 listener's downlink, 8 s of speech per condition, one run each (seeded), the
-listener playing out like a browser (``tests/voice_network.py``). About 12 s
+talker sending as Chrome does (RED with one earlier frame when the answer
+accepts it: Disco's does, Janus's does not) and the listener playing out
+like a browser (``tests/voice_network.py``). About 12 s
 a cell. When Debian ``janus`` is installed (and not ``--no-janus``), two
 Janus AudioBridge columns (default, and ``expected_loss=10``) go through the
 same relays, talker and playout (``bench/janus.py`` starts Janus; Janus
@@ -120,7 +122,7 @@ async def janus_score(base: str, clip: Any, up: Impairment, down: Impairment,
     from bench.janus import BITRATE_BPS, COMPLEXITY, ROOM_ID, AudioBridge, sha256_only
     from protocol import aiortc_compat
     from tests.impair import CLEAN, UdpRelay
-    from tests.voice_network import CLIP_S, CONNECT_TIMEOUT_S, SETTLE_S, TAIL_S, Client, SpeechTrack
+    from tests.voice_network import CLIP_S, SETTLE_S, TAIL_S, Client, SpeechTrack
 
     host = _machine_address()
     track = SpeechTrack(clip)
@@ -152,7 +154,7 @@ async def janus_score(base: str, clip: Any, up: Impairment, down: Impairment,
             await pc.setRemoteDescription(RTCSessionDescription(
                 _one_candidate(answer, host, relay.address[1]), "answer"))
             aiortc_compat.take_rtp(receiver, client.arrivals.sink)
-            await asyncio.wait_for(client._connected.wait(), CONNECT_TIMEOUT_S)
+            await client.connected()
         await asyncio.sleep(SETTLE_S)
         track.say()
         await asyncio.sleep(CLIP_S + TAIL_S)

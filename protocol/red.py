@@ -112,21 +112,28 @@ def push_red(buffer: ReorderBuffer, seq: int, timestamp: int, data: bytes, now: 
     sequence number ``seq - k``: senders repeat consecutive frames. Blocks of
     another payload type than ``opus_pt`` (when given), empty blocks and
     offsets that are not whole frames are skipped. Returns how many copies
-    filled a hole. Raises RedError on a malformed payload (nothing is pushed).
+    filled a hole. When one did, the buffer keeps enough depth for the copies of
+    this packet's distance to come in time (``ReorderBuffer.hold_depth``: the
+    deepest block's frames back, plus one). Raises RedError on a malformed
+    payload (nothing is pushed).
     """
     red = parse_red(data)
     if red.primary and (opus_pt is None or red.primary_pt == opus_pt):
         buffer.push(seq, timestamp, red.primary, now)
     filled = 0
+    deepest = 0
     for block in red.redundant:
         if not block.payload or (opus_pt is not None and block.pt != opus_pt):
             continue
         frames_back, rest = divmod(block.ts_offset, frame_ts)
         if rest or frames_back == 0:
             continue
+        deepest = max(deepest, frames_back)
         filled += buffer.push((seq - frames_back) % SEQ_MOD,
                               (timestamp - block.ts_offset) % (1 << 32),
                               block.payload, now, redundant=True)
+    if filled:
+        buffer.hold_depth(deepest + 1)
     return filled
 
 

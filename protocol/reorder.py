@@ -217,6 +217,8 @@ class ReorderBuffer:
         self._jitter_target = initial_depth_frames
         self._loss_hold_until: int | None = None
         """Extended sequence number up to which the loss floor holds (None: no loss)."""
+        self._loss_floor = LOSS_DEPTH_FRAMES
+        """The depth floor while it holds (``hold_depth`` may raise it)."""
         self._buf: dict[int, _Packet] = {}
         self._hi_seq: int | None = None
         self._hi_ts_raw = 0
@@ -359,13 +361,27 @@ class ReorderBuffer:
         hold = self._loss_hold_until
         if hold is not None and self._next is not None and self._next > hold:
             self._loss_hold_until = hold = None
-        floor = LOSS_DEPTH_FRAMES if hold is not None else self._min_depth
+            self._loss_floor = LOSS_DEPTH_FRAMES
+        floor = self._loss_floor if hold is not None else self._min_depth
         self._target = max(self._min_depth, floor, min(self._max_depth, self._jitter_target))
         self._target = min(self._target, self._max_depth)
 
     def _saw_loss(self) -> None:
         assert self._next is not None
         self._loss_hold_until = self._next + LOSS_HOLD_PACKETS
+        self._set_target()
+
+    def hold_depth(self, frames: int) -> None:
+        """Keep at least ``frames`` buffered (bounded by the maximum depth) for as long
+        as a loss holds its floor (``LOSS_HOLD_PACKETS``). ``protocol.red.push_red`` calls
+        it when a RED copy filled a hole: the copy came ``k`` frames after its packet's
+        turn, so it is in time only with ``k + 1`` frames buffered (else the buffer
+        underruns, conceals, and plays the copy a frame late, inside a word)."""
+        frames = min(self._max_depth, max(LOSS_DEPTH_FRAMES, frames))
+        if self._loss_hold_until is None or frames > self._loss_floor:
+            self._loss_floor = frames
+        at = self._next if self._next is not None else self.highest_seq
+        self._loss_hold_until = at + LOSS_HOLD_PACKETS
         self._set_target()
 
     def _resync(self) -> None:
@@ -379,6 +395,7 @@ class ReorderBuffer:
         self._played_set.clear()
         self._jitter = _Jitter()  # a new timestamp base: old transits mean nothing
         self._loss_hold_until = None
+        self._loss_floor = LOSS_DEPTH_FRAMES
 
     # --- output ------------------------------------------------------------
 

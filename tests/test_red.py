@@ -103,3 +103,40 @@ def test_packetizer_skips_dtx_and_respects_distance() -> None:
     red = parse_red(sender.wrap(b"\x78four", 2880))
     assert [b.ts_offset for b in red.redundant] == [2880, 960]
     assert parse_red(RedPacketizer(OPUS_PT, distance=0).wrap(b"x", 0)).redundant == ()
+
+
+def _red_stream(n: int, distance: int) -> list[tuple[int, int, bytes]]:
+    sender = RedPacketizer(OPUS_PT, distance=distance)
+    return [(i, i * FRAME_TS, sender.wrap(b"\x78frame%d" % i, i * FRAME_TS)) for i in range(n)]
+
+
+@pytest.mark.parametrize(("distance", "lost", "depth"), [
+    (1, {10}, 2),          # Chrome's RED: the copy is one frame later
+    (2, {10}, 3),          # Disco's: copies two frames back, in time only three deep
+    (2, {10, 11}, 3),
+])
+def test_a_hole_filled_by_red_keeps_the_buffer_deep_enough_for_the_copies(
+    distance: int, lost: set[int], depth: int
+) -> None:
+    """A buffer at one frame (the server's start, or a listener on a calm link) would
+    underrun at each loss and play the copy a frame late, inside a word: once a copy
+    fills a hole, the depth holds at the RED distance plus one (as a loss holds it)."""
+    buf = ReorderBuffer(initial_depth_frames=1)
+    out = []
+    for k, (seq, ts, data) in enumerate(_red_stream(40, distance)):
+        if seq not in lost:
+            push_red(buf, seq, ts, data, k * 0.02, opus_pt=OPUS_PT)
+        out.append(buf.pop(k * 0.02 + 0.001))
+    assert buf.target_frames == depth
+    assert buf.counters.red_recovered == len(lost)
+    # The first loss came with one frame buffered: the copy is late once (an underrun),
+    # the depth grows, and later the same loss is repaired in time.
+    buf2 = ReorderBuffer(initial_depth_frames=1)
+    conceals_after = 0
+    for k, (seq, ts, data) in enumerate(_red_stream(60, distance)):
+        if seq not in lost and seq - 30 not in lost:
+            push_red(buf2, seq, ts, data, k * 0.02, opus_pt=OPUS_PT)
+        action = buf2.pop(k * 0.02 + 0.001)
+        conceals_after += k > 35 and not isinstance(action, Frame)
+    assert conceals_after == 0
+    assert buf2.counters.red_recovered == 2 * len(lost)

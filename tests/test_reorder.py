@@ -317,3 +317,21 @@ def test_inline_push_decides_as_the_general_one(first_seq: int, first_ts: int, n
         assert (fast.target_frames, fast.highest_seq, len(fast)) == (
             general.target_frames, general.highest_seq, len(general))
         assert fast.jitter_s == general.jitter_s
+
+
+def test_hold_depth_raises_the_floor_within_bounds_and_it_expires() -> None:
+    buf = ReorderBuffer(initial_depth_frames=1, max_depth_frames=4)
+    for k in range(20):
+        buf.push(k, k * FRAME_TS, b"xyz", k * TICK_S)
+        buf.pop(k * TICK_S)
+    assert buf.target_frames == 1
+    buf.hold_depth(3)
+    assert buf.target_frames == 3
+    buf.hold_depth(2)  # a lower floor does not lower a held one
+    assert buf.target_frames == 3
+    buf.hold_depth(9)
+    assert buf.target_frames == 4  # bounded by the maximum depth
+    for k in range(20, 40 + LOSS_HOLD_PACKETS):
+        buf.push(k, k * FRAME_TS, b"xyz", k * TICK_S)
+        buf.pop(k * TICK_S)
+    assert buf.target_frames == 1

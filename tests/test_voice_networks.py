@@ -34,8 +34,7 @@ from tests.voice_network import (
 )
 
 RED_FLOOR = 2.6
-"""PESQ floor of a RED listener under 10 % random downlink loss (as for FEC alone above;
-the distance to a clean listener is measured by ``bench.voice_quality --real``)."""
+"""PESQ floor of a RED listener under 10 % random downlink loss (as for FEC alone above)."""
 RED_MARGIN = 0.3
 """Issue #14's target: within 0.3 PESQ of a clean listener."""
 
@@ -151,5 +150,37 @@ async def test_a_red_listener_under_downlink_loss_gets_its_lost_frames_repaired(
     assert lost >= 10 and unrepaired <= lost // 10, (lost, unrepaired)
     assert n.red_recovered >= lost // 2 and n.red_recovered > n.recovered
     # PESQ on this shared machine swings with its load (a clean listener scored 2.7-3.7
-    # here): good in absolute terms, or close to the clean listener heard at the same time.
-    assert scores["lossy"] >= min(RED_FLOOR, scores["clean"] - RED_MARGIN), scores
+    # here), so the lossy listener is judged against the clean one heard at the same time.
+    assert scores["lossy"] >= scores["clean"] - RED_MARGIN, scores
+    assert scores["lossy"] >= RED_FLOOR, scores
+
+
+BURST_UP_FLOOR = 1.5
+"""PESQ floor for uplink Gilbert-Elliott bursts (~7 % loss, mean 2.5 packets) with the
+talker sending RED as Chrome does (one earlier frame): RED (or FEC) rebuilds the last
+frame of a burst; the rest is concealed. Measured 1.67-1.93 here; Janus AudioBridge
+1.5-1.65 through the same relay (``bench.voice_quality --real``, plain Opus up)."""
+
+
+async def test_a_chrome_like_talker_sends_red_up_and_the_server_repairs_uplink_bursts(
+    path: Path, clip: Pcm
+) -> None:
+    track = SpeechTrack(clip)
+    talker, listener = Client("talker", track), Client("listener", None)
+    path.clients += [talker, listener]
+    await talker.join(path.room, up=Impairment(burst_p=0.03, burst_r=0.4, seed=1),
+                      relayed=True)
+    await listener.join(path.room)
+    await asyncio.sleep(SETTLE_S)
+    track.say()
+    await asyncio.sleep(CLIP_S + TAIL_S)
+    assert track.said_at is not None
+    heard = listener.arrivals.play(track.said_at, CLIP_S + TAIL_S)
+    score, gaps = pesq_wb(clip, heard), holes(clip, heard)
+    assert talker.uplink is not None and talker.uplink.red  # Disco's answer took RED
+    n = path.room._peers["talker"].voice.playout.counters  # the server's view
+    print(f"bursts up, RED up: PESQ {score:.2f}, {gaps} holes; server: {n.lost} lost, "
+          f"{n.red_recovered} from RED, {n.recovered} from FEC, {n.concealed} concealed")
+    assert talker.uplink.red_sent > CLIP_S / FRAME_S
+    assert n.red_recovered >= 8 and n.red_recovered > n.recovered  # 11-12 measured
+    assert score >= BURST_UP_FLOOR, f"PESQ {score:.2f} < {BURST_UP_FLOOR} ({gaps} holes)"

@@ -14,17 +14,19 @@ only ever sees the relay (no direct path for ICE to prefer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from protocol import aiortc_compat
 from protocol.opus import FRAME_SAMPLES, Encoder
 from protocol.playout import PlayoutStream
+from protocol.uplink import IdleTrack, UplinkStream
 from sfu.codec import make_packet
 from sfu.levels import levels_dbov
 from sfu.room import MediaConfig, MediaRoom
@@ -135,19 +137,40 @@ class Arrivals:
 
 
 class Client:
+    """One peer. A talker sends as Chrome does: through ``protocol.uplink.UplinkStream``,
+    RED with one earlier frame when the answer accepts RED (Disco's does, Janus's does
+    not: plain Opus there). With ``track.levels`` (RFC 6464 in each packet) it sends
+    through aiortc's sender instead, plain Opus (the level goes in there)."""
+
     def __init__(self, name: str, track: SpeechTrack | None) -> None:
         self.name = name
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.arrivals = Arrivals()
         self.relay: UdpRelay | None = None
+        self.uplink: UplinkStream | None = None
+        self._track = track
+        self._pump: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self.pc.on("connectionstatechange", self._state)
-        if track is not None:
-            sender = self.pc.addTrack(track)
-            if track.levels:
-                aiortc_compat.send_audio_level(sender, lambda: track.level_dbov)
-        else:
+        if track is None:
             self.pc.addTransceiver("audio", direction="recvonly")
+        elif track.levels:
+            sender = self.pc.addTrack(track)
+            aiortc_compat.send_audio_level(sender, lambda: track.level_dbov)
+        else:
+            self.uplink = UplinkStream()
+            sender = self.pc.addTrack(IdleTrack())
+            aiortc_compat.take_sending(sender, self.uplink.counters, self.uplink.start)
+
+    async def _send(self) -> None:
+        assert self._track is not None and self.uplink is not None
+        try:
+            while True:
+                packet = await self._track.recv()
+                assert packet.pts is not None
+                self.uplink.send(bytes(packet), int(packet.pts))
+        except MediaStreamError:
+            pass
 
     def _state(self) -> None:
         if self.pc.connectionState == "connected":
@@ -167,9 +190,22 @@ class Client:
             answer = via(answer, self.relay.address[1])
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         aiortc_compat.take_rtp(receiver, self.arrivals.sink)
+        await self.connected()
+
+    async def connected(self) -> None:
+        """Wait for the connection; then a talker starts sending (as aiortc's sender
+        would start pulling its track)."""
         await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT_S)
+        if self.uplink is not None and self._pump is None:
+            self._pump = asyncio.create_task(self._send())
 
     async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        if self.uplink is not None:
+            self.uplink.stop()
         await self.pc.close()
         if self.relay is not None:
             self.relay.close()
