@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
 
 import httpx
 import pytest
@@ -35,6 +34,7 @@ from tests.rtc_helpers import (
 )
 from tests.server_helpers import WsClient
 from tests.test_cluster_voice import Node, cluster, connect  # noqa: F401 (cluster: a fixture)
+from tests.test_nearby import assert_no_coordinates
 from tests.test_partition import across_a_line
 
 TONES = {"a": 440.0, "b": 660.0, "c": 990.0, "f": 1_320.0}
@@ -42,7 +42,6 @@ HOME = {"a": "n0", "b": "n1", "c": "n1", "f": "n2"}
 RADIUS_M = 500.0
 LISTEN_S = 1.0
 HEARS = {"a": {"b", "c"}, "b": {"a", "c"}, "c": {"a", "b"}, "f": set()}
-COORD_KEYS = {"lat", "lon", "latitude", "longitude", "coordinates", "position"}
 CHAMONIX = (45.8326, 6.8652)
 
 
@@ -70,22 +69,6 @@ async def guest(node: Node, name: str) -> WsClient:
         assert r.status_code == 201, r.text
         token = str(r.json()["access_token"])
     return await connect(f"ws://127.0.0.1:{node.port}/ws", token)
-
-
-def assert_no_coordinates(ws: WsClient, sent: list[float]) -> None:
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            assert not COORD_KEYS & set(value), f"coordinates on the wire: {value}"
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                walk(item)
-        elif isinstance(value, float):
-            assert all(abs(value - c) > 1e-3 for c in sent), f"a coordinate leaked: {value}"
-
-    for frame in ws.raw:
-        walk(json.loads(frame))
 
 
 async def test_strangers_hear_each_other_across_nodes_and_a_partition_line(
