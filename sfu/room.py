@@ -575,7 +575,10 @@ class MediaRoom:
         sources = self._sources
         speaking = [pid for pid in self._detector.active()
                     if (pid in peers and pid not in muted) or pid in sources]
-        active = [pid for pid in speaking if pid in selected or pid in sources]
+        # A sender without RFC 6464 levels is ranked by its last decoded frame, so at
+        # a word's onset it is not selected yet: it was decoded, and it is mixed.
+        active = [pid for pid in speaking
+                  if pid in selected or pid in must_decode or pid in sources]
 
         server_music = self._player.next_frame()
         if server_music is not None:

@@ -497,3 +497,24 @@ async def test_top_n_is_room_wide_in_a_group_and_per_listener_nearby(room_wide: 
         assert_hears(h.peers["z"], present=set(), absent={"a", "b", "c"})
     else:
         assert_hears(h.peers["z"], present={"c"}, absent={"a", "b"})
+
+
+async def test_a_sender_without_levels_is_mixed_from_the_first_frame_of_a_word() -> None:
+    """A client that sends no RFC 6464 level is ranked by its last decoded frame, so on
+    a word's first frame it is not among the selected yet; it is decoded all the same,
+    and that frame is in the mix (an onset clipped off every word cost 0.2 PESQ)."""
+    h = Harness()
+    await h.join("a", "b")
+    silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+    for _ in range(150):  # 3 s of digital silence: a's envelope falls under the floor
+        for pid in ("a", "b"):
+            peer = h.peers[pid]
+            assert isinstance(peer.voice, JitterSlot)
+            peer.voice.push(silence, h.now)
+            peer.heard_at = h.now
+        h.run(1)
+    sent_before = len(h.peers["b"].decoded)
+    h.talking = {"a": 440.0}
+    h.run(3)
+    onset = h.peers["b"].decoded[sent_before]  # b's mix of the tick a started talking
+    assert float(levels_dbov(onset)[0]) > -30.0, "the word's first frame was left out"
