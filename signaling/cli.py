@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
 import logging
 import os
@@ -129,10 +130,20 @@ def prepare_nearby_cache() -> None:
     print("preparing the nearby index in a helper process (compiled on the first start "
           "only; a node loads it when somebody first joins its nearby room)",
           file=sys.stderr, flush=True)
+    # No inherited stdout or stderr: whoever reads the server's output (a supervisor, a
+    # test) sees it end when the server ends, not when a first compile does.
     helper = subprocess.Popen(
         [sys.executable, "-m", "groups.nearby.proximity"], stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, preexec_fn=lambda: os.nice(NEARBY_HELPER_NICE))
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.nice(NEARBY_HELPER_NICE))
     threading.Thread(target=helper.wait, name="nearby-helper", daemon=True).start()  # reaped
+    atexit.register(_stop_helper, helper)
+
+
+def _stop_helper(helper: subprocess.Popen[bytes]) -> None:
+    """The server stops: a compile still running stops with it (the next start redoes it)."""
+    if helper.poll() is None:
+        helper.terminate()
 
 
 def _worker(settings_json: str, sockets: list[socket.socket]) -> None:
