@@ -16,7 +16,7 @@ import fractions
 import itertools
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -313,10 +313,9 @@ async def test_take_rtp_hands_over_each_packet_on_arrival(
         await receiver.close()
 
 
-async def test_receiver_reports_about_our_stream_reach_the_callback(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sender, receiver, track = loopback_pair(monkeypatch)
+def _report_sink() -> tuple[list[aiortc_compat.ReceiverReport], asyncio.Event,
+                            Callable[[aiortc_compat.ReceiverReport], None]]:
+    """A receiver-report callback: the reports it got, and an event set at the first."""
     reports: list[aiortc_compat.ReceiverReport] = []
     got = asyncio.Event()
 
@@ -324,6 +323,15 @@ async def test_receiver_reports_about_our_stream_reach_the_callback(
         reports.append(report)
         got.set()
 
+    return reports, got, sink
+
+
+
+async def test_receiver_reports_about_our_stream_reach_the_callback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sender, receiver, track = loopback_pair(monkeypatch)
+    reports, got, sink = _report_sink()
     try:
         rtp_sender = sender.addTrack(track)
         aiortc_compat.watch_receiver_reports(rtp_sender, sink)
@@ -476,13 +484,7 @@ async def test_receiver_reports_come_from_the_counters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sender, receiver, track = loopback_pair(monkeypatch)
-    reports: list[aiortc_compat.ReceiverReport] = []
-    got = asyncio.Event()
-
-    def sink(report: aiortc_compat.ReceiverReport) -> None:
-        reports.append(report)
-        got.set()
-
+    reports, got, sink = _report_sink()
     try:
         aiortc_compat.watch_receiver_reports(sender.addTrack(track), sink)
         await sender.setLocalDescription(await sender.createOffer())
