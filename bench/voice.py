@@ -74,6 +74,10 @@ CYCLE_S = TALKERS * SLOT_S
 """Talker k sends a tone during [k * SLOT_S, k * SLOT_S + BURST_S) of every cycle."""
 TONES_HZ = (440.0, 660.0, 990.0)
 WARMUP_S = 1.0
+WARMUP_PER_PARTICIPANT_S = 0.03
+"""The window opens this much later per participant (6 s at N = 200): each sender's
+playout depth follows the spread of its last 100 packets' transits, and the joins'
+stalls (200 handshakes in a few seconds) must have left that window first."""
 CONNECT_TIMEOUT_S = 60.0
 ONSET_DBOV = -40.0
 PROBES = 4
@@ -607,7 +611,7 @@ def measure(
     deadline = time.monotonic() + 60 + n
     while ready.value < n and time.monotonic() < deadline:
         time.sleep(0.1)
-    start = time.monotonic() + WARMUP_S
+    start = time.monotonic() + WARMUP_S + n * WARMUP_PER_PARTICIPANT_S
     window[0], window[1] = start, start + seconds  # type: ignore[index]
     time.sleep(max(0.0, window[0] - time.monotonic()))
     waits0 = _wait_buckets(base) if disco else {"jitter": {}, "send": {}}

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
 
     # --- signaling ---------------------------------------------------------
     max_message_bytes: int = Field(64 * 1024, gt=0)
+    ws_compression: bool = Field(
+        False, description="permessage-deflate on WebSockets. Off: a room's events are small "
+        "JSON, and deflating one for each of 200 listeners held the event loop ~20 ms, "
+        "which every sender's playout then buffered (bench.voice --sizes 200).")
 
     # --- WebRTC / TURN -----------------------------------------------------
     turn_secret: str | None = None

@@ -174,6 +174,7 @@ def _serve_node(settings: Settings, sockets: list[socket.socket] | None = None) 
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         proxy_headers=True,
+        ws_per_message_deflate=settings.ws_compression,
         ssl_certfile=settings.tls_certfile,
         ssl_keyfile=settings.tls_keyfile,
     )

@@ -25,10 +25,12 @@ def clean_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def served(tmp_path: Path, request: pytest.FixtureRequest
+           ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     port = free_port()
+    extra: dict[str, str] = getattr(request, "param", {})  # more environment
     proc = subprocess.Popen(
-        [DISCO, "serve", "--port", str(port)], cwd=tmp_path, env=clean_env(),
+        [DISCO, "serve", "--port", str(port)], cwd=tmp_path, env={**clean_env(), **extra},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -66,6 +68,9 @@ def test_serve_on_embedded_defaults(served: tuple[str, subprocess.Popen[str]],
 
     async def talk() -> dict[str, object]:
         async with websockets.connect(base.replace("http", "ws") + f"/ws?token={token}") as ws:
+            # the client offered permessage-deflate; the server declines by default
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
             assert json.loads(await ws.recv())["type"] == "welcome"
             await ws.send(json.dumps({"type": "join", "room": f"group:{g.json()['id']}"}))
             return dict(json.loads(await asyncio.wait_for(ws.recv(), 5)))
@@ -82,6 +87,21 @@ def test_serve_on_embedded_defaults(served: tuple[str, subprocess.Popen[str]],
     (vapid,) = [line.split("=", 1)[1] for line in output.splitlines()
                 if line.strip().startswith("DISCO_VAPID_PRIVATE_KEY=")]
     assert VapidKeys.from_private(vapid).public_key == webpush.json()["public_key"]
+
+
+@pytest.mark.parametrize("served", [{"DISCO_WS_COMPRESSION": "true"}], indirect=True)
+def test_websocket_compression_is_a_setting(served: tuple[str, subprocess.Popen[str]]) -> None:
+    base, _proc = served
+    token = httpx.post(base + "/api/auth/register", json={
+        "username": "squeezed", "password": "a decent passphrase"}).json()["access_token"]
+
+    async def handshake() -> str:
+        async with websockets.connect(base.replace("http", "ws") + f"/ws?token={token}") as ws:
+            assert json.loads(await ws.recv())["type"] == "welcome"
+            assert ws.response is not None
+            return str(ws.response.headers.get("Sec-WebSocket-Extensions", ""))
+
+    assert "permessage-deflate" in asyncio.run(handshake())
 
 
 def test_prod_mode_refuses_placeholder_secrets(tmp_path: Path) -> None:

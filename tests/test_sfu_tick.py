@@ -518,3 +518,34 @@ async def test_a_sender_without_levels_is_mixed_from_the_first_frame_of_a_word()
     h.run(3)
     onset = h.peers["b"].decoded[sent_before]  # b's mix of the tick a started talking
     assert float(levels_dbov(onset)[0]) > -30.0, "the word's first frame was left out"
+
+
+async def test_the_clock_hands_a_big_room_out_in_chunks_and_lets_the_loop_read_between(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_run`` sends ``SEND_CHUNK_LISTENERS`` listeners at a time: every listener gets
+    its own mix exactly once, and a callback queued before the sending (a packet that
+    arrived meanwhile) runs before the last listener is sent to, not after all of them."""
+    import asyncio
+
+    import sfu.room as room_module
+
+    monkeypatch.setattr(room_module, "SEND_CHUNK_LISTENERS", 2)
+    h = Harness()
+    names = [f"l{i}" for i in range(7)]
+    await h.join("a", "b", *names)
+    h.talking = {"a": 440.0, "b": 660.0}
+    h.run(10)
+    sent_before = {pid: len(p.payloads) for pid, p in h.peers.items()}
+    result = h.room.plan(h.now + FRAME_S)
+    assert {len(ls) for _, ls in result.sends} == {1, 7}  # a hears b, b hears a, the rest both
+    order: list[str] = []
+    for pid in h.peers:
+        peer = h.peers[pid]
+        peer.send = (lambda p, f=peer.send, pid=pid: (order.append(pid), f(p))[1])  # type: ignore[method-assign]
+    asyncio.get_running_loop().call_soon(order.append, "loop")
+    await h.room._deliver(result)
+    assert sorted(x for x in order if x != "loop") == sorted(h.peers)  # each exactly once
+    assert 0 < order.index("loop") < len(order) - 1
+    for pid, peer in h.peers.items():
+        assert len(peer.payloads) == sent_before[pid] + 1
+    assert result.deliver(0, 0) == 9  # nine listeners in all
