@@ -152,6 +152,24 @@ def version() -> str:
     return str(_lib().opus_get_version_string().decode())
 
 
+SILENCE_SETTLE_FRAMES = 4
+"""Frames of digital silence after which a fresh encoder's packet stops changing."""
+
+
+@functools.cache
+def silence_packet(bitrate_bps: int) -> bytes:
+    """The packet an ``Encoder(bitrate_bps)`` settles on for digital silence (34 bytes at
+    32 kbps): what a mixer can send in place of encoding a silent mix, ~0.4 ms each.
+    A decoder plays it as silence from its second frame (the first ends the last sound)."""
+    enc = Encoder(bitrate_bps)
+    try:
+        zeros = np.zeros(FRAME_SAMPLES, np.int16)
+        packets = [enc.encode(zeros) for _ in range(SILENCE_SETTLE_FRAMES)]
+    finally:
+        enc.close()
+    return packets[-1]
+
+
 def packet_samples(payload: bytes) -> int:
     """Samples per channel at 48 kHz in one Opus packet (raises OpusError if corrupt)."""
     if not payload:

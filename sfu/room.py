@@ -41,7 +41,7 @@ import numpy as np
 
 from common.errors import BadRequest
 from protocol.aiortc_compat import ReceiverReport
-from protocol.opus import Encoder
+from protocol.opus import Encoder, silence_packet
 from protocol.playout import UplinkStats
 from sfu import metrics
 from sfu.ducking import Ducker
@@ -67,6 +67,12 @@ JITTER_WAIT_SAMPLE_EVERY_TICKS = 5
 """Time the inbound frames of every 5th tick (``disco_sfu_jitter_wait_seconds``)."""
 LINKS_EVERY_TICKS = 50
 """Once a second: read RTCP loss reports, retune the encoders' FEC, judge quality."""
+SILENT_FRAMES_ENCODED = 1
+"""A mix gone digitally silent is still encoded this many frames (they carry the end
+of the last sound out of the encoder's 6.5 ms lookahead); then it is the one steady
+silent packet (``protocol.opus.silence_packet``) and its encoder is let go: in a room
+where nobody speaks, or in the mix of a talker whose others are quiet, half the
+encodes were of silence, and silence costs libopus more than speech (~0.45 ms)."""
 SEND_CHUNK_LISTENERS = 40
 """The clock hands out a tick's packets this many listeners at a time, letting the loop
 read what arrived in between: a packet read late is timed late, and a tick that kept the
@@ -259,6 +265,9 @@ class MediaRoom:
         """The controls' answer at the last tick: a change is broadcast once."""
         self._encoders: dict[int, Encoder] = {}
         self._fec: dict[int, FecController] = {}
+        """Each encoder id's FEC state (kept while its mix is silent and has no encoder)."""
+        self._silent_run: dict[int, int] = {}
+        """Encoder id -> frames of digital silence in a row (``_silence``)."""
         """Per shared encoder: FEC, expected loss and bitrate from its worst listener."""
         self._loss = LossReports()
         self._down: dict[str, ReceiverReport] = {}
@@ -639,16 +648,21 @@ class MediaRoom:
         mixes, groups = mix(recipes, voice, bed)
         enc_ids = assign_encoders(groups, self._listener_encoder, self._fresh_ids)
         sends = []
+        encodes = 0
         for recipe, pcm in mixes.items():
-            payload = self._encoder(enc_ids[recipe], groups[recipe], now).encode(pcm)
+            enc_id = enc_ids[recipe]
+            payload = self._silence(enc_id, pcm)
+            if payload is None:
+                payload = self._encoder(enc_id, groups[recipe], now).encode(pcm)
+                encodes += 1
             sends.append((payload, [peers[listener] for listener in groups[recipe]]))
         self._listener_encoder = {
             listener: enc_ids[recipe] for recipe, ls in groups.items() for listener in ls
         }
         self._retire_encoders(set(enc_ids.values()))
-        self.last_encodes = len(mixes)
-        metrics.ENCODES.inc(len(mixes))
-        metrics.ENCODES_PER_TICK.observe(len(mixes))
+        self.last_encodes = encodes
+        metrics.ENCODES.inc(encodes)
+        metrics.ENCODES_PER_TICK.observe(encodes)
         metrics.PACKETS_OUT.inc(len(listeners))
 
         for event in events:
@@ -659,16 +673,35 @@ class MediaRoom:
         expired = []
         if self._ticks % LIVENESS_EVERY_TICKS == 0:
             expired = self._expire_silent_peers(now)
-        return TickResult(encodes=len(mixes), expired=expired, sends=sends)
+        return TickResult(encodes=encodes, expired=expired, sends=sends)
+
+    def _silence(self, enc_id: int, pcm: Pcm) -> bytes | None:
+        """The steady silent packet for this mix, or None: encode it (``SILENT_FRAMES_ENCODED``)."""
+        if pcm.any():
+            self._silent_run.pop(enc_id, None)
+            return None
+        run = self._silent_run.get(enc_id, 0) + 1
+        self._silent_run[enc_id] = run
+        if run <= SILENT_FRAMES_ENCODED:
+            return None
+        enc = self._encoders.pop(enc_id, None)  # sound comes back through a fresh one
+        if enc is not None:
+            enc.close()
+        return silence_packet(self.config.bitrate_bps)
 
     def _encoder(self, enc_id: int, listeners: Collection[str], now: float) -> Encoder:
         enc = self._encoders.get(enc_id)
         if enc is None:
             # Always a new encoder (~45 us): a recycled one would still hold
             # 6.5 ms of lookahead from another mix, which can contain the new
-            # listener's own voice. It starts with FEC as its listeners need.
+            # listener's own voice. It starts with FEC as its listeners need
+            # (as they had, when this mix comes back from silence).
             enc = self._encoders[enc_id] = Encoder(self.config.bitrate_bps)
-            self._fec[enc_id] = FecController(self.config.bitrate_bps)
+            controller = self._fec.get(enc_id)
+            if controller is None:
+                self._fec[enc_id] = FecController(self.config.bitrate_bps)
+            else:
+                apply(enc, controller.settings, FecController(self.config.bitrate_bps).settings)
             self._tune(enc_id, listeners, now)
         return enc
 
@@ -691,9 +724,12 @@ class MediaRoom:
         return s.fec, s.packet_loss_perc, s.bitrate_bps
 
     def _retire_encoders(self, in_use: set[int]) -> None:
-        for enc_id in [e for e in self._encoders if e not in in_use]:
-            del self._encoders[enc_id]
-            self._fec.pop(enc_id, None)
+        for enc_id in [e for e in self._fec if e not in in_use]:
+            enc = self._encoders.pop(enc_id, None)
+            if enc is not None:
+                enc.close()
+            del self._fec[enc_id]
+            self._silent_run.pop(enc_id, None)
 
     # --- links: RTCP loss -> FEC, and quality -------------------------------------
 

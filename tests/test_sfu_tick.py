@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from protocol.aiortc_compat import ReceiverReport
-from protocol.opus import Encoder, packet_has_fec
+from protocol.opus import Encoder, packet_has_fec, silence_packet
 from protocol.playout import UplinkStats
 from protocol.reorder import FRAME_TS
 from sfu.inbound import InboundStream, JitterSlot, MonoOpusDecoder
@@ -549,3 +549,60 @@ async def test_the_clock_hands_a_big_room_out_in_chunks_and_lets_the_loop_read_b
     for pid, peer in h.peers.items():
         assert len(peer.payloads) == sent_before[pid] + 1
     assert result.deliver(0, 0) == 9  # nine listeners in all
+
+
+async def test_a_silent_mix_is_not_encoded_and_sound_comes_back_at_once() -> None:
+    """Nobody speaks: after one encoded frame of silence (the encoder's lookahead out),
+    every listener gets the steady silent packet and the room encodes nothing. When a
+    starts, b and c hear a from the first frames (a fresh encoder) and only their mix is
+    encoded; a's own mix (nobody) stays the silent packet."""
+    silent = silence_packet(MediaConfig().bitrate_bps)
+    h = Harness()
+    await h.join("a", "b", "c")
+    h.run(6)
+    assert [r.encodes for r in h.results] == [1, 0, 0, 0, 0, 0]
+    for peer in h.peers.values():
+        assert peer.payloads[1:] == [silent] * 5
+        assert np.abs(np.concatenate(peer.decoded[2:])).max() <= 2  # silence, played
+    h.talking = {"a": 440.0}
+    h.run(3)
+    onset = np.concatenate(h.peers["b"].decoded[-3:])
+    assert has_tone(onset, 440.0)
+    h.run(WINDOW_TICKS)
+    assert_hears(h.peers["c"], present={"a"}, absent=set())
+    assert h.peers["a"].payloads[-1] == silent
+    assert h.results[-1].encodes == 1  # b and c's mix; a hears nobody
+    h.talking = {}
+    h.run(30)  # a stops: after the speaking gate closes, silence again
+    assert h.results[-1].encodes == 0
+
+
+async def test_fec_outlives_the_silence_of_its_mix() -> None:
+    """c reports loss while a talks to c and d: FEC on for their mix. a pauses long
+    enough for the mix to go silent (its encoder let go, its FEC state kept); when a
+    talks again the new encoder has FEC from its first frames (speech: libopus codes
+    FEC only for frames its VAD finds active)."""
+    voice = speech()
+    h = Harness()
+    await h.join("a", "c", "d")
+
+    def talk(ticks: int) -> None:  # from the phrase's start
+        frames = voice.shape[0] // FRAME_SAMPLES
+        for i in range(ticks):
+            k = i % frames
+            slot = h.peers["a"].voice
+            assert isinstance(slot, JitterSlot)
+            slot.push(voice[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES], h.now)
+            h.peers["a"].heard_at = h.now
+            h.run(1)
+
+    talk(LINKS_EVERY_TICKS)
+    h.peers["c"].reports.append(ReceiverReport(fraction_lost=26, jitter_s=0.004, rtt_s=0.05))
+    talk(LINKS_EVERY_TICKS)
+    assert h.room.encoder_settings("c") == (True, 15, 48_000)
+    h.run(40)  # a is quiet: the gate closes, c's mix (and a's) is silent
+    assert h.results[-1].encodes == 0
+    talk(25)
+    assert sum(r.encodes for r in h.results[-25:]) >= 20
+    assert h.room.encoder_settings("c") == (True, 15, 48_000)
+    assert sum(map(packet_has_fec, h.peers["c"].payloads[-25:])) >= 10
