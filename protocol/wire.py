@@ -9,6 +9,7 @@ nothing but pydantic.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Annotated, Any, Literal
@@ -212,3 +213,19 @@ def server_message(kind: str, request_id: RequestId | None = None, **fields: Any
     if request_id is not None:
         message["id"] = request_id
     return message
+
+
+def encode(message: dict[str, Any]) -> str:
+    """One server message as the text of its WebSocket frame."""
+    if isinstance(message, Shared):
+        return message.text
+    return json.dumps(message, separators=(",", ":"))
+
+
+class Shared(dict[str, Any]):
+    """A message going to many connections (a room's event): its text is built once,
+    not once per listener (200 ``json.dumps`` a speaking event in a big room)."""
+
+    @functools.cached_property
+    def text(self) -> str:
+        return json.dumps(self, separators=(",", ":"))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from common.errors import Conflict, NotFound
+from protocol import wire
 
 if TYPE_CHECKING:
     from sfu.room import MediaConfig, MediaRoom
@@ -143,6 +144,7 @@ class RoomRegistry:
             return
         audience_of = self.audiences.get(room_id)
         audience = audience_of(about) if audience_of is not None and about else None
+        message = wire.Shared(message)  # serialized once for everybody
         for pid, participant in room.participants.items():
             if pid != exclude and (audience is None or pid in audience):
                 participant.peer.send(message)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from protocol import wire
 from protocol.wire import (
     REQUEST_ID_MAX_INT,
     Ping,
@@ -46,3 +49,11 @@ def test_request_ids_within_bounds_are_kept(request_id: object) -> None:
     message = parse_client_message(frame, MAX_BYTES)
     assert isinstance(message, Ping) and message.id == request_id
     assert server_message("pong", message.id)["id"] == request_id
+
+
+def test_a_shared_message_is_serialized_once_as_any_other_would_be() -> None:
+    event = {"type": "speaking", "room": "group:1", "participant_id": "p_1", "level": -20.5}
+    shared = wire.Shared(event)
+    assert shared == event and json.loads(wire.encode(shared)) == event
+    assert wire.encode(shared) == wire.encode(dict(event))  # the same frame text
+    assert wire.encode(shared) is wire.encode(shared)  # built once

@@ -103,7 +103,7 @@ class ClientSession:
 
     async def _writer(self) -> None:
         while (message := await self.outbox.get()) is not None:
-            await self.websocket.send_text(json.dumps(message, separators=(",", ":")))
+            await self.websocket.send_text(wire.encode(message))
         await self.websocket.close(1008, "too slow")
 
     async def _bus_reader(self) -> None:
