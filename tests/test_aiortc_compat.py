@@ -50,8 +50,8 @@ ARRIVAL_TIMEOUT_S = 5.0
 def _installed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts installed and leaves it installed, with the choice restored."""
     aiortc_compat.install()
-    monkeypatch.setattr(aiortc_compat, "chosen_host_addresses", ())
-    monkeypatch.setattr(aiortc_compat, "chosen_port_range", None)
+    monkeypatch.setattr(aiortc_compat.negotiation, "chosen_host_addresses", ())
+    monkeypatch.setattr(aiortc_compat.negotiation, "chosen_port_range", None)
     yield
     aiortc_compat.install()
 
@@ -129,7 +129,7 @@ def test_install_fails_loudly_if_aioice_stops_handing_on_what_is_not_stun(
         return None  # a future aioice demultiplexing some other way
 
     aiortc_compat.uninstall()
-    monkeypatch.setattr(aiortc_compat, "_AIOICE_DATAGRAM_RECEIVED", datagram_received)
+    monkeypatch.setattr(aiortc_compat.receive, "_AIOICE_DATAGRAM_RECEIVED", datagram_received)
     with pytest.raises(CompatError, match="demux"):
         aiortc_compat.install()
     assert not aiortc_compat.installed()
@@ -516,7 +516,7 @@ def test_counter_stats_report_the_loss_since_the_previous_report() -> None:
         expected, lost = next(values)
         return aiortc_compat.ReceiveCounters(expected - lost, expected, lost, 5, 0.0)
 
-    stats = aiortc_compat._CounterStats(source, 48_000)
+    stats = aiortc_compat.receive._CounterStats(source, 48_000)
     assert [stats.fraction_lost for _ in range(4)] == [0, 25, 0, 255]  # 10/100, 100/100 capped
 
 
@@ -527,7 +527,7 @@ def test_watching_reports_refuses_a_sender_without_the_parts_it_wraps() -> None:
 
 def test_the_tap_hands_the_sink_sequence_number_timestamp_and_payload_type() -> None:
     got: list[tuple[aiortc_compat.InboundRtp, str]] = []
-    tap = aiortc_compat._Tap(  # the buffer take_rtp installs, without a connection
+    tap = aiortc_compat.receive._Tap(  # the buffer take_rtp installs, without a connection
         {111: SimpleNamespace(mimeType="audio/OPUS"), 63: SimpleNamespace(mimeType="audio/red")},
         lambda rtp, mime: got.append((rtp, mime)),
     )
@@ -581,7 +581,7 @@ async def test_take_rtp_refuses_a_receiver_without_the_parts_it_replaces() -> No
         await pc.close()
 
 
-# --- one module ------------------------------------------------------------------------
+# --- one package -----------------------------------------------------------------------
 
 
 def test_private_names_appear_in_the_compat_module_only() -> None:
@@ -597,7 +597,7 @@ def test_private_names_appear_in_the_compat_module_only() -> None:
             continue
         if pattern.search(path.read_text(encoding="utf-8")):
             hits.add(rel.as_posix())
-    assert hits == {"protocol/aiortc_compat.py"}
+    assert hits and all(h.startswith("protocol/aiortc_compat/") for h in hits), hits
 
 
 # --- patch 3: the media port range ------------------------------------------------------
