@@ -42,9 +42,10 @@ here, are looked up in ``negotiation`` at each read, so they are never stale.)
 
 This package lives in ``protocol/`` because it is the one leaf package that the
 server (``sfu``, ``signaling``) and the desktop client may both import: it
-imports nothing but aiortc and aioice. ``tests/test_aiortc_compat.py`` has a
-test per patch that fails if it stops taking; ``pyproject.toml`` pins aiortc
-and aioice to the minor versions those tests ran on.
+imports nothing but aiortc and aioice. ``tests/test_aiortc_compat*.py``
+(``install`` in ``test_aiortc_compat.py``, then one file per module) have a test
+per patch that fails if it stops taking; ``pyproject.toml`` pins aiortc and
+aioice to the minor versions those tests ran on.
 """
 
 from __future__ import annotations
