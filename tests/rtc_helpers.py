@@ -79,7 +79,7 @@ def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
     (idempotent), then chooses loopback through them.
     """
     aiortc_compat.install()
-    monkeypatch.setattr(aiortc_compat, "chosen_host_addresses", ("127.0.0.1",))
+    monkeypatch.setattr(aiortc_compat.negotiation, "chosen_host_addresses", ("127.0.0.1",))
 
 
 # --- sending --------------------------------------------------------------------------

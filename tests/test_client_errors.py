@@ -34,8 +34,8 @@ async def server(settings: Settings) -> AsyncIterator[LiveServer]:
 @pytest.fixture(autouse=True)
 def _keep_aioice(monkeypatch: pytest.MonkeyPatch) -> None:
     """An in-process client may patch aioice for loopback; undo it after each test."""
-    monkeypatch.setattr(aiortc_compat, "chosen_host_addresses",
-                        aiortc_compat.chosen_host_addresses)
+    monkeypatch.setattr(aiortc_compat.negotiation, "chosen_host_addresses",
+                        aiortc_compat.negotiation.chosen_host_addresses)
 
 
 async def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
