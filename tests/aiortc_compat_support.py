@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import av
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamTrack
 
 from protocol import aiortc_compat
@@ -69,3 +69,22 @@ def _report_sink() -> tuple[list[aiortc_compat.ReceiverReport], asyncio.Event,
         got.set()
 
     return reports, got, sink
+
+
+async def connect_taking_rtp(sender: RTCPeerConnection, receiver: RTCPeerConnection,
+                             sink: aiortc_compat.RtpSink,
+                             counters: aiortc_compat.ReceiveCounters | None = None
+                             ) -> RTCRtpTransceiver:
+    """Offer and answer between two loopback peers, the receiver's one stream's RTP
+    taken into ``sink`` (``take_rtp``, before the answer starts its receiver); returns
+    the receiver's transceiver."""
+    await sender.setLocalDescription(await sender.createOffer())
+    await receiver.setRemoteDescription(sender.localDescription)
+    (transceiver,) = receiver.getTransceivers()
+    if counters is None:
+        aiortc_compat.take_rtp(transceiver.receiver, sink)
+    else:
+        aiortc_compat.take_rtp(transceiver.receiver, sink, counters)
+    await receiver.setLocalDescription(await receiver.createAnswer())
+    await sender.setRemoteDescription(receiver.localDescription)
+    return transceiver

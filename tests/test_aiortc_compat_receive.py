@@ -23,6 +23,7 @@ from tests.aiortc_compat_support import (
     ARRIVAL_TIMEOUT_S,
     _installed,  # noqa: F401 (an autouse fixture)
     _report_sink,
+    connect_taking_rtp,
     loopback_pair,
 )
 from tests.rtc_helpers import ToneTrack
@@ -104,12 +105,7 @@ async def test_take_rtp_hands_over_each_packet_on_arrival(
     receiver.on("track", lambda t: decoded.append(asyncio.ensure_future(t.recv())))
     try:
         sender.addTrack(track)
-        await sender.setLocalDescription(await sender.createOffer())
-        await receiver.setRemoteDescription(sender.localDescription)
-        (transceiver,) = receiver.getTransceivers()
-        aiortc_compat.take_rtp(transceiver.receiver, sink)
-        await receiver.setLocalDescription(await receiver.createAnswer())
-        await sender.setRemoteDescription(receiver.localDescription)
+        await connect_taking_rtp(sender, receiver, sink)
 
         # one packet and nothing after it: aiortc's buffer (prefetch 4) would sit on it
         track.queue.put_nowait(b"\xf8first")
@@ -196,12 +192,7 @@ async def _send_through(monkeypatch: pytest.MonkeyPatch, count: int,
 
     try:
         aiortc_compat.send_audio_level(sender.addTrack(track), lambda: -level[0])
-        await sender.setLocalDescription(await sender.createOffer())
-        await receiver.setRemoteDescription(sender.localDescription)
-        (transceiver,) = receiver.getTransceivers()
-        aiortc_compat.take_rtp(transceiver.receiver, sink, counters)
-        await receiver.setLocalDescription(await receiver.createAnswer())
-        await sender.setRemoteDescription(receiver.localDescription)
+        transceiver = await connect_taking_rtp(sender, receiver, sink, counters)
         for i in range(count):
             level[0] = (i * 7) % 128
             arrived.clear()
@@ -243,12 +234,7 @@ async def test_receiver_reports_come_from_the_counters(
     reports, got, sink = _report_sink()
     try:
         aiortc_compat.watch_receiver_reports(sender.addTrack(track), sink)
-        await sender.setLocalDescription(await sender.createOffer())
-        await receiver.setRemoteDescription(sender.localDescription)
-        (transceiver,) = receiver.getTransceivers()
-        aiortc_compat.take_rtp(transceiver.receiver, lambda p, m: None, _fixed_counters)
-        await receiver.setLocalDescription(await receiver.createAnswer())
-        await sender.setRemoteDescription(receiver.localDescription)
+        transceiver = await connect_taking_rtp(sender, receiver, lambda p, m: None, _fixed_counters)
         for i in range(200):  # packets until the receiver reports (every 0.5-1.5 s)
             track.queue.put_nowait(bytes([0xF8, i % 256]))
             if i % 10 == 0 and got.is_set():

@@ -23,6 +23,7 @@ from tests.aiortc_compat_support import (
     PacketTrack,
     _installed,  # noqa: F401 (an autouse fixture)
     _report_sink,
+    connect_taking_rtp,
     loopback_pair,
 )
 from tests.rtc_helpers import coturn, loopback_ice
@@ -71,12 +72,7 @@ async def test_send_audio_level_puts_a_level_in_pre_encoded_packets(
 
     try:
         aiortc_compat.send_audio_level(sender.addTrack(track), lambda: level[0])
-        await sender.setLocalDescription(await sender.createOffer())
-        await receiver.setRemoteDescription(sender.localDescription)
-        (transceiver,) = receiver.getTransceivers()
-        aiortc_compat.take_rtp(transceiver.receiver, sink)
-        await receiver.setLocalDescription(await receiver.createAnswer())
-        await sender.setRemoteDescription(receiver.localDescription)
+        await connect_taking_rtp(sender, receiver, sink)
         for value in (-33, -200, None):  # as given, clamped to RFC 6464's floor, none
             level[0] = value
             arrived.clear()
@@ -109,12 +105,7 @@ async def test_take_sending_hands_over_srtp_and_the_socket_and_reports_read_coun
         rtp_sender = sender.addTrack(track)  # a track that never yields: aiortc sends nothing
         aiortc_compat.take_sending(rtp_sender, counters, targets.append)
         assert isinstance(rtp_sender, RTCRtpSender)
-        await sender.setLocalDescription(await sender.createOffer())
-        await receiver.setRemoteDescription(sender.localDescription)
-        (transceiver,) = receiver.getTransceivers()
-        aiortc_compat.take_rtp(transceiver.receiver, lambda p, m: got.append((p, m)))
-        await receiver.setLocalDescription(await receiver.createAnswer())
-        await sender.setRemoteDescription(receiver.localDescription)
+        transceiver = await connect_taking_rtp(sender, receiver, lambda p, m: got.append((p, m)))
         for _ in range(100):
             if targets:
                 break
@@ -192,12 +183,7 @@ async def test_take_sending_through_a_turn_relay_sends_via_aioice(
         try:
             rtp_sender = sender.addTrack(PacketTrack())
             aiortc_compat.take_sending(rtp_sender, aiortc_compat.SendCounters(), targets.append)
-            await sender.setLocalDescription(await sender.createOffer())
-            await receiver.setRemoteDescription(sender.localDescription)
-            (transceiver,) = receiver.getTransceivers()
-            aiortc_compat.take_rtp(transceiver.receiver, lambda p, m: got.append(p))
-            await receiver.setLocalDescription(await receiver.createAnswer())
-            await sender.setRemoteDescription(receiver.localDescription)
+            await connect_taking_rtp(sender, receiver, lambda p, m: got.append(p))
             for _ in range(200):
                 if targets:
                     break
