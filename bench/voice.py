@@ -22,7 +22,9 @@ browser). Reported per N:
 * the server's own view of its two waits, from its ``/metrics`` histograms
   over the window (p99 as the upper bound of the bucket that holds it): a
   complete inbound frame waiting for the tick (``jitter``), and a listener's
-  packet waiting for its sender after the tick (``send``).
+  packet waiting for its sender after the tick (``send``); and how late the
+  room's clock woke for its ticks (``lag``: the event loop's lag, which a
+  packet read behind it also waited).
 
 The largest N with server CPU <= 80% of a core and every listener >= 99% of
 frames is printed at the end, for each DTX mode.
@@ -433,10 +435,12 @@ def _wait_buckets(base: str) -> dict[str, dict[float, float]]:
     """The server's wait histograms (cumulative counts per upper bound) from /metrics."""
     import httpx
 
-    out: dict[str, dict[float, float]] = {"jitter": {}, "send": {}}
+    metric = {"jitter": "disco_sfu_jitter_wait_seconds", "send": "disco_sfu_send_wait_seconds",
+              "lag": "disco_sfu_clock_lag_seconds"}
+    out: dict[str, dict[float, float]] = {name: {} for name in metric}
     for line in httpx.get(f"http://{base}/metrics", timeout=10).text.splitlines():
-        for name in out:
-            prefix = f'disco_sfu_{name}_wait_seconds_bucket{{le="'
+        for name, full in metric.items():
+            prefix = f'{full}_bucket{{le="'
             if line.startswith(prefix):
                 le, count = line[len(prefix):].split('"} ')
                 out[name][float(le)] = float(count)
@@ -614,11 +618,11 @@ def measure(
     start = time.monotonic() + WARMUP_S + n * WARMUP_PER_PARTICIPANT_S
     window[0], window[1] = start, start + seconds  # type: ignore[index]
     time.sleep(max(0.0, window[0] - time.monotonic()))
-    waits0 = _wait_buckets(base) if disco else {"jitter": {}, "send": {}}
+    waits0 = _wait_buckets(base) if disco else {"jitter": {}, "send": {}, "lag": {}}
     cpu0, wall0 = _cpu_seconds(server_pid), time.monotonic()
     time.sleep(max(0.0, window[1] - time.monotonic()))
     cpu1, wall1 = _cpu_seconds(server_pid), time.monotonic()
-    waits1 = _wait_buckets(base) if disco else {"jitter": {}, "send": {}}
+    waits1 = _wait_buckets(base) if disco else {"jitter": {}, "send": {}, "lag": {}}
     results: list[dict[str, Any]] = []
     for _ in procs:
         results += out.get(timeout=120)
@@ -674,6 +678,7 @@ def measure(
         "onsets_expected": len(sent) * PROBES,
         "jitter_wait_p99": _bucket_quantile(waits0["jitter"], waits1["jitter"], 0.99),
         "send_wait_p99": _bucket_quantile(waits0["send"], waits1["send"], 0.99),
+        "clock_lag_p99": _bucket_quantile(waits0["lag"], waits1["lag"], 0.99),
     }
 
 
@@ -729,7 +734,7 @@ def main() -> None:
         print(
             f"{'N':>4}{'DTX':>5}{'server CPU':>12}{'per participant':>17}{'min frames':>12}"
             f"{'added p50':>11}{'added p99':>11}{'onsets heard':>14}"
-            f"{'server: jitter p99':>20}{'send p99':>10}"
+            f"{'server: jitter p99':>20}{'send p99':>10}{'lag p99':>10}"
         )
         for n, mode in ((n, m) for n in sizes for m in modes):
             row = measure(base, server.pid, gid, tokens[:n], args.seconds, args.workers,
@@ -744,7 +749,8 @@ def main() -> None:
                 f"{(row['latency_p99'] - base_p50) * 1000:>9.1f}ms"
                 f"{row['onsets']:>8}/{row['onsets_expected']:<5}"
                 f"{'<= %.0f ms' % (row['jitter_wait_p99'] * 1000):>20}"
-                f"{'<= %.0f ms' % (row['send_wait_p99'] * 1000):>10}",
+                f"{'<= %.0f ms' % (row['send_wait_p99'] * 1000):>10}"
+                f"{'<= %.0f ms' % (row['clock_lag_p99'] * 1000):>10}",
                 flush=True,
             )
             for err in row["errors"][:3]:

@@ -24,6 +24,12 @@ LATE_TICKS = Counter(
 SKIPPED_TICKS = Counter(
     "disco_sfu_skipped_ticks_total", "Ticks dropped to resynchronise after a long stall"
 )
+CLOCK_LAG_SECONDS = Histogram(
+    "disco_sfu_clock_lag_seconds",
+    "How late a room's clock woke for its tick: the event loop's lag (a packet read "
+    "behind it is timed that late and deepens its sender's playout buffer)",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.1, 0.2),
+)
 _WAIT_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.06, 0.1, 0.2)
 JITTER_WAIT_SECONDS = Histogram(
     "disco_sfu_jitter_wait_seconds",

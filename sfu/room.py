@@ -505,7 +505,8 @@ class MediaRoom:
         n = 0
         while True:
             n += 1
-            delay = start + n * FRAME_S - loop.time()
+            due = start + n * FRAME_S
+            delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             else:
@@ -518,6 +519,7 @@ class MediaRoom:
                     for peer in self._peers.values():
                         peer.skip(behind)
                 await asyncio.sleep(0)  # let senders run even when behind
+            metrics.CLOCK_LAG_SECONDS.observe(max(0.0, loop.time() - due))
             t0 = time.perf_counter()
             try:
                 result = self.plan(loop.time())

@@ -606,3 +606,30 @@ async def test_fec_outlives_the_silence_of_its_mix() -> None:
     assert sum(r.encodes for r in h.results[-25:]) >= 20
     assert h.room.encoder_settings("c") == (True, 15, 48_000)
     assert sum(map(packet_has_fec, h.peers["c"].payloads[-25:])) >= 10
+
+
+async def test_the_clock_reports_how_late_the_loop_woke_it() -> None:
+    """``disco_sfu_clock_lag_seconds``: a room's running clock, a loop held 60 ms by
+    something else; the histogram counts every tick and one at least 40 ms late."""
+    import asyncio
+    import time
+
+    from prometheus_client import REGISTRY
+
+    def count(le: str) -> float:
+        value = REGISTRY.get_sample_value("disco_sfu_clock_lag_seconds_bucket", {"le": le})
+        return value or 0.0
+
+    h = Harness()
+    before_total, before_late = count("+Inf"), count("+Inf") - count("0.04")
+    await h.room.start()
+    try:
+        await asyncio.sleep(0.2)  # ten ticks on a free loop
+        time.sleep(0.06)  # noqa: ASYNC251 (the point: something holds the loop)
+        await asyncio.sleep(0.1)
+    finally:
+        await h.room.close()
+    ticks = count("+Inf") - before_total
+    late = count("+Inf") - count("0.04") - before_late
+    assert ticks >= 10
+    assert late >= 1  # the tick due during the 60 ms woke >= 40 ms late
