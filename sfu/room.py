@@ -72,7 +72,7 @@ SILENT_FRAMES_ENCODED = 1
 of the last sound out of the encoder's 6.5 ms lookahead); then it is the one steady
 silent packet (``protocol.opus.silence_packet``) and its encoder is let go: in a room
 where nobody speaks, or in the mix of a talker whose others are quiet, half the
-encodes were of silence, and silence costs libopus more than speech (~0.45 ms)."""
+encodes were of silence, and silence costs libopus more than speech (~0.4 ms)."""
 SEND_CHUNK_LISTENERS = 40
 """The clock hands out a tick's packets this many listeners at a time, letting the loop
 read what arrived in between: a packet read late is timed late, and a tick that kept the
