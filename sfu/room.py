@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 import time
@@ -41,15 +40,15 @@ import numpy as np
 
 from common.errors import BadRequest
 from protocol.aiortc_compat import ReceiverReport
-from protocol.opus import Encoder, silence_packet
 from protocol.playout import UplinkStats
 from sfu import metrics
 from sfu.ducking import Ducker
+from sfu.encoders import MixEncoders
 from sfu.errors import BadCandidate, BadMusicRequest, BadVolume, MusicNotAllowed
-from sfu.fec_policy import FecController, LossReports, QualityTracker, apply
+from sfu.fec_policy import LossReports, QualityTracker
 from sfu.inbound import FrameSource, VoiceSource
 from sfu.levels import SpeakingDetector, levels_dbov
-from sfu.mixer import FRAME_MS, MAX_GAIN, Acc, MixPlan, Pcm, assign_encoders, mix
+from sfu.mixer import FRAME_MS, MAX_GAIN, Acc, MixPlan, Pcm, mix
 from sfu.music import ACTIONS, MusicPlayer, Track, probe_audio, resolve_source
 from sfu.peer import Peer
 from sfu.speakers import DEFAULT_TOP_N, MIN_DBOV, SpeakerSelector, limit_recipes
@@ -67,12 +66,6 @@ JITTER_WAIT_SAMPLE_EVERY_TICKS = 5
 """Time the inbound frames of every 5th tick (``disco_sfu_jitter_wait_seconds``)."""
 LINKS_EVERY_TICKS = 50
 """Once a second: read RTCP loss reports, retune the encoders' FEC, judge quality."""
-SILENT_FRAMES_ENCODED = 1
-"""A mix gone digitally silent is still encoded this many frames (they carry the end
-of the last sound out of the encoder's 6.5 ms lookahead); then it is the one steady
-silent packet (``protocol.opus.silence_packet``) and its encoder is let go: in a room
-where nobody speaks, or in the mix of a talker whose others are quiet, half the
-encodes were of silence, and silence costs libopus more than speech (~0.4 ms)."""
 SEND_CHUNK_LISTENERS = 40
 """The clock hands out a tick's packets this many listeners at a time, letting the loop
 read what arrived in between: a packet read late is timed late, and a tick that kept the
@@ -263,18 +256,11 @@ class MediaRoom:
         self._player = player if player is not None else MusicPlayer()
         self._music_allowed = self._controls.music_allowed
         """The controls' answer at the last tick: a change is broadcast once."""
-        self._encoders: dict[int, Encoder] = {}
-        self._fec: dict[int, FecController] = {}
-        """Each encoder id's FEC state (kept while its mix is silent and has no encoder)."""
-        self._silent_run: dict[int, int] = {}
-        """Encoder id -> frames of digital silence in a row (``_silence``)."""
-        """Per shared encoder: FEC, expected loss and bitrate from its worst listener."""
         self._loss = LossReports()
+        self._encoders = MixEncoders(config.bitrate_bps, self._loss)
         self._down: dict[str, ReceiverReport] = {}
         """Each participant's last receiver report (jitter, RTT)."""
         self._quality: dict[str, QualityTracker] = {}
-        self._listener_encoder: dict[str, int] = {}
-        self._fresh_ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._drops: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -323,7 +309,7 @@ class MediaRoom:
         self._peers[participant_id] = peer
         if old is not None:
             await old.close()  # detached first: its "closed" must not remove the new one
-            self._listener_encoder.pop(participant_id, None)
+            self._encoders.forget(participant_id)
         else:
             metrics.PARTICIPANTS.inc()
         if peer.music:
@@ -343,7 +329,7 @@ class MediaRoom:
         """Remove a participant from the room (idempotent)."""
         peer = self._peers.pop(participant_id, None)
         self._plan.forget(participant_id)
-        self._listener_encoder.pop(participant_id, None)
+        self._encoders.forget(participant_id)
         self._forget_link(participant_id)
         self._selector.forget([participant_id])
         self._decoded_level.pop(participant_id, None)
@@ -648,20 +634,9 @@ class MediaRoom:
         recipes = limit_recipes(self._plan.recipes(listeners, active),
                                 self._selector.ranked(), self.config.top_n)
         mixes, groups = mix(recipes, voice, bed)
-        enc_ids = assign_encoders(groups, self._listener_encoder, self._fresh_ids)
-        sends = []
-        encodes = 0
-        for recipe, pcm in mixes.items():
-            enc_id = enc_ids[recipe]
-            payload = self._silence(enc_id, pcm)
-            if payload is None:
-                payload = self._encoder(enc_id, groups[recipe], now).encode(pcm)
-                encodes += 1
-            sends.append((payload, [peers[listener] for listener in groups[recipe]]))
-        self._listener_encoder = {
-            listener: enc_ids[recipe] for recipe, ls in groups.items() for listener in ls
-        }
-        self._retire_encoders(set(enc_ids.values()))
+        payloads, encodes = self._encoders.encode(mixes, groups, now)
+        sends = [(payloads[recipe], [peers[listener] for listener in groups[recipe]])
+                 for recipe in mixes]
         self.last_encodes = encodes
         metrics.ENCODES.inc(encodes)
         metrics.ENCODES_PER_TICK.observe(encodes)
@@ -677,61 +652,9 @@ class MediaRoom:
             expired = self._expire_silent_peers(now)
         return TickResult(encodes=encodes, expired=expired, sends=sends)
 
-    def _silence(self, enc_id: int, pcm: Pcm) -> bytes | None:
-        """The steady silent packet for this mix, or None: encode it (``SILENT_FRAMES_ENCODED``)."""
-        if pcm.any():
-            self._silent_run.pop(enc_id, None)
-            return None
-        run = self._silent_run.get(enc_id, 0) + 1
-        self._silent_run[enc_id] = run
-        if run <= SILENT_FRAMES_ENCODED:
-            return None
-        enc = self._encoders.pop(enc_id, None)  # sound comes back through a fresh one
-        if enc is not None:
-            enc.close()
-        return silence_packet(self.config.bitrate_bps)
-
-    def _encoder(self, enc_id: int, listeners: Collection[str], now: float) -> Encoder:
-        enc = self._encoders.get(enc_id)
-        if enc is None:
-            # Always a new encoder (~45 us): a recycled one would still hold
-            # 6.5 ms of lookahead from another mix, which can contain the new
-            # listener's own voice. It starts with FEC as its listeners need
-            # (as they had, when this mix comes back from silence).
-            enc = self._encoders[enc_id] = Encoder(self.config.bitrate_bps)
-            controller = self._fec.get(enc_id)
-            if controller is None:
-                self._fec[enc_id] = FecController(self.config.bitrate_bps)
-            else:
-                apply(enc, controller.settings, FecController(self.config.bitrate_bps).settings)
-            self._tune(enc_id, listeners, now)
-        return enc
-
-    def _tune(self, enc_id: int, listeners: Collection[str], now: float) -> None:
-        """Set one shared encoder's FEC, expected loss and bitrate from its worst listener
-        (libopus ctls on the live encoder: no reset, no click)."""
-        controller = self._fec[enc_id]
-        old = controller.settings
-        new = controller.update(self._loss.worst(listeners, now), now)
-        if new != old:
-            apply(self._encoders[enc_id], new, old)
-
     def encoder_settings(self, listener: str) -> tuple[bool, int, int] | None:
         """(FEC on, expected loss %, bitrate) of the encoder feeding ``listener`` now."""
-        enc_id = self._listener_encoder.get(listener)
-        controller = self._fec.get(enc_id) if enc_id is not None else None
-        if controller is None:
-            return None
-        s = controller.settings
-        return s.fec, s.packet_loss_perc, s.bitrate_bps
-
-    def _retire_encoders(self, in_use: set[int]) -> None:
-        for enc_id in [e for e in self._fec if e not in in_use]:
-            enc = self._encoders.pop(enc_id, None)
-            if enc is not None:
-                enc.close()
-            del self._fec[enc_id]
-            self._silent_run.pop(enc_id, None)
+        return self._encoders.settings(listener)
 
     # --- links: RTCP loss -> FEC, and quality -------------------------------------
 
@@ -765,13 +688,7 @@ class MediaRoom:
                 self._emit({"type": "quality", "participant_id": pid, "quality": str(changed),
                             "loss_percent": round(loss, 1), "jitter_ms": round(jitter_ms, 1),
                             "rtt_ms": round(rtt_ms, 1)})
-        by_encoder: dict[int, list[str]] = {}
-        for listener, enc_id in self._listener_encoder.items():
-            by_encoder.setdefault(enc_id, []).append(listener)
-        for enc_id, listeners in by_encoder.items():
-            if enc_id in self._fec:
-                self._tune(enc_id, listeners, now)
-        metrics.ENCODER_FEC.labels(room).set(sum(c.settings.fec for c in self._fec.values()))
+        metrics.ENCODER_FEC.labels(room).set(self._encoders.retune(now))
 
     def _forget_link(self, pid: str) -> None:
         self._loss.forget(pid)

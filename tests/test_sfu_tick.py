@@ -520,6 +520,29 @@ async def test_a_sender_without_levels_is_mixed_from_the_first_frame_of_a_word()
     assert float(levels_dbov(onset)[0]) > -30.0, "the word's first frame was left out"
 
 
+
+async def test_loss_reported_while_a_mix_is_silent_reaches_its_next_encoder() -> None:
+    """c reports loss while nobody speaks (its mix silent, no encoder behind it): the
+    once-a-second look at the links retunes the FEC state without an encoder (it used
+    to fail the tick), and when a talks, c's new encoder has FEC from the start."""
+    voice = speech()
+    h = Harness()
+    await h.join("a", "c", "d")
+    h.run(5)  # nobody speaks: the one mix is silent
+    h.peers["c"].reports.append(ReceiverReport(fraction_lost=26, jitter_s=0.004, rtt_s=0.05))
+    h.run(LINKS_EVERY_TICKS)  # the links' look falls in the silence
+    assert h.results[-1].encodes == 0
+    frames = voice.shape[0] // FRAME_SAMPLES
+    for i in range(25):
+        slot = h.peers["a"].voice
+        assert isinstance(slot, JitterSlot)
+        slot.push(voice[(i % frames) * FRAME_SAMPLES:(i % frames + 1) * FRAME_SAMPLES], h.now)
+        h.peers["a"].heard_at = h.now
+        h.run(1)
+    assert h.room.encoder_settings("c") == (True, 15, 48_000)
+    assert sum(map(packet_has_fec, h.peers["c"].payloads[-25:])) >= 10
+
+
 async def test_the_clock_hands_a_big_room_out_in_chunks_and_lets_the_loop_read_between(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """``_run`` sends ``SEND_CHUNK_LISTENERS`` listeners at a time: every listener gets
