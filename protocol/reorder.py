@@ -186,13 +186,16 @@ class _Jitter:
     count: int = 0
     """Packets measured so far."""
 
-    def add(self, transit: float) -> None:
+    def add(self, transit: float) -> bool:
+        """Measure one packet; True when it is time to retarget the depth
+        (every ``JITTER_EVERY_PACKETS``)."""
         if self._last_transit is not None:
             d = abs(transit - self._last_transit)
             self.rfc3550_s += (d - self.rfc3550_s) / 16.0
         self._last_transit = transit
         self.transits.append(transit)
         self.count += 1
+        return self.count % JITTER_EVERY_PACKETS == 0
 
     def spread_s(self) -> float | None:
         if len(self.transits) < JITTER_MIN_PACKETS:
@@ -295,9 +298,7 @@ class ReorderBuffer:
         buf[ext] = _Packet(ts, bytes(payload), now, False)
         if ext > hi:
             self._hi_seq = ext
-        jitter = self._jitter
-        jitter.add(now - ts / SAMPLE_RATE_HZ)
-        if jitter.count % JITTER_EVERY_PACKETS == 0:
+        if self._jitter.add(now - ts / SAMPLE_RATE_HZ):
             self._retarget()
         return True
 
@@ -329,9 +330,7 @@ class ReorderBuffer:
         if not redundant:
             if self._hi_seq is None or ext > self._hi_seq:
                 self._hi_seq = ext
-            jitter = self._jitter
-            jitter.add(now - ts / SAMPLE_RATE_HZ)
-            if jitter.count % JITTER_EVERY_PACKETS == 0:
+            if self._jitter.add(now - ts / SAMPLE_RATE_HZ):
                 self._retarget()
         return True
 
