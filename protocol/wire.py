@@ -219,6 +219,10 @@ def encode(message: dict[str, Any]) -> str:
     """One server message as the text of its WebSocket frame."""
     if isinstance(message, Shared):
         return message.text
+    return _text(message)
+
+
+def _text(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"))
 
 
@@ -228,4 +232,4 @@ class Shared(dict[str, Any]):
 
     @functools.cached_property
     def text(self) -> str:
-        return json.dumps(self, separators=(",", ":"))
+        return _text(self)
