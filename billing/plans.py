@@ -42,6 +42,10 @@ from typing import Any
 
 from billing.errors import PlansFileError, UnknownPlan
 
+ENTITLEMENTS_TOPIC = "billing:entitlements"
+"""The bus topic of plan changes: ``{"user_id", "group_ids", "music"}``, which every node
+applies to its live rooms (``signaling.live_music``)."""
+
 logger = logging.getLogger(__name__)
 
 PLAN_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")

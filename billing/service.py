@@ -60,7 +60,6 @@ if TYPE_CHECKING:  # stripe (with requests, httpx, ~10 MB) loads only when confi
 
 logger = logging.getLogger(__name__)
 
-ENTITLEMENTS_TOPIC = "billing:entitlements"  # bus topic: a user's plan changed
 # Stripe statuses of a subscription that bills no more ("none": never subscribed).
 ENDED_STATUSES = frozenset({"canceled", "incomplete_expired", "none"})
 

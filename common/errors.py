@@ -58,6 +58,10 @@ class Elsewhere(Conflict):
     """A room hosted by another node of the deployment (``detail``: node, url)."""
 
     code = "elsewhere"
+    grant: dict[str, object] | None = None
+    """What the refusing node checked of the join (the caller is a member, the group's
+    entitlements), relayed with it to the hosting node (``signaling.ws.relay``): a media
+    node has no database to check again."""
 
 
 class LimitExceeded(DiscoError):

@@ -14,30 +14,14 @@ import asyncio
 import datetime
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from billing import admin
-from billing.plans import load_catalog
-from billing.service import ENTITLEMENTS_TOPIC, entitlements_notice
+from billing.plans import ENTITLEMENTS_TOPIC, load_catalog
+from billing.service import entitlements_notice
 from common.bus import make_bus
 from common.db import make_engine, make_session_factory, migrate, session_scope
 from common.errors import DiscoError
 from common.settings import Settings
-
-
-def add_admin_commands(subparsers: Any) -> None:
-    """Add ``admin`` and its actions to the ``disco`` command's subparsers."""
-    parser = subparsers.add_parser("admin", help="operator tools: subscriptions, webhooks, grants")
-    parser.add_argument("--config", type=Path, help="env-style settings file (DISCO_*=...)")
-    actions = parser.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
-    actions.add_parser("subscriptions", help="list users' plans and subscription status")
-    hooks = actions.add_parser("webhooks", help="recent Stripe webhook deliveries, with outcome")
-    hooks.add_argument("--limit", type=int, default=20, help="how many (default 20)")
-    grant = actions.add_parser("grant", help="put a user on a plan by hand (support cases)")
-    grant.add_argument("user", help="user name or id")
-    grant.add_argument("plan", help="plan name from the plans file; the default plan revokes")
-    grant.add_argument("--days", type=int, help="grant for this many days (default: no end)")
 
 
 def _when(ts: float | None) -> str:

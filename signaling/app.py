@@ -38,7 +38,7 @@ from groups.login_limits import make_login_limits
 from groups.nearby.proximity import GainCurve
 from groups.push.configure import make_senders
 from groups.push.dispatcher import PushDispatcher
-from signaling import __version__
+from signaling import __version__, push_hooks
 from signaling.auth import TokenSigner
 from signaling.cluster.local import LocalCluster
 from signaling.cluster.redis_cluster import RedisCluster
@@ -145,7 +145,8 @@ async def build_state(settings: Settings, clock: Clock) -> AppState:
         music_uploads=MusicUploads(sessions, settings.upload_dir, settings.max_upload_bytes),
         redis=redis,
         cluster=cluster,
-        relay=Relay(settings.node_id, bus, cluster, lambda: state, HANDLERS),
+        relay=Relay(settings.node_id, bus, cluster, lambda: state, HANDLERS,
+                    lambda session, room: push_hooks.relayed_call_started(state, session, room)),
         clock=clock,
     )
     await state.relay.start()

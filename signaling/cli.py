@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
-import gc
 import logging
 import os
 import socket
@@ -13,22 +12,14 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING
-
-import uvicorn
 
 from common.settings import DEV_JWT_SECRET, Settings, load_settings
 from signaling import __version__
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
 
 log = logging.getLogger("disco")
 
 NEARBY_HELPER_NICE = 10
 """The helper compiling the nearby index yields the CPU to the server starting beside it."""
-WS_MAX_FRAME_BYTES = 1024 * 1024  # frames over this close the socket; 64 KiB gets an error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,22 +38,44 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, metavar="N",
                        help="run N nodes (processes) behind this one port, about one per core; "
                             "N > 1 needs DISCO_REDIS_URL (default 1)")
+    serve.add_argument("--media-workers", type=int, default=0, metavar="M",
+                       help="also run M media nodes (calls only: no HTTP, no database; "
+                            "group rooms go to them first); needs DISCO_REDIS_URL (default 0)")
     mode = serve.add_mutually_exclusive_group()
     mode.add_argument("--dev", dest="dev", action="store_true", default=None,
                       help="dev mode: placeholder secrets allowed (default)")
     mode.add_argument("--prod", dest="dev", action="store_false",
                       help="production mode: refuse placeholder secrets")
 
+    media = commands.add_parser(
+        "media", help="run a media node: hosts group calls relayed by the disco serve nodes",
+        description="A media node hosts group rooms' calls and nothing else (no HTTP, no "
+                    "database): the disco serve nodes of the same DISCO_REDIS_URL and "
+                    "DISCO_REDIS_PREFIX place new group rooms on it and relay their members' "
+                    "signaling to it. Clients must reach its media address "
+                    "(DISCO_RTC_HOST_ADDRESSES / DISCO_RTC_PUBLIC_IP, DISCO_RTC_PORT_MIN/MAX).")
+    media.add_argument("--config", type=Path, help="env-style settings file (DISCO_*=...)")
+
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument("--config", type=Path)
 
-    try:
-        from signaling.admin_cli import add_admin_commands
-    except ImportError:
-        pass
-    else:
-        add_admin_commands(commands)
+    add_admin_commands(commands)
     return parser
+
+
+def add_admin_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``admin`` and its actions (run by ``signaling.admin_cli``, which loads the
+    database code: only when an admin command runs)."""
+    parser = subparsers.add_parser("admin", help="operator tools: subscriptions, webhooks, grants")
+    parser.add_argument("--config", type=Path, help="env-style settings file (DISCO_*=...)")
+    actions = parser.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    actions.add_parser("subscriptions", help="list users' plans and subscription status")
+    hooks = actions.add_parser("webhooks", help="recent Stripe webhook deliveries, with outcome")
+    hooks.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    grant = actions.add_parser("grant", help="put a user on a plan by hand (support cases)")
+    grant.add_argument("user", help="user name or id")
+    grant.add_argument("plan", help="plan name from the plans file; the default plan revokes")
+    grant.add_argument("--days", type=int, help="grant for this many days (default: no end)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -105,19 +118,21 @@ def announce_dev_mode(settings: Settings) -> None:
     print("=" * 72, file=sys.stderr)
 
 
-def serve(settings: Settings, workers: int = 1) -> None:
+def serve(settings: Settings, workers: int = 1, media_workers: int = 0) -> None:
     settings.check_production_ready()
     settings = with_dev_vapid_keys(settings)  # once: every worker pushes with the same key
-    if workers != 1:
+    if workers != 1 or media_workers != 0:
         from signaling.workers import check_workers, supervise
 
-        check_workers(settings, workers)
+        check_workers(settings, workers, media_workers)
         announce_dev_mode(settings)
         prepare_nearby_cache()  # once here; the workers load it from numba's cache
-        raise SystemExit(supervise(settings, workers, _worker))
+        raise SystemExit(supervise(settings, workers, _worker, media_workers, _media_worker))
     announce_dev_mode(settings)
     prepare_nearby_cache()
-    _serve_node(settings)
+    from signaling.http_node import serve_node  # uvicorn: not in a media worker (spawned)
+
+    serve_node(settings)
 
 
 def prepare_nearby_cache() -> None:
@@ -155,86 +170,24 @@ def _worker(settings_json: str, sockets: list[socket.socket]) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    _serve_node(settings, sockets)
+    from signaling.http_node import serve_node
+
+    serve_node(settings, sockets)
 
 
-def _serve_node(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
-    from signaling.app import create_app
+def _media_worker(settings_json: str, _sockets: list[socket.socket]) -> None:
+    """One media worker of ``disco serve --media-workers M`` (``signaling.media_node``)."""
+    from signaling.media_node import run_media_node
+    from signaling.workers import worker_settings
 
-    app = create_app(settings)
-    freeze_startup_objects()
-    scheme = "https" if settings.tls_certfile else "http"
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ws="websockets-sansio",
-        ws_max_size=max(WS_MAX_FRAME_BYTES, 2 * settings.max_message_bytes),
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-        proxy_headers=True,
-        ws_per_message_deflate=settings.ws_compression,
-        ssl_certfile=settings.tls_certfile,
-        ssl_keyfile=settings.tls_keyfile,
+    settings = worker_settings(settings_json, "media")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    ready = f"Disco is ready: web client at {scheme}://{settings.host}:{settings.port}/app/"
-    if sockets is not None:
-        ready = f"node {settings.node_id} is ready (pid {os.getpid()})"
-    _AnnouncingServer(config, ready, app).run(sockets=sockets)
-
-
-class _AnnouncingServer(uvicorn.Server):
-    """uvicorn's server, saying where the web client is once it really listens, and
-    draining the node (``signaling.drain``) on the first SIGTERM/SIGINT before it stops."""
-
-    def __init__(self, config: uvicorn.Config, ready_line: str, app: FastAPI) -> None:
-        super().__init__(config)
-        self.ready_line = ready_line
-        self.app = app
-        self._drain: asyncio.Task[None] | None = None
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._drain is None and not self.should_exit and self.started:
-            loop = asyncio.get_event_loop()
-            loop.call_soon_threadsafe(self._start_drain)
-            return
-        super().handle_exit(sig, frame)  # a second signal: stop now
-
-    def _start_drain(self) -> None:
-        if self._drain is None:
-            self._drain = asyncio.ensure_future(self._drain_then_exit())
-
-    async def _drain_then_exit(self) -> None:
-        from signaling.drain import DRAIN_TIMEOUT_S, drain
-
-        print("draining: handing rooms over and telling clients to reconnect",
-              file=sys.stderr, flush=True)
-        try:
-            await asyncio.wait_for(drain(self.app.state.disco), DRAIN_TIMEOUT_S)
-        except Exception:
-            log.exception("drain failed; stopping anyway")
-        self.should_exit = True
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            print(self.ready_line, file=sys.stderr, flush=True)
-
-
-def freeze_startup_objects() -> None:
-    """Keep what the imports built (~160,000 objects, there for good) out of the cyclic GC.
-
-    A full collection walks every tracked object: ~80 ms here, four mixer
-    ticks during which no audio moves. Frozen objects are skipped, so the
-    occasional full pass only walks what the running server made since.
-    """
-    gc.collect()
-    gc.freeze()
+    run_media_node(settings)
 
 
 def migrate_only(settings: Settings) -> None:
-    import asyncio
 
     from common.db import make_engine, migrate
 
@@ -255,7 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
-        serve(settings, args.workers)
+        serve(settings, args.workers, args.media_workers)
+    elif args.command == "media":
+        from signaling.media_node import run_media_node
+        from signaling.workers import worker_settings
+
+        # <DISCO_NODE_ID>-media-<pid>: never the id of a disco serve beside it
+        run_media_node(worker_settings(settings.model_dump_json(), "media"))
     elif args.command == "migrate":
         migrate_only(settings)
     else:

@@ -35,14 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from groups.location.privacy import distance_text
 from groups.nearby.proximity import GainCurve, ProximityIndex
-from signaling.rooms import Participant, RoomRegistry
+from signaling.rooms import NEARBY_ROOM, Participant, RoomRegistry
 
 if TYPE_CHECKING:
     from sfu.room import MediaRoom
 
 log = logging.getLogger(__name__)
 
-NEARBY_ROOM = "nearby"
 
 Seen = dict[str, tuple[int, str, float]]
 """What one participant may know of each person they hear: rounded metres, as text, gain."""

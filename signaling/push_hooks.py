@@ -67,6 +67,16 @@ async def group_events(state: AppState, events: Iterable[dict[str, Any]]) -> Non
         dispatcher.notify([m for m in members if m != user_id], message)
 
 
+def relayed_call_started(state: AppState, session: Any, room_id: str) -> None:
+    """A media node started ``room_id``'s call for a member connected here: push from
+    here (``signaling.ws.relay``, op ``call_started``), where the database is."""
+    user_id = session.identity.user_id
+    if user_id is None or not room_id.startswith("group:"):
+        return
+    state.spawn(call_started(state, int(room_id[6:]), user_id, present=()),
+                name=f"push-call-{room_id}")
+
+
 async def call_started(state: AppState, group_id: int, started_by: int,
                        present: Iterable[int]) -> None:
     """The first person in a group room: push to members who are not in it.

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 
+NEARBY_ROOM = "nearby"
+"""The one room of strangers near each other (``signaling.nearby``); the others are
+``group:<id>``."""
+
 
 class Peer(Protocol):
     """The connection side of a participant: something that takes messages."""

@@ -9,6 +9,10 @@ workers meet in Redis like nodes on different machines: any worker accepts
 any WebSocket and relays a room hosted by another (``signaling.ws.relay``).
 Hence N > 1 needs ``DISCO_REDIS_URL``.
 
+``--media-workers M`` adds M media nodes (``signaling.media_node``): rooms
+only, no HTTP (they are not given the socket), no database. Group rooms are
+placed on them first, and the N workers relay their members there.
+
 The parent forwards SIGTERM/SIGINT to the workers once (each drains: see
 ``signaling.drain``) and waits for them; a worker that dies is started again
 (a new node: its rooms were placed anew when its heartbeat lapsed); workers
@@ -43,14 +47,21 @@ WorkerTarget = Callable[[str, list[socket.socket]], None]
 """Runs one node: (the settings as JSON, the listening sockets)."""
 
 
-def check_workers(settings: Settings, workers: int) -> None:
+def check_workers(settings: Settings, workers: int, media_workers: int = 0) -> None:
     """Refuse what cannot work, saying why."""
     if workers < 1:
         raise SystemExit("--workers must be 1 or more")
+    if media_workers < 0:
+        raise SystemExit("--media-workers must be 0 or more")
     if workers > 1 and not settings.redis_url:
         raise SystemExit(
             f"--workers {workers} runs {workers} nodes of one deployment, and nodes meet in "
             "Redis: set DISCO_REDIS_URL (or run one worker)"
+        )
+    if media_workers and not settings.redis_url:
+        raise SystemExit(
+            f"--media-workers {media_workers} runs media nodes beside the server, and nodes "
+            "meet in Redis: set DISCO_REDIS_URL (or run no media workers)"
         )
 
 
@@ -67,39 +78,48 @@ def bind(settings: Settings) -> socket.socket:
     return sock
 
 
-def worker_settings(settings_json: str) -> Settings:
-    """A worker's settings: the parent's, with a node id of its own."""
+def worker_settings(settings_json: str, kind: str = "") -> Settings:
+    """A worker's settings: the parent's, with a node id of its own
+    (``<DISCO_NODE_ID>-<pid>``, or ``<DISCO_NODE_ID>-media-<pid>`` for ``kind="media"``)."""
     settings = Settings.model_validate_json(settings_json)
-    return settings.model_copy(update={"node_id": f"{settings.node_id}-{os.getpid()}"})
+    infix = f"-{kind}" if kind else ""
+    return settings.model_copy(update={"node_id": f"{settings.node_id}{infix}-{os.getpid()}"})
 
 
-def supervise(settings: Settings, workers: int, target: WorkerTarget) -> int:
-    """Run ``workers`` nodes until a signal; returns the exit code."""
-    check_workers(settings, workers)
+def supervise(settings: Settings, workers: int, target: WorkerTarget,
+              media_workers: int = 0, media_target: WorkerTarget | None = None) -> int:
+    """Run ``workers`` nodes (and ``media_workers`` media nodes, with ``media_target``)
+    until a signal; returns the exit code."""
+    check_workers(settings, workers, media_workers)
     multiprocessing.allow_connection_pickling()
     context = multiprocessing.get_context("spawn")
     sock = bind(settings)
     payload = settings.model_dump_json()
     stopping: list[int] = []
 
-    def start() -> tuple[SpawnProcess, float]:
-        process = context.Process(target=_run, args=(target, payload, sock), daemon=False)
+    def start(kind: WorkerTarget) -> tuple[SpawnProcess, float, WorkerTarget]:
+        shared = sock if kind is target else None  # a media node serves no HTTP
+        process = context.Process(target=_run, args=(kind, payload, shared), daemon=False)
         process.start()
-        return process, time.monotonic()
+        return process, time.monotonic(), kind
 
     def on_signal(sig: int, _frame: FrameType | None) -> None:
         stopping.append(sig)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    procs = [start() for _ in range(workers)]
-    print(f"started {workers} workers on {settings.host}:{settings.port} "
-          f"(pids {', '.join(str(p.pid) for p, _ in procs)})", file=sys.stderr, flush=True)
+    procs = [start(target) for _ in range(workers)]
+    if media_workers:
+        assert media_target is not None
+        procs += [start(media_target) for _ in range(media_workers)]
+    media = f" and {media_workers} media workers" if media_workers else ""
+    print(f"started {workers} workers{media} on {settings.host}:{settings.port} "
+          f"(pids {', '.join(str(p.pid) for p, _, _ in procs)})", file=sys.stderr, flush=True)
     early_deaths = 0
     code = 0
     while not stopping:
         time.sleep(POLL_S)
-        for i, (process, started) in enumerate(procs):
+        for i, (process, started, kind) in enumerate(procs):
             if process.is_alive() or stopping:
                 continue
             lived = time.monotonic() - started
@@ -111,12 +131,12 @@ def supervise(settings: Settings, workers: int, target: WorkerTarget) -> int:
                 stopping.append(signal.SIGTERM)
                 code = 1
                 break
-            procs[i] = start()
-    for process, _ in procs:  # once: each worker drains on its first signal
+            procs[i] = start(kind)
+    for process, _, _ in procs:  # once: each worker drains on its first signal
         if process.is_alive() and process.pid is not None:
             os.kill(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    for process, _ in procs:
+    for process, _, _ in procs:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
@@ -125,8 +145,8 @@ def supervise(settings: Settings, workers: int, target: WorkerTarget) -> int:
     return code
 
 
-def _run(target: WorkerTarget, payload: str, sock: socket.socket) -> None:
+def _run(target: WorkerTarget, payload: str, sock: socket.socket | None) -> None:
     """In the worker: a process group of its own (a terminal's Ctrl-C reaches only
     the parent, which forwards one SIGTERM), then one node on the shared socket."""
     os.setpgrp()
-    target(payload, [sock])
+    target(payload, [sock] if sock is not None else [])

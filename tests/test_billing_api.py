@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from billing.service import ENTITLEMENTS_TOPIC
+from billing.plans import ENTITLEMENTS_TOPIC
 from common.settings import Settings
 from signaling.cli import build_parser
 from tests.billing_support import (

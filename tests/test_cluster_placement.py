@@ -11,6 +11,7 @@ import pytest
 from signaling.cluster.placement import (
     HEARTBEAT_EXPIRY_S,
     MAX_CLOCK_SKEW_S,
+    ROLE_MEDIA,
     NodeInfo,
     Placement,
     is_live,
@@ -24,6 +25,10 @@ NOW = 1_800_000_000.0
 
 def node(name: str, load: int = 0, capacity: int = 10, age_s: float = 0.0) -> NodeInfo:
     return NodeInfo(name, load, capacity, NOW - age_s, url=f"http://{name}")
+
+
+def media(name: str, load: int = 0, capacity: int = 10, age_s: float = 0.0) -> NodeInfo:
+    return NodeInfo(name, load, capacity, NOW - age_s, role=ROLE_MEDIA)
 
 
 LIVENESS = [
@@ -57,6 +62,12 @@ PLACE = [
     (None, [node("a", load=10), node("b", load=10)], None, None),  # all full
     (None, [node("a", age_s=5), node("b", age_s=-5)], None, None),  # none live
     (None, [], None, None),
+    # media nodes take new rooms while one is live with room; the full nodes otherwise
+    (None, [node("a"), media("m", load=9)], "a", Placement("m", kept=False)),
+    (None, [node("a"), media("m", load=3), media("n", load=1)], "a", Placement("n", kept=False)),
+    (None, [node("a"), media("m", load=10)], "a", Placement("a", kept=False)),  # media full
+    (None, [node("a"), media("m", age_s=6)], "a", Placement("a", kept=False)),  # media dead
+    ("a", [node("a"), media("m")], "a", Placement("a", kept=True)),  # a live holder keeps it
 ]
 
 
@@ -117,6 +128,7 @@ BAD_HEARTBEATS = [
     b'{"node_id": "a", "load": "x", "capacity": 5, "heartbeat_at": 1}',
     b'{"node_id": "a", "load": 1, "capacity": 5, "heartbeat_at": "NaN"}',
     b"[1, 2]",
+    b'{"node_id": "a", "load": 1, "capacity": 5, "heartbeat_at": 1, "role": "edge"}',
 ]
 
 
@@ -129,3 +141,10 @@ def test_bad_heartbeats_are_refused(raw: bytes) -> None:
 def test_heartbeat_round_trip() -> None:
     info = NodeInfo("a", 3, 40, NOW, url="http://a:8080", media_address="10.0.0.1", region="eu")
     assert NodeInfo.from_json(info.to_json()) == info
+    assert NodeInfo.from_json(media("m").to_json()).role == ROLE_MEDIA
+
+
+def test_a_heartbeat_without_a_role_is_a_full_nodes() -> None:
+    """Nodes of the version before media nodes, during a rolling upgrade."""
+    old = NodeInfo.from_json(b'{"node_id": "a", "load": 1, "capacity": 5, "heartbeat_at": 1}')
+    assert old.role == "full"

@@ -61,6 +61,9 @@ class RelayService(Protocol):
 
     async def close(self) -> None: ...
 
+    def relayed_rooms(self) -> set[str]:
+        """The rooms this node's sessions are in on other nodes."""
+
     def participant_in(self, session: Any, room: str) -> str | None:
         """The session's participant id in a room relayed to another node, if any."""
 

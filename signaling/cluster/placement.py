@@ -13,6 +13,9 @@ The rules, after LiveKit's ``SelectRoomNode`` and the failures its users hit:
   ``prefer`` (the node that accepted the join) wins when it is live and under
   capacity: until joins are relayed between nodes, a room placed elsewhere
   would send its first member away.
+- Media nodes (``disco media``: no HTTP, no database, rooms only) take the
+  rooms while any of them is live and under capacity; the full nodes host
+  again when none is (so a deployment whose media nodes all died still calls).
 - Two nodes may compute a placement for one room at the same moment; the
   claim that writes it is atomic and ``settle_claim`` is what it does: a live
   holder stays, else the proposal is written. The second claim therefore
@@ -34,6 +37,11 @@ MAX_CLOCK_SKEW_S = 2.0
 """A heartbeat stamped further than this in the future is ignored."""
 CLAIM_TTL_S = 10.0
 """A room claim lapses this long after its holder last renewed it (every heartbeat)."""
+ROLE_FULL = "full"
+"""A whole node (``disco serve``): HTTP, WebSockets, the database, and rooms."""
+ROLE_MEDIA = "media"
+"""A media node (``disco media``): rooms only, reached through the full nodes' relay."""
+ROLES = (ROLE_FULL, ROLE_MEDIA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,8 @@ class NodeInfo:
     """Where clients reach this node directly (empty if not configured)."""
     media_address: str = ""
     region: str = ""
+    role: str = ROLE_FULL
+    """``ROLE_FULL`` or ``ROLE_MEDIA`` (a heartbeat without it is a full node's)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -64,14 +74,14 @@ class NodeInfo:
                 node_id=str(data["node_id"]), load=int(data["load"]),
                 capacity=int(data["capacity"]), heartbeat_at=float(data["heartbeat_at"]),
                 url=str(data.get("url", "")), media_address=str(data.get("media_address", "")),
-                region=str(data.get("region", "")),
+                region=str(data.get("region", "")), role=str(data.get("role", ROLE_FULL)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a node heartbeat: {exc}") from exc
         if not node.node_id or node.load < 0 or node.capacity < 1 or not math.isfinite(
             node.heartbeat_at
-        ):
-            raise ValueError("not a node heartbeat: bad node_id, load, capacity or time")
+        ) or node.role not in ROLES:
+            raise ValueError("not a node heartbeat: bad node_id, load, capacity, time or role")
         return node
 
 
@@ -102,6 +112,9 @@ def place(holder: str | None, nodes: Iterable[NodeInfo], now: float, rng: random
         return Placement(holder, kept=True)
     open_nodes = sorted((n for n in live.values() if n.load < n.capacity),
                         key=lambda n: n.node_id)
+    media = [n for n in open_nodes if n.role == ROLE_MEDIA]
+    if media:
+        open_nodes = media
     if not open_nodes:
         return None
     if prefer is not None and any(n.node_id == prefer for n in open_nodes):

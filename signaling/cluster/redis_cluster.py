@@ -80,7 +80,7 @@ class RedisCluster:
 
     def __init__(self, node_id: str, redis: aioredis.Redis, prefix: str, rooms: RoomRegistry,
                  clock: Callable[[], float], *, capacity: int = 60, node_url: str = "",
-                 media_address: str = "", region: str = "",
+                 media_address: str = "", region: str = "", role: str = placement.ROLE_FULL,
                  heartbeat_interval_s: float = placement.HEARTBEAT_INTERVAL_S,
                  heartbeat_expiry_s: float = placement.HEARTBEAT_EXPIRY_S,
                  claim_ttl_s: float = placement.CLAIM_TTL_S) -> None:
@@ -95,6 +95,7 @@ class RedisCluster:
         self.node_url = node_url
         self.media_address = media_address
         self.region = region
+        self.role = role
         self.heartbeat_interval_s = heartbeat_interval_s
         self.heartbeat_expiry_s = heartbeat_expiry_s
         self.claim_ttl_s = claim_ttl_s
@@ -158,7 +159,7 @@ class RedisCluster:
     def info(self) -> NodeInfo:
         return NodeInfo(self.node_id, self.rooms.participant_count(), self.capacity,
                         self.clock(), url=self.node_url, media_address=self.media_address,
-                        region=self.region)
+                        region=self.region, role=self.role)
 
     async def beat(self) -> None:
         """Write this node's heartbeat and re-assert the claim of every room it hosts."""

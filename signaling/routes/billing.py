@@ -16,14 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from billing.plans import Plan, PlanCatalog
+from billing.plans import ENTITLEMENTS_TOPIC, Plan, PlanCatalog
 from billing.service import (
-    ENTITLEMENTS_TOPIC,
     BillingService,
     entitlements_for_user,
     entitlements_notice,
@@ -33,6 +31,7 @@ from billing.store import get_subscription
 from common.bus import Subscription
 from common.db import SessionFactory
 from common.settings import Settings
+from signaling import live_music
 from signaling.deps import AppState, Db, State, UserId
 
 logger = logging.getLogger(__name__)
@@ -64,35 +63,25 @@ def make_billing_service(settings: Settings, catalog: PlanCatalog, sessions: Ses
     )
 
 
-def apply_to_rooms(state: AppState, message: dict[str, Any]) -> int:
-    """Switch music on/off in this node's live rooms of the groups in ``message``."""
-    allowed = bool(message.get("music"))
-    return _set_music(state, {int(g): allowed for g in message.get("group_ids", [])})
-
-
-def _set_music(state: AppState, allowed_by_group: dict[int, bool]) -> int:
-    """Set ``Room.music_allowed`` (the owner: a live media room asks it each tick)."""
-    changed = 0
-    for group_id, allowed in allowed_by_group.items():
-        room = state.rooms.get(f"group:{group_id}")
-        if room is None or room.music_allowed == allowed:
-            continue
-        room.music_allowed = allowed  # a live media room stops its music on its next tick
-        changed += 1
-    return changed
-
-
 async def recheck_rooms(state: AppState) -> int:
-    """Re-read the plans behind this node's live group rooms; apply what changed."""
+    """Re-read the plans behind this node's live group rooms; apply what changed. The
+    answer for the rooms it relays to other nodes goes to them as notices (a media node
+    cannot read the plans)."""
     live = [int(r.room_id[6:]) for r in state.rooms.rooms()
             if r.room_id.startswith("group:") and r.room_id[6:].isdigit()]
-    if not live:
+    relayed = sorted({int(room[6:]) for room in state.relay.relayed_rooms()
+                      if room.startswith("group:") and room[6:].isdigit()} - set(live))
+    if not live and not relayed:
         return 0
     async with state.sessions() as db:
-        allowed = await music_by_group(db, live, state.clock(), state.plans)
-    changed = _set_music(state, allowed)
+        allowed = await music_by_group(db, live + relayed, state.clock(), state.plans)
+    changed = live_music.set_music(state.rooms, {g: allowed[g] for g in live if g in allowed})
     if changed:
         logger.info("re-check: music changed in %d live room(s)", changed)
+    for music in (True, False):
+        groups = [g for g in relayed if allowed.get(g) is music]
+        if groups:  # applied only where it changes something (live_music.set_music)
+            await state.bus.publish(ENTITLEMENTS_TOPIC, {"group_ids": groups, "music": music})
     return changed
 
 
@@ -124,7 +113,7 @@ async def _apply_entitlements(state: AppState, subscription: Subscription) -> No
             if item is None:
                 return
             _topic, message = item
-            if apply_to_rooms(state, message):
+            if live_music.apply_notice(state.rooms, message):
                 logger.info("music %s in the rooms of user %s's groups",
                             "allowed" if message.get("music") else "stopped",
                             message.get("user_id"))

@@ -13,9 +13,13 @@ and ICE candidates come from the hosting node, so media flows straight to it.
 Messages on the bus (JSON), each naming its ``link``:
 
 - to the hosting node: ``{"op": "msg", "link", "origin", "identity", "message"}``
-  (the client message as validated), ``{"op": "rename", "link", "display_name"}``
-  (a ``display_name`` change, checked on the accepting node), ``{"op": "close", "link"}``;
-- to the accepting node: ``{"op": "out", "link", "message"}``.
+  (the client message as validated; a ``join`` also carries ``grant``, what the
+  accepting node checked of it, for a media node that has no database),
+  ``{"op": "rename", "link", "display_name"}`` (a ``display_name`` change,
+  checked on the accepting node), ``{"op": "close", "link"}``;
+- to the accepting node: ``{"op": "out", "link", "message"}``, and
+  ``{"op": "call_started", "link"}`` from a media node whose room the link's
+  client started (the accepting node sends the push).
 
 Order: one session forwards one message at a time, and the hosting node runs
 one link's messages one at a time (an offer before its candidates).
@@ -47,13 +51,12 @@ from common.errors import DiscoError, Elsewhere
 from protocol import wire
 from signaling.auth import Identity
 from signaling.rooms import Participant
-from signaling.ws import chat
+from signaling.ws import voice
 from signaling.ws.connection import participant_in
 
 if TYPE_CHECKING:
     from signaling.cluster.base import Cluster
-    from signaling.deps import AppState
-    from signaling.ws.connection import Connection
+    from signaling.ws.connection import Connection, RoomNode
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ DROPPED_LINKS_KEPT = 256
 
 Handler = Callable[[Any, Any], Awaitable[dict[str, Any] | None]]
 Bus = Any  # common.bus.LocalBus | RedisBus (publish, subscription)
+CallStarted = Callable[[Any, str], None]
+"""(the accepting node's session, room id): a relayed member started the room's call."""
 
 
 def topic(node_id: str) -> str:
@@ -88,8 +93,8 @@ class Link:
 class RemoteConnection:
     """The hosting side of a link: a connection whose client is on another node."""
 
-    def __init__(self, relay: Relay, state: AppState, link_id: str, origin: str,
-                 identity: Identity) -> None:
+    def __init__(self, relay: Relay, state: RoomNode, link_id: str, origin: str,
+                 identity: Identity, grant: dict[str, object] | None = None) -> None:
         self.relay = relay
         self.state = state
         self.rooms = state.rooms
@@ -101,6 +106,8 @@ class RemoteConnection:
         self.participants: dict[str, Participant] = {}
         self.last_fix: tuple[float, float] | None = None
         self.renames = 0
+        self.grant = grant
+        """What the accepting node checked of the join (``signaling.ws.voice.on_relayed_join``)."""
         self.inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(LINK_INBOX_MAX)
         self.worker: asyncio.Task[None] | None = None
 
@@ -111,18 +118,24 @@ class RemoteConnection:
     def participant(self, room: str | None) -> Participant:
         return participant_in(self.participants, room)
 
+    def call_started(self) -> None:
+        self.relay.post(topic(self.origin), {"op": "call_started", "link": self.link_id})
+
 
 class Relay:
     """This node's side of every link, accepting and hosting."""
 
     def __init__(self, node_id: str, bus: Bus, cluster: Cluster,
-                 state: Callable[[], AppState], handlers: Mapping[str, Handler]) -> None:
+                 state: Callable[[], RoomNode], handlers: Mapping[str, Handler],
+                 call_started: CallStarted | None = None) -> None:
         self.node_id = node_id
         self.bus = bus
         self.cluster = cluster
         self._state = state
         self.handlers = handlers
         """The local handlers the hosting side runs (never the relaying ones)."""
+        self.call_started = call_started
+        """Pushes "call started" for a relayed member (None on a media node: no database)."""
         self.links: dict[str, Link] = {}
         self.dropped: dict[str, Link] = {}
         """Recently closed links (oldest first): replies still on their way reach the client."""
@@ -179,6 +192,10 @@ class Relay:
                     self._deliver(str(message["link"]), dict(message["message"]))
                 elif op == "msg":
                     self._host(message)
+                elif op == "call_started":
+                    link = self.links.get(str(message["link"]))
+                    if link is not None and self.call_started is not None:
+                        self.call_started(link.session, link.room)
                 elif op == "rename":
                     self._rename(str(message["link"]), str(message["display_name"]))
                 elif op == "close":
@@ -221,6 +238,10 @@ class Relay:
                 links) == 1 else None
         return links.get(room)
 
+    def relayed_rooms(self) -> set[str]:
+        """The rooms this node's sessions are in on other nodes."""
+        return {link.room for link in self.links.values()}
+
     def participant_in(self, session: Connection, room: str) -> str | None:
         """This session's participant id in a room relayed to another node."""
         link = self.by_session.get(session, {}).get(room)
@@ -232,15 +253,18 @@ class Relay:
         self.by_session.setdefault(session, {})[room] = link
         return link
 
-    def forward(self, link: Link, msg: Any) -> None:
+    def forward(self, link: Link, msg: Any, grant: dict[str, object] | None = None) -> None:
         identity = link.session.identity
-        self.post(topic(link.host), {
+        envelope = {
             "op": "msg", "link": link.link_id, "origin": self.node_id,
             "identity": {"subject": identity.subject, "kind": identity.kind,
                          "display_name": link.session.display_name,
                          "expires_at": identity.expires_at},
             "message": msg.model_dump(mode="json"),
-        })
+        }
+        if grant is not None:
+            envelope["grant"] = grant
+        self.post(topic(link.host), envelope)
 
     def _drop(self, link: Link, tell_host: bool = True) -> None:
         self.links.pop(link.link_id, None)
@@ -304,7 +328,9 @@ class Relay:
             who = envelope["identity"]
             identity = Identity(str(who["subject"]), who["kind"], str(who["display_name"]),
                                 int(who["expires_at"]))
-            conn = RemoteConnection(self, self._state(), link_id, origin, identity)
+            grant = envelope.get("grant")
+            conn = RemoteConnection(self, self._state(), link_id, origin, identity,
+                                    dict(grant) if isinstance(grant, dict) else None)
             self.remote[link_id] = conn
             conn.worker = asyncio.get_running_loop().create_task(
                 self._work(conn), name=f"relay-link-{link_id}")
@@ -348,7 +374,7 @@ class Relay:
         conn = self.remote.get(link_id)
         if conn is None:
             return
-        chat.rename(conn, name)
+        voice.rename(conn, name)
 
     def renamed(self, session: Connection) -> None:
         """Pass a session's new display name to the rooms relayed for it."""
@@ -398,7 +424,7 @@ def _relayed(kind: str, local: Handler) -> Handler:
             host = exc.detail.get("node")
             if not host:
                 raise
-            relay.forward(relay.open(session, msg.room, str(host)), msg)
+            relay.forward(relay.open(session, msg.room, str(host)), msg, exc.grant)
             return None
 
     handler.__name__ = f"relayed_{kind}"

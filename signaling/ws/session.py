@@ -23,11 +23,11 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from billing.service import entitlements_for_group
 from common.bus import Subscription
-from common.errors import BadRequest, DiscoError, Forbidden, LimitExceeded, NotFound, Unauthorized
+from common.errors import BadRequest, DiscoError, Elsewhere, Forbidden, RateLimited, Unauthorized
 from common.ids import parse_id
 from common.logbudget import LogBudget
 from groups import service
-from groups.accounts import current_user
+from groups.accounts import clean_display_name, current_user
 from groups.nearby import proximity
 from protocol import wire
 from signaling import push_hooks
@@ -39,6 +39,7 @@ from signaling.rooms import Participant, RoomRegistry
 from signaling.turn import ice_servers
 from signaling.ws import chat as handlers_chat
 from signaling.ws import location as handlers_location
+from signaling.ws import voice
 from signaling.ws.connection import participant_in
 from signaling.ws.relay import relaying
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_MAX_MESSAGES = 512
 DEFAULT_RADIUS_M = 500.0
+DISPLAY_NAME_CHANGES_PER_SESSION = 3
 # Bus messages a session passes on to its client as they are.
 FORWARDED_EVENTS = frozenset(
     {"member_location", "place_event", "place_changed", "sos", "chat", "member_sharing",
@@ -251,12 +253,7 @@ async def on_ping(session: ClientSession, msg: wire.Ping) -> dict[str, Any]:
 
 async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
     room_id = msg.room
-    known = session.participants.get(room_id)
-    if known is not None:
-        here = session.rooms.get(room_id)
-        if here is not None and here.participants.get(known.participant_id) is known:
-            raise BadRequest(f"already in room {room_id}")
-        del session.participants[room_id]  # its room moved to another node: join again
+    voice.check_not_in(session, room_id)
     music_allowed = False
     group_id: int | None = None
     if room_id == NEARBY_ROOM:
@@ -273,20 +270,14 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
     else:
         raise BadRequest("room must be 'group:<id>' or 'nearby'")
     # A group room is placed on one node of the deployment: joined here only if it is here.
-    participant = await session.state.cluster.admit(
-        room_id, lambda: session.rooms.join(room_id, session, radius_m=radius))
-    session.participants[room_id] = participant
-    room = session.rooms.get(room_id)
-    assert room is not None
-    room.music_allowed = music_allowed  # the media room asks the room (RoomControls)
-    speaking = room.media.speaking() if room.media is not None else set()
-    others = [{**p.public(), "speaking": pid in speaking} for pid, p in room.participants.items()
-              if pid != participant.participant_id]
-    if room_id == NEARBY_ROOM:
-        others = []  # strangers learn of each other only by proximity (``nearby`` events)
-        if session.last_fix is not None:
-            session.state.nearby.move(participant, *session.last_fix)
-    if group_id is not None and len(room.participants) == 1:
+    try:
+        reply, first = await voice.enter(session, room_id, radius, music_allowed)
+    except Elsewhere as exc:
+        exc.grant = {"music_allowed": music_allowed}  # relayed with the join (ws.relay)
+        raise
+    if room_id == NEARBY_ROOM and session.last_fix is not None:
+        session.state.nearby.move(session.participants[room_id], *session.last_fix)
+    if group_id is not None and first:
         # In the background: awaiting here would let another member's
         # participant_joined overtake this joined reply.
         assert session.identity.user_id is not None
@@ -295,8 +286,7 @@ async def on_join(session: ClientSession, msg: wire.Join) -> dict[str, Any]:
                                     present=()),
             name=f"push-call-{room_id}",
         )
-    return {"type": "joined", "room": room_id, "participant_id": participant.participant_id,
-            "participants": others, "music_allowed": music_allowed}
+    return reply
 
 
 async def nearby_kernels() -> None:
@@ -319,83 +309,35 @@ async def _music_allowed(state: AppState, db: Any, group_id: int) -> bool:
     return bool((await entitlements_for_group(db, group_id, state.clock(), state.plans)).music)
 
 
-async def on_leave(session: ClientSession, msg: wire.Leave) -> dict[str, Any]:
-    participant = session.participant(msg.room)
-    del session.participants[msg.room]
-    await session.rooms.leave(participant)
-    return {"type": "left", "room": msg.room}
-
-
-async def on_offer(session: ClientSession, msg: wire.Offer) -> dict[str, Any]:
-    participant = session.participant(msg.room)
-    media = await session.rooms.media(msg.room)
-    answer = await media.connect(participant.participant_id, msg.sdp, msg.music_mids)
-    return {"type": "answer", "room": msg.room, "sdp": answer}
-
-
-async def on_candidate(session: ClientSession, msg: wire.Candidate) -> None:
-    participant = session.participant(msg.room)
-    room = session.rooms.get(msg.room)
-    if room is None or room.media is None:
-        raise BadRequest("send an offer before candidates")
-    candidate = msg.candidate.model_dump() if msg.candidate is not None else None
-    await room.media.add_candidate(participant.participant_id, candidate)
-
-
-async def on_mute(session: ClientSession, msg: wire.Mute) -> dict[str, Any]:
-    participant = session.participant(msg.room)
-    participant.muted = msg.muted  # the media room asks the room (RoomControls) each tick
-    session.rooms.broadcast(
-        participant.room_id,
-        {"type": "participant_muted", "room": participant.room_id,
-         "participant_id": participant.participant_id, "muted": msg.muted},
-        exclude=participant.participant_id, about=participant.participant_id,
-    )
-    return {"type": "muted", "room": participant.room_id, "muted": msg.muted}
-
-
-async def on_volume(session: ClientSession, msg: wire.Volume) -> dict[str, Any]:
-    for room_id, me in session.participants.items():
-        room = session.rooms.get(room_id)
-        ghost = room_id == NEARBY_ROOM and msg.participant_id in session.state.nearby.ghosts
-        if room is not None and (msg.participant_id in room.participants or ghost):
-            if msg.participant_id == me.participant_id:
-                raise BadRequest("you do not hear yourself; set another participant's volume")
-            if room.media is not None:
-                room.media.set_volume(me.participant_id, msg.participant_id, msg.gain)
-            return {"type": "volume", "room": room_id, "participant_id": msg.participant_id,
-                    "gain": msg.gain}
-    raise NotFound(f"no participant {msg.participant_id} in your rooms")
-
-
-async def on_music(session: ClientSession, msg: wire.Music) -> dict[str, Any]:
-    participant = session.participant(msg.room)
-    room = session.rooms.get(participant.room_id)
-    assert room is not None
-    if not room.music_allowed:
-        raise LimitExceeded(
-            "music needs a plan with the music entitlement", detail={"limit": "music"}
+async def on_display_name(session: ClientSession, msg: wire.DisplayName) -> dict[str, Any]:
+    """Rename yourself in your rooms (at most three times per connection)."""
+    changes = session.renames
+    if changes >= DISPLAY_NAME_CHANGES_PER_SESSION:
+        raise RateLimited(
+            f"display names can change at most {DISPLAY_NAME_CHANGES_PER_SESSION} times "
+            "per session"
         )
-    await session.state.music_uploads.ensure_local(msg.source)  # uploaded on another node?
-    media = await session.rooms.media(participant.room_id)
-    state = await media.music(msg.action, participant.participant_id, msg.source)
-    return {"type": "music_state", "room": participant.room_id, **state}
+    name = clean_display_name(msg.display_name)
+    session.renames = changes + 1
+    voice.rename(session, name)
+    return {"type": "display_name", "display_name": name,
+            "changes_left": DISPLAY_NAME_CHANGES_PER_SESSION - changes - 1}
 
 
 HANDLERS: dict[str, Handler] = {
     "ping": on_ping,
     "join": on_join,
-    "leave": on_leave,
-    "offer": on_offer,
-    "candidate": on_candidate,
-    "mute": on_mute,
-    "volume": on_volume,
-    "music": on_music,
+    "leave": voice.on_leave,
+    "offer": voice.on_offer,
+    "candidate": voice.on_candidate,
+    "mute": voice.on_mute,
+    "volume": voice.on_volume,
+    "music": voice.on_music,
     "location": handlers_location.on_location,
     "radius": handlers_location.on_radius,
     "chat": handlers_chat.on_chat,
     "sos": handlers_location.on_sos,
-    "display_name": handlers_chat.on_display_name,
+    "display_name": on_display_name,
 }
 
 
