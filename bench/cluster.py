@@ -1,7 +1,7 @@
 """Scale-out on one machine: ``disco serve --workers W``, rooms of 10 spread over the workers.
 
     .venv/bin/python -m bench.cluster [--workers 1 2] [--rooms 2] [--seconds 10] [--rounds 3]
-    .venv/bin/python -m bench.cluster --rss [--workers 1 2 4]
+    .venv/bin/python -m bench.cluster --rss [--workers 1 2 4] [--media-workers 1]
 
 For each W, in one run: starts ``disco serve --workers W`` on a fresh SQLite
 database and the Redis of ``DISCO_TEST_REDIS_URL`` (a key prefix of its own,
@@ -34,6 +34,11 @@ machine runs.
 ``--rss`` only starts ``disco serve --workers W`` for each W and prints the
 idle RSS of each worker and of the supervisor (issue #15: a voice worker
 carries no numba, Stripe, Alembic or push library until it needs one).
+
+``--media-workers M`` adds M media workers (``disco media``: rooms only, no
+HTTP, no database) to every run: ``--rss`` prints their idle RSS apart, and
+the load run places the rooms on them (room ``r`` on media worker ``r mod
+M``); the W whole workers then only relay the members' signaling.
 
 The relay's added signaling round trip (issue #11's <= 5 ms p99) is
 measured by ``python -m bench.relay``.
@@ -176,8 +181,8 @@ def _cpu_rates(pids: list[int], seconds: float) -> list[float]:
     return [(voice._cpu_seconds(p) - b) / wall for p, b in zip(pids, before, strict=True)]
 
 
-def _start(workdir: Path, port: int, workers: int, redis_url: str, prefix: str
-           ) -> subprocess.Popen[bytes]:
+def _start(workdir: Path, port: int, workers: int, redis_url: str, prefix: str,
+           media_workers: int = 0) -> subprocess.Popen[bytes]:
     plans = workdir / "plans.json"
     plans.write_text(json.dumps({"default": "bench", "plans": {"bench": {
         "max_group_members": 1000, "voice": True, "music": True, "history_days": 1,
@@ -202,7 +207,8 @@ def _start(workdir: Path, port: int, workers: int, redis_url: str, prefix: str
     subprocess.run([disco, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     log = (workdir / f"server-{workers}.log").open("wb")
     return subprocess.Popen(
-        [disco, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+        [disco, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+         "--media-workers", str(media_workers)],
         env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -268,35 +274,46 @@ def _pid_of(node_id: str, server_pid: int) -> int:
     return int(tail[1]) if len(tail) == 2 and tail[1].isdigit() else server_pid
 
 
-def idle_rss(workers: int, redis_url: str) -> None:
-    """Print the idle RSS of ``disco serve --workers W``: the supervisor and each worker."""
+def is_media(node_id: str) -> bool:
+    return "-media-" in node_id  # signaling.workers.worker_settings names them so
+
+
+def idle_rss(workers: int, redis_url: str, media_workers: int = 0) -> None:
+    """Print the idle RSS of ``disco serve --workers W --media-workers M``: the supervisor,
+    each worker and each media worker."""
     workdir = Path(tempfile.mkdtemp(prefix="disco-rss-"))
     prefix = f"disco-bench-{secrets.token_hex(4)}:"
-    server = _start(workdir, voice._free_port(), workers, redis_url, prefix)
+    server = _start(workdir, voice._free_port(), workers, redis_url, prefix, media_workers)
     try:
-        node_ids = asyncio.run(_nodes(redis_url, prefix, workers))
+        node_ids = asyncio.run(_nodes(redis_url, prefix, workers + media_workers))
         time.sleep(IDLE_S)  # started, and idle
-        pids = [_pid_of(n, server.pid) for n in node_ids]
-        sizes = ", ".join("{:.0f}/{:.0f}/{:.0f} MB".format(*memory_mb(p)) for p in pids)
-        supervisor = f"; supervisor {rss_mb(server.pid):.0f} MB" if workers > 1 else ""
-        print(f"disco serve --workers {workers}: idle RSS/PSS/USS per worker {sizes}{supervisor}",
-              flush=True)
+
+        def sizes(media: bool) -> str:
+            pids = [_pid_of(n, server.pid) for n in node_ids if is_media(n) == media]
+            return ", ".join("{:.0f}/{:.0f}/{:.0f} MB".format(*memory_mb(p)) for p in pids)
+
+        supervised = workers > 1 or media_workers > 0
+        supervisor = f"; supervisor {rss_mb(server.pid):.0f} MB" if supervised else ""
+        media = (f"; per media worker {sizes(True)}" if media_workers else "")
+        print(f"disco serve --workers {workers} --media-workers {media_workers}: idle "
+              f"RSS/PSS/USS per worker {sizes(False)}{media}{supervisor}", flush=True)
     finally:
         voice.stop(server)
         asyncio.run(_cleanup(redis_url, prefix))
 
 
-def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool, client_nice: int
-        ) -> dict[str, Any]:
+def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool, client_nice: int,
+        media_workers: int = 0) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="disco-cluster-"))
     prefix = f"disco-bench-{secrets.token_hex(4)}:"
     port = voice._free_port()
-    server = _start(workdir, port, workers, redis_url, prefix)
+    server = _start(workdir, port, workers, redis_url, prefix, media_workers)
     base = f"127.0.0.1:{port}"
     cores = os.cpu_count() or 1
     try:
-        node_ids = asyncio.run(_nodes(redis_url, prefix, workers))
+        node_ids = asyncio.run(_nodes(redis_url, prefix, workers + media_workers))
         nodes = [Worker(n, _pid_of(n, server.pid)) for n in node_ids]
+        hosts = [w for w in nodes if is_media(w.node_id)] or nodes
         if pin:
             for i, w in enumerate(nodes):
                 w.cpu = i % cores
@@ -308,7 +325,7 @@ def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool, cli
             w.rss_idle_mb = rss_mb(w.pid)
         room_ids = [f"group:{gid}" for gid, _ in groups]
         asyncio.run(_claim(redis_url, prefix, {
-            room: nodes[r % len(nodes)].node_id for r, room in enumerate(room_ids)}))
+            room: hosts[r % len(hosts)].node_id for r, room in enumerate(room_ids)}))
 
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
@@ -352,7 +369,7 @@ def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool, cli
             "min_frames": min(frames) if frames else 0.0,
             "median_frames": sorted(frames)[len(frames) // 2] if frames else 0.0,
             "misplaced": sum(1 for h, r in zip(holders, range(rooms), strict=True)
-                             if h != nodes[r % len(nodes)].node_id),
+                             if h != hosts[r % len(hosts)].node_id),
             "log": workdir / f"server-{workers}.log"}
 
 
@@ -374,21 +391,26 @@ def main() -> None:
                              "keep up for the workers' cost to mean anything)")
     parser.add_argument("--rss", action="store_true",
                         help="only start each W and print the idle RSS of every process")
+    parser.add_argument("--media-workers", type=int, default=0, metavar="M",
+                        help="add M media workers to every run; rooms go to them (default 0)")
     parser.add_argument("--redis", default=os.environ.get("DISCO_TEST_REDIS_URL", DEFAULT_REDIS))
     args = parser.parse_args()
     if any(w < 1 for w in args.workers) or min(args.rooms, args.rounds) < 1 or args.seconds <= 0:
         parser.error("--workers, --rooms, --rounds and --seconds must be positive")
+    if args.media_workers < 0:
+        parser.error("--media-workers must be 0 or more")
 
     if args.rss:
         for workers in args.workers:
-            idle_rss(workers, args.redis)
+            idle_rss(workers, args.redis, args.media_workers)
         return
     print(f"{args.rooms} rooms of {ROOM_SIZE} ({TALKERS_PER_ROOM} talkers each), "
           f"{args.seconds:.0f} s window, {os.cpu_count()} cores, clients at nice "
           f"{args.client_nice}", flush=True)
     held: dict[int, list[float]] = {w: [] for w in args.workers}
     for workers in [w for _ in range(args.rounds) for w in args.workers]:
-        row = run(workers, args.rooms, args.seconds, args.redis, args.pin, args.client_nice)
+        row = run(workers, args.rooms, args.seconds, args.redis, args.pin, args.client_nice,
+                  args.media_workers)
         notes = ""
         if row["errors"]:
             notes += f", {len(row['errors'])} client errors"
@@ -406,7 +428,7 @@ def main() -> None:
                   f"{w.busy * 100:>6.1f}%{per * 100:>16.2f}%{w.held():>13.0f}")
         for err in row["errors"][:3]:
             print(f"  client error: {err}")
-        total = sum(w.held() for w in row["nodes"])
+        total = sum(w.held() for w in row["nodes"] if w.participants)
         kept = row["median_frames"] >= FRAMES_OK and not row["errors"] and not row["misplaced"]
         if kept:
             held[workers].append(total)
