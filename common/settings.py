@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         60, ge=1, description="Participants this node hosts before new rooms go to other nodes.",
     )
     node_region: str = Field("", max_length=64, description="Region label in the heartbeat.")
+    media_metrics_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="A media node (disco media) serves Prometheus /metrics on this port of "
+                    "DISCO_HOST; media worker i of --media-workers uses this port + i.",
+    )
 
     # --- storage -----------------------------------------------------------
     database_url: str = "sqlite+aiosqlite:///./disco.db"

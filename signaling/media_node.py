@@ -56,12 +56,7 @@ log = logging.getLogger("disco.media")
 
 MEDIA_HANDLERS: dict[str, Handler] = {
     "join": voice.on_relayed_join,
-    "leave": voice.on_leave,
-    "offer": voice.on_offer,
-    "candidate": voice.on_candidate,
-    "mute": voice.on_mute,
-    "volume": voice.on_volume,
-    "music": voice.on_music,
+    **voice.ROOM_HANDLERS,
     "chat": chat.on_chat,
 }
 """What a media node runs for the clients relayed to it (``signaling.ws.relay.RELAYED_TYPES``)."""
@@ -191,11 +186,27 @@ async def close_media_state(state: MediaState) -> None:
     await state.music_uploads.close()
 
 
+def serve_metrics(settings: Settings) -> str:
+    """Prometheus ``/metrics`` on ``DISCO_MEDIA_METRICS_PORT`` (the sfu's ``disco_sfu_*``),
+    from prometheus-client's own server thread; says where, or that it is off."""
+    if settings.media_metrics_port is None:
+        return "no /metrics (DISCO_MEDIA_METRICS_PORT is unset)"
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(settings.media_metrics_port, addr=settings.host)
+    except OSError as exc:
+        raise SystemExit(f"cannot serve /metrics on {settings.host}:"
+                         f"{settings.media_metrics_port}: {exc}") from exc
+    return f"/metrics on http://{settings.host}:{settings.media_metrics_port}/metrics"
+
+
 async def serve_media(settings: Settings, stop: asyncio.Event) -> None:
     """Run one media node until ``stop`` is set, then drain and close it."""
+    metrics = serve_metrics(settings)
     state = await build_media_state(settings)
     print(f"media node {settings.node_id} is ready (pid {os.getpid()}): hosting the group "
-          f"rooms that the nodes of prefix {settings.redis_prefix!r} relay to it",
+          f"rooms that the nodes of prefix {settings.redis_prefix!r} relay to it; {metrics}",
           file=sys.stderr, flush=True)
     try:
         await stop.wait()

@@ -45,6 +45,8 @@ MAX_EARLY_DEATHS = 3
 
 WorkerTarget = Callable[[str, list[socket.socket]], None]
 """Runs one node: (the settings as JSON, the listening sockets)."""
+Slot = tuple[WorkerTarget, str]
+"""What a worker runs, with which settings as JSON (its replacement gets the same)."""
 
 
 def check_workers(settings: Settings, workers: int, media_workers: int = 0) -> None:
@@ -94,32 +96,36 @@ def supervise(settings: Settings, workers: int, target: WorkerTarget,
     multiprocessing.allow_connection_pickling()
     context = multiprocessing.get_context("spawn")
     sock = bind(settings)
-    payload = settings.model_dump_json()
     stopping: list[int] = []
+    slots: list[Slot] = [(target, settings.model_dump_json())] * workers
+    if media_workers:
+        assert media_target is not None
+        port = settings.media_metrics_port
+        slots += [(media_target, settings.model_copy(update={
+            "media_metrics_port": port + i if port is not None else None}).model_dump_json())
+            for i in range(media_workers)]
 
-    def start(kind: WorkerTarget) -> tuple[SpawnProcess, float, WorkerTarget]:
+    def start(slot: Slot) -> tuple[SpawnProcess, float]:
+        kind, payload = slot
         shared = sock if kind is target else None  # a media node serves no HTTP
         process = context.Process(target=_run, args=(kind, payload, shared), daemon=False)
         process.start()
-        return process, time.monotonic(), kind
+        return process, time.monotonic()
 
     def on_signal(sig: int, _frame: FrameType | None) -> None:
         stopping.append(sig)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    procs = [start(target) for _ in range(workers)]
-    if media_workers:
-        assert media_target is not None
-        procs += [start(media_target) for _ in range(media_workers)]
+    procs = [start(slot) for slot in slots]
     media = f" and {media_workers} media workers" if media_workers else ""
     print(f"started {workers} workers{media} on {settings.host}:{settings.port} "
-          f"(pids {', '.join(str(p.pid) for p, _, _ in procs)})", file=sys.stderr, flush=True)
+          f"(pids {', '.join(str(p.pid) for p, _ in procs)})", file=sys.stderr, flush=True)
     early_deaths = 0
     code = 0
     while not stopping:
         time.sleep(POLL_S)
-        for i, (process, started, kind) in enumerate(procs):
+        for i, (process, started) in enumerate(procs):
             if process.is_alive() or stopping:
                 continue
             lived = time.monotonic() - started
@@ -131,12 +137,12 @@ def supervise(settings: Settings, workers: int, target: WorkerTarget,
                 stopping.append(signal.SIGTERM)
                 code = 1
                 break
-            procs[i] = start(kind)
-    for process, _, _ in procs:  # once: each worker drains on its first signal
+            procs[i] = start(slots[i])
+    for process, _ in procs:  # once: each worker drains on its first signal
         if process.is_alive() and process.pid is not None:
             os.kill(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    for process, _, _ in procs:
+    for process, _ in procs:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()

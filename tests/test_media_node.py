@@ -32,6 +32,7 @@ from signaling.ws.relay import topic
 from tests.push_support import android_token, fake_fcm
 from tests.rtc_helpers import eventually
 from tests.server_helpers import LiveServer, auth, live_server
+from tests.test_multinode import room_messages_run_on_the_host
 
 
 @pytest.fixture
@@ -64,22 +65,7 @@ async def test_a_group_call_is_hosted_by_the_media_node(
     hosted = media.rooms.get(room)
     assert hosted is not None and set(hosted.participants) == {ann_pid, bob_pid}
 
-    muted = await bob_ws.request({"type": "mute", "room": room, "muted": True}, "muted")
-    assert muted["muted"] and hosted.participants[bob_pid].muted
-    assert (await ann_ws.expect("participant_muted"))["participant_id"] == bob_pid
-    vol = await bob_ws.request({"type": "volume", "participant_id": ann_pid, "gain": 0.5},
-                               "volume")
-    assert vol["gain"] == 0.5
-    sent = await bob_ws.request({"type": "chat", "room": room, "text": "hello"}, "chat_sent")
-    assert sent["recipients"] == 1
-    assert (await ann_ws.expect("chat"))["text"] == "hello"
-    with pytest.raises(TimeoutError):  # once, no echo to the sender
-        await bob_ws.expect("chat", timeout_s=0.3)
-    await bob_ws.request({"type": "display_name", "display_name": "Robert"}, "display_name")
-    got = await ann_ws.expect("participant_renamed", participant_id=bob_pid)
-    assert got["display_name"] == "Robert"
-    await bob_ws.send({"type": "join", "room": room, "id": "twice"})
-    assert (await bob_ws.expect("error", id="twice"))["code"] == "bad_request"
+    await room_messages_run_on_the_host(hosted, bob_ws, ann_ws, room)
 
     # Bad input relayed to the media node gets the same clear errors as on a whole node.
     await bob_ws.send({"type": "candidate", "room": room, "candidate": None, "id": "c"})

@@ -6,8 +6,9 @@ placed on the media worker (its claim in Redis names it), whose SDP answers
 the whole worker relays, and an FFT of each member's mix shows the others'
 tones and never their own. Then the media worker is killed with -9: the
 members are told (``host_lost``), the supervisor starts another, and they
-are back in one call that they hear, within ``BACK_WITHIN_S``. SIGTERM stops
-every worker.
+are back in one call that they hear, within ``BACK_WITHIN_S``. The media
+worker's Prometheus ``/metrics`` (``DISCO_MEDIA_METRICS_PORT``) counts the
+packets it sent. SIGTERM stops every worker.
 """
 
 from __future__ import annotations
@@ -48,16 +49,27 @@ async def room_holder(redis_url: str, prefix: str, room: str) -> str | None:
     return raw.decode() if raw is not None else None
 
 
+async def metric(port: int, name: str) -> float:
+    """One unlabelled sample from a media worker's Prometheus ``/metrics``."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    values = [float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(name + " ")]
+    assert values, f"no {name} in /metrics"
+    return values[0]
+
+
 async def test_a_call_through_a_media_worker_survives_it(
     postgres_url: str, redis_url: str, redis_prefix: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     loopback_ice(monkeypatch)
-    port = free_tcp_port()
+    port, metrics_port = free_tcp_port(), free_tcp_port()
     env = {**env_without_disco(), "DISCO_DATABASE_URL": postgres_url,
            "DISCO_REDIS_URL": redis_url, "DISCO_REDIS_PREFIX": redis_prefix,
            "DISCO_JWT_SECRET": "media-workers-test-0123456789abcdef", "DISCO_NODE_ID": "box",
-           "DISCO_RTC_HOST_ADDRESSES": "127.0.0.1", "DISCO_LOG_LEVEL": "warning"}
+           "DISCO_RTC_HOST_ADDRESSES": "127.0.0.1", "DISCO_LOG_LEVEL": "warning",
+           "DISCO_MEDIA_METRICS_PORT": str(metrics_port)}
     proc = await asyncio.create_subprocess_exec(
         DISCO, "serve", "--workers", "1", "--media-workers", "1", "--port", str(port),
         cwd=tmp_path, env=env, stdout=asyncio.subprocess.DEVNULL,
@@ -99,6 +111,8 @@ async def test_a_call_through_a_media_worker_survives_it(
         for name in TONES_HZ:
             peers[name] = await connect_media(ws[name], room, name)
         await hear_each_other(peers)
+        sent = await metric(metrics_port, "disco_sfu_packets_out_total")
+        assert sent >= 3 * 50, f"the media worker's /metrics counts {sent} packets sent"
 
         # The media worker dies without a word; the supervisor starts another.
         os.kill(int(holder.rsplit("-", 1)[1]), signal.SIGKILL)

@@ -327,12 +327,7 @@ async def on_display_name(session: ClientSession, msg: wire.DisplayName) -> dict
 HANDLERS: dict[str, Handler] = {
     "ping": on_ping,
     "join": on_join,
-    "leave": voice.on_leave,
-    "offer": voice.on_offer,
-    "candidate": voice.on_candidate,
-    "mute": voice.on_mute,
-    "volume": voice.on_volume,
-    "music": voice.on_music,
+    **voice.ROOM_HANDLERS,
     "location": handlers_location.on_location,
     "radius": handlers_location.on_radius,
     "chat": handlers_chat.on_chat,

@@ -10,6 +10,7 @@ a media node with the relayed join as its *grant* (``on_relayed_join``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from common.errors import BadRequest, Forbidden, LimitExceeded, NotFound
@@ -139,6 +140,17 @@ async def on_music(session: RoomConnection, msg: wire.Music) -> dict[str, Any]:
     media = await session.rooms.media(participant.room_id)
     state = await media.music(msg.action, participant.participant_id, msg.source)
     return {"type": "music_state", "room": participant.room_id, **state}
+
+
+ROOM_HANDLERS: dict[str, Callable[[Any, Any], Awaitable[dict[str, Any] | None]]] = {
+    "leave": on_leave,
+    "offer": on_offer,
+    "candidate": on_candidate,
+    "mute": on_mute,
+    "volume": on_volume,
+    "music": on_music,
+}
+"""A room's handlers after the join, the same on every kind of node."""
 
 
 def rename(conn: RoomConnection, name: str) -> None:
