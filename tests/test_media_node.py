@@ -31,8 +31,12 @@ from signaling.routes.billing import recheck_rooms
 from signaling.ws.relay import topic
 from tests.push_support import android_token, fake_fcm
 from tests.rtc_helpers import eventually
-from tests.server_helpers import LiveServer, auth, live_server
-from tests.test_multinode import room_messages_run_on_the_host
+from tests.server_helpers import LiveServer, live_server
+from tests.test_multinode import (
+    a_member_away_with_a_phone,
+    calls_started,
+    room_messages_run_on_the_host,
+)
 
 
 @pytest.fixture
@@ -137,13 +141,7 @@ async def test_a_call_started_on_a_media_node_pushes_once(
     with fake_fcm(tmp_path) as (fake, account):
         web.app_state.push.senders[Platform.android] = FcmSender(
             service_account_file=str(account), endpoint_base=fake.url)
-        ann, _ = await web.register("ann")
-        bob, _ = await web.register("bob")
-        away, _ = await web.register("away")
-        group = await web.group_with(ann, bob, away, name="Rope team")
-        r = await web.http.post("/api/devices", headers=auth(away),
-                                json={"platform": "android", "token": android_token(7)})
-        assert r.status_code == 201, r.text
+        ann, bob, group = await a_member_away_with_a_phone(web)
         room = f"group:{group}"
         ann_ws, bob_ws = await web.connect(ann), await web.connect(bob)
         await ann_ws.request({"type": "join", "room": room}, "joined")
@@ -155,9 +153,7 @@ async def test_a_call_started_on_a_media_node_pushes_once(
             await asyncio.sleep(0.05)
         await asyncio.gather(*web.app_state.background)
         await web.app_state.push.drain()
-        calls = [m for m in fake.sent_to(android_token(7))
-                 if m["notification"]["body"].startswith("A call started")]
-        assert len(calls) == 1, calls
+        assert calls_started(fake) == 1
         for ws in (ann_ws, bob_ws):
             await ws.close()
 

@@ -18,7 +18,7 @@ from groups.location.fixes import FIX_BURST
 from groups.push.fcm import FcmSender
 from groups.push.messages import Platform
 from signaling.rooms import Room
-from tests.push_support import android_token, fake_fcm
+from tests.push_support import FakeFcm, android_token, fake_fcm
 from tests.server_helpers import PASSWORD, LiveServer, WsClient, auth, live_server
 
 
@@ -227,6 +227,25 @@ async def test_group_chat_reaches_the_room_once_on_a_cluster(
         await ws.close()
 
 
+async def a_member_away_with_a_phone(node: LiveServer) -> tuple[str, str, int]:
+    """ann's group with bob and "away", whose Android phone (``android_token(7)``) gets
+    pushes: (ann's token, bob's token, the group's id)."""
+    ann, _ = await node.register("ann")
+    bob, _ = await node.register("bob")
+    away, _ = await node.register("away")
+    group = await node.group_with(ann, bob, away, name="Rope team")
+    r = await node.http.post("/api/devices", headers=auth(away),
+                             json={"platform": "android", "token": android_token(7)})
+    assert r.status_code == 201, r.text
+    return ann, bob, group
+
+
+def calls_started(fake: FakeFcm) -> int:
+    """How many "call started" pushes reached the phone of ``a_member_away_with_a_phone``."""
+    return len([m for m in fake.sent_to(android_token(7))
+                if m["notification"]["body"].startswith("A call started")])
+
+
 async def test_call_started_pushes_once_across_nodes(
     nodes: tuple[LiveServer, LiveServer], tmp_path: Path
 ) -> None:
@@ -237,13 +256,7 @@ async def test_call_started_pushes_once_across_nodes(
             node.app_state.push.senders[Platform.android] = FcmSender(
                 service_account_file=str(account), endpoint_base=fake.url
             )
-        ann, _ = await a.register("ann")
-        bob, _ = await a.register("bob")
-        away, _ = await a.register("away")
-        group = await a.group_with(ann, bob, away, name="Rope team")
-        r = await a.http.post("/api/devices", headers=auth(away),
-                              json={"platform": "android", "token": android_token(7)})
-        assert r.status_code == 201, r.text
+        ann, bob, group = await a_member_away_with_a_phone(a)
         on_a, on_b = await a.connect(ann), await b.connect(bob)
         room = f"group:{group}"
         await asyncio.gather(on_a.send({"type": "join", "room": room, "id": "j"}),
@@ -253,8 +266,6 @@ async def test_call_started_pushes_once_across_nodes(
         for node in (a, b):
             await asyncio.gather(*node.app_state.background)
             await node.app_state.push.drain()
-        calls = [m for m in fake.sent_to(android_token(7))
-                 if m["notification"]["body"].startswith("A call started")]
-        assert len(calls) == 1, calls
+        assert calls_started(fake) == 1
         await on_a.close()
         await on_b.close()
