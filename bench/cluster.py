@@ -96,14 +96,18 @@ class Worker:
         return (CPU_LIMIT - self.idle) / ((self.busy - self.idle) / self.participants)
 
 
-def _pre_encoded_track(index: int | None, t0: float, onsets: list[float] | None = None) -> Any:
+def _pre_encoded_track(index: int | None, t0: float, onsets: list[float] | None = None,
+                       dtx: bool = False) -> Any:
     """``bench.voice``'s client track, with the talkers' tone pre-encoded too.
 
     Forty clients on a 2-core machine that also runs the workers must be
     cheap: every packet here is encoded once, before the call (a second of
     tone, whole-Hz so it repeats, and one silent frame); the talkers still
-    take turns (``voice._burst_on``) and the send times stay honest.
+    take turns (``voice._burst_on``) and the send times stay honest. No DTX
+    (``dtx`` is refused): silent members send a silent frame every 20 ms.
     """
+    if dtx:
+        raise ValueError("bench.cluster's clients send no DTX")
     import numpy as np
     from aiortc.mediastreams import MediaStreamTrack
 
@@ -126,6 +130,8 @@ def _pre_encoded_track(index: int | None, t0: float, onsets: list[float] | None 
             self._pts = 0
             self._start: float | None = None
             self._was_on = False
+            self.level_dbov = -127
+            """The RFC 6464 level of the frame just returned (``voice.add_track``)."""
 
         async def recv(self) -> Any:
             if self._start is None:
@@ -139,6 +145,7 @@ def _pre_encoded_track(index: int | None, t0: float, onsets: list[float] | None 
             if on and not self._was_on and onsets is not None:
                 onsets.append(now)
             self._was_on = on
+            self.level_dbov = voice.TONE_DBOV if on else -127
             frame = (self._pts // FRAME_SAMPLES) % len(tone_packets)
             packet = make_packet(tone_packets[frame] if on else silence, self._pts)
             self._pts += FRAME_SAMPLES

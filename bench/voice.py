@@ -198,6 +198,10 @@ def _dtx_payload() -> bytes:
     raise RuntimeError("libopus never entered DTX on silence")
 
 
+TONE_DBOV = -15
+"""The RFC 6464 level of the talkers' sine at 1/4 of full scale: 20 log10(0.25 / sqrt 2)."""
+
+
 def _opus_track(index: int | None, t0: float, onsets: list[float] | None = None,
                 dtx: bool = False) -> Any:
     """An audio track of Opus packets, 20 ms apart: silence, or talker ``index``'s bursts.
@@ -221,7 +225,6 @@ def _opus_track(index: int | None, t0: float, onsets: list[float] | None = None,
     freq = TONES_HZ[index % len(TONES_HZ)] if index is not None else 0.0
     samples = np.arange(48_000 + 960)
     tone = (0.25 * 32_767 * np.sin(2 * np.pi * freq * samples / 48_000)).astype(np.int16)
-    tone_dbov = -15  # a sine at 1/4 of full scale: 20 log10(0.25 / sqrt 2)
 
     class Packets(MediaStreamTrack):
         kind = "audio"
@@ -260,7 +263,7 @@ def _opus_track(index: int | None, t0: float, onsets: list[float] | None = None,
                         if index is not None else silence
                 self._was_on = on
                 if on or not dtx or self._silent_run % DTX_REFRESH_FRAMES == 1:
-                    self.level_dbov = tone_dbov if on else -127
+                    self.level_dbov = TONE_DBOV if on else -127
                     return make_packet(payload, pts)
 
     return Packets()
