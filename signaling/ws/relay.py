@@ -21,6 +21,14 @@ Messages on the bus (JSON), each naming its ``link``:
   ``{"op": "call_started", "link"}`` from a media node whose room the link's
   client started (the accepting node sends the push).
 
+Batching: the writer publishes what has queued up meanwhile together, one
+``{"op": "batch", "items": [...]}`` per node, and a room event going to many
+links of one node (a broadcast: the same message object) travels once, as
+``{"op": "out", "links": [...], "message"}`` (``coalesce``). A room whose
+members are all relayed (on a media node) thus costs one publish per
+accepting node per event, not one per member. Each link's messages keep
+their order.
+
 Order: one session forwards one message at a time, and the hosting node runs
 one link's messages one at a time (an offer before its candidates).
 
@@ -66,6 +74,8 @@ LIVENESS_CHECK_S = 1.0
 """How often links are checked against the other side's heartbeat."""
 LINK_INBOX_MAX = 256
 DROPPED_LINKS_KEPT = 256
+WRITE_BATCH_MAX = 512
+"""Queued bus messages the writer takes at once (one publish per node among them)."""
 
 Handler = Callable[[Any, Any], Awaitable[dict[str, Any] | None]]
 Bus = Any  # common.bus.LocalBus | RedisBus (publish, subscription)
@@ -167,14 +177,20 @@ class Relay:
 
     async def _write(self) -> None:
         while True:
-            to, message = await self._out.get()
-            try:
-                heard = await self.bus.publish(to, message)
-            except Exception:
-                log.exception("relay: could not publish to %s", to)
-                heard = 0
-            if not heard and message.get("op") == "msg":
-                self._host_gone(str(message["link"]), message["message"])
+            queued = [await self._out.get()]
+            while not self._out.empty() and len(queued) < WRITE_BATCH_MAX:
+                queued.append(self._out.get_nowait())
+            for to, items in coalesce(queued).items():
+                message = items[0] if len(items) == 1 else {"op": "batch", "items": items}
+                try:
+                    heard = await self.bus.publish(to, message)
+                except Exception:
+                    log.exception("relay: could not publish to %s", to)
+                    heard = 0
+                if not heard:
+                    for item in items:
+                        if item.get("op") == "msg":
+                            self._host_gone(str(item["link"]), item["message"])
 
     def _host_gone(self, link_id: str, message: dict[str, Any]) -> None:
         """No node listens where the link points: say so, never drop it silently."""
@@ -186,24 +202,36 @@ class Relay:
 
     async def _read(self) -> None:
         async for _topic, message in self._subscription:
-            try:
-                op = message.get("op")
-                if op == "out":
+            if message.get("op") == "batch" and isinstance(message.get("items"), list):
+                for item in message["items"]:
+                    await self._handle(item)
+            else:
+                await self._handle(message)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        try:
+            op = message.get("op")
+            if op == "out":
+                if "links" in message:  # one room event for several links: encoded once
+                    shared = wire.Shared(message["message"])
+                    for link_id in message["links"]:
+                        self._deliver(str(link_id), shared)
+                else:
                     self._deliver(str(message["link"]), dict(message["message"]))
-                elif op == "msg":
-                    self._host(message)
-                elif op == "call_started":
-                    link = self.links.get(str(message["link"]))
-                    if link is not None and self.call_started is not None:
-                        self.call_started(link.session, link.room)
-                elif op == "rename":
-                    self._rename(str(message["link"]), str(message["display_name"]))
-                elif op == "close":
-                    conn = self.remote.get(str(message["link"]))
-                    if conn is not None:
-                        await self._close_remote(conn)
-            except Exception:
-                log.exception("relay: bad message %r", message)
+            elif op == "msg":
+                self._host(message)
+            elif op == "call_started":
+                link = self.links.get(str(message["link"]))
+                if link is not None and self.call_started is not None:
+                    self.call_started(link.session, link.room)
+            elif op == "rename":
+                self._rename(str(message["link"]), str(message["display_name"]))
+            elif op == "close":
+                conn = self.remote.get(str(message["link"]))
+                if conn is not None:
+                    await self._close_remote(conn)
+        except Exception:
+            log.exception("relay: bad message %r", message)
 
     async def _watch(self) -> None:
         while True:
@@ -391,6 +419,38 @@ class Relay:
         for participant in list(conn.participants.values()):
             await conn.rooms.leave(participant)
         conn.participants.clear()
+
+
+def coalesce(queued: list[tuple[str, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Queued bus messages, grouped by destination in their order; an ``out`` whose message
+    object already goes to that node in an earlier ``out`` joins it (its ``links``), unless
+    that would move it ahead of another message for the same link. Pure."""
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, int], tuple[int, dict[str, Any]]] = {}
+    """(topic, id(message)) -> (position in its topic's list, the merged envelope)."""
+    last: dict[str, int] = {}
+    """link -> position of the last envelope naming it."""
+    for to, envelope in queued:
+        items = by_topic.setdefault(to, [])
+        link = envelope.get("link")
+        if envelope.get("op") == "out" and isinstance(link, str):
+            key = (to, id(envelope["message"]))
+            group = groups.get(key)
+            if group is not None and last.get(link, -1) < group[0]:
+                merged = group[1]
+                if "links" not in merged:
+                    merged = {"op": "out", "links": [merged["link"]],
+                              "message": merged["message"]}
+                    items[group[0]] = merged
+                    groups[key] = (group[0], merged)
+                merged["links"].append(link)
+                last[link] = group[0]
+                continue
+            groups[key] = (len(items), envelope)
+        if isinstance(link, str):
+            last[link] = len(items)
+        items.append(envelope)
+    return by_topic
 
 
 def relaying(handlers: Mapping[str, Handler]) -> dict[str, Handler]:
