@@ -1,7 +1,7 @@
 """Voice capacity of one server process: `disco serve` + N WebRTC clients.
 
     .venv/bin/python -m bench.voice [--sizes 10,20,30,40] [--seconds 8] [--workers 4]
-                                    [--dtx off|on|both] [--no-levels] [--pin]
+                                    [--dtx off|on|both] [--no-levels] [--pin] [--media]
 
 Starts ``disco serve`` on 127.0.0.1 (fresh SQLite, ICE host 127.0.0.1 only, a
 plans file without a member limit), registers N users into one group, and for
@@ -47,6 +47,13 @@ pre-encoded silent frame and only count packets. Talkers and probes share a
 process of their own; the listeners' ``--workers`` processes run at a lower
 priority (nice 10). ``--pin`` puts the server on CPU 0 and every client on
 the others. The numbers are only as good as the machine is idle.
+
+``--media`` runs ``disco serve --media-workers 1`` instead (Redis at
+``DISCO_TEST_REDIS_URL``, a key prefix of its own): the room is hosted by the
+media worker (``disco media``: no HTTP, no database) and every member is
+relayed to it by the whole worker their WebSocket reached. Server CPU is then
+the two processes' together (both pinned to CPU 0 with ``--pin``), printed
+apart too, and the waits come from the media worker's ``/metrics``.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -88,6 +96,8 @@ LISTENER_NICE = 10
 FRAME_S = 0.02
 CPU_LIMIT = 0.80
 FRAMES_LIMIT = 0.99
+DEFAULT_REDIS = "redis://127.0.0.1:6379/2"
+"""``--media``'s Redis unless ``DISCO_TEST_REDIS_URL`` says otherwise (as bench.cluster's)."""
 
 
 # --- client side (runs in worker processes) ------------------------------------------------
@@ -474,10 +484,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class MediaWorker:
+    """``--media``: where the media worker meets the whole one, and its ``/metrics`` port."""
+
+    redis_url: str
+    prefix: str
+    metrics_port: int
+
+
 def _start_server(workdir: Path, port: int, cpu: int | None = None,
-                  source: Path | None = None) -> subprocess.Popen[bytes]:
+                  source: Path | None = None, media: MediaWorker | None = None
+                  ) -> subprocess.Popen[bytes]:
     """``disco serve`` on ``port``: this checkout's, or the code in ``source`` (another
-    version's tree, run with this interpreter and its packages)."""
+    version's tree, run with this interpreter and its packages); with ``media``, beside
+    a media worker that hosts the rooms."""
     plans = workdir / "plans.json"
     plans.write_text(
         json.dumps(
@@ -510,6 +531,11 @@ def _start_server(workdir: Path, port: int, cpu: int | None = None,
         "DISCO_LOGIN_ADDRESS_BURST": "100000",
         "DISCO_LOGIN_ADDRESS_PER_MIN": "100000",
     }
+    serve = ["serve", "--port", str(port)]
+    if media is not None:
+        env.update({"DISCO_REDIS_URL": media.redis_url, "DISCO_REDIS_PREFIX": media.prefix,
+                    "DISCO_MEDIA_METRICS_PORT": str(media.metrics_port)})
+        serve += ["--media-workers", "1"]
     disco = shutil.which("disco", path=str(Path(sys.executable).parent)) or "disco"
     command = [disco]
     if source is not None:
@@ -520,9 +546,23 @@ def _start_server(workdir: Path, port: int, cpu: int | None = None,
     log = (workdir / f"server-{port}.log").open("wb")
     pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     return subprocess.Popen(
-        [*command, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-        preexec_fn=pin,
+        [*command, *serve], env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin,
     )
+
+
+def worker_pids(log: Path, timeout_s: float = 120.0) -> tuple[int, int]:
+    """(the whole worker's pid, the media worker's) from ``disco serve --media-workers 1``'s
+    log, once both say they are ready."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        whole = re.search(r"^node \S+ is ready \(pid (\d+)\)", text, re.M)
+        media = re.search(r"^media node \S+ is ready \(pid (\d+)\)", text, re.M)
+        if whole and media:
+            return int(whole.group(1)), int(media.group(1))
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the workers did not start: {text[-2000:]}")
+        time.sleep(0.2)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -585,8 +625,12 @@ def _setup_accounts(base: str, n: int) -> tuple[int, list[str]]:
 def measure(
     base: str, server_pid: int, gid: int, tokens: list[str], seconds: float, workers: int,
     worker: Callable[..., None] | None = None, mode: ClientMode = ClientMode(),
+    relay_pid: int | None = None, metrics: str | None = None,
 ) -> dict[str, Any]:
-    """One size: N clients (``worker`` runs them; Disco's by default) for ``seconds``."""
+    """One size: N clients (``worker`` runs them; Disco's by default) for ``seconds``.
+
+    ``relay_pid``: a whole worker relaying to the media worker ``server_pid`` (its CPU
+    counts too); ``metrics``: where ``/metrics`` is (host:port; ``base`` by default)."""
     disco = worker is None
     target = _worker if worker is None else worker
     n = len(tokens)
@@ -621,11 +665,13 @@ def measure(
     start = time.monotonic() + WARMUP_S + n * WARMUP_PER_PARTICIPANT_S
     window[0], window[1] = start, start + seconds  # type: ignore[index]
     time.sleep(max(0.0, window[0] - time.monotonic()))
-    waits0 = _wait_buckets(base) if disco else {"jitter": {}, "send": {}, "lag": {}}
-    cpu0, wall0 = _cpu_seconds(server_pid), time.monotonic()
+    metrics = metrics or base
+    waits0 = _wait_buckets(metrics) if disco else {"jitter": {}, "send": {}, "lag": {}}
+    pids = [server_pid] + ([relay_pid] if relay_pid is not None else [])
+    cpu0, wall0 = [_cpu_seconds(p) for p in pids], time.monotonic()
     time.sleep(max(0.0, window[1] - time.monotonic()))
-    cpu1, wall1 = _cpu_seconds(server_pid), time.monotonic()
-    waits1 = _wait_buckets(base) if disco else {"jitter": {}, "send": {}, "lag": {}}
+    cpu1, wall1 = [_cpu_seconds(p) for p in pids], time.monotonic()
+    waits1 = _wait_buckets(metrics) if disco else {"jitter": {}, "send": {}, "lag": {}}
     results: list[dict[str, Any]] = []
     for _ in procs:
         results += out.get(timeout=120)
@@ -643,7 +689,8 @@ def measure(
         if r["role"] == "probe"
         for latency in _latencies(sent, r["onsets_heard"])
     ]
-    cpu = (cpu1 - cpu0) / (wall1 - wall0)
+    cpus = [(b - a) / (wall1 - wall0) for a, b in zip(cpu0, cpu1, strict=True)]
+    cpu = sum(cpus)
     by_role = {
         role: min(
             (
@@ -658,7 +705,7 @@ def measure(
     if os.environ.get("BENCH_VERBOSE") and disco:
         import httpx
 
-        text = httpx.get(f"http://{base}/metrics", timeout=10).text
+        text = httpx.get(f"http://{metrics}/metrics", timeout=10).text
         print(
             "  ",
             [
@@ -672,6 +719,7 @@ def measure(
     return {
         "n": n,
         "cpu": cpu,
+        "cpu_relay": cpus[1] if len(cpus) > 1 else 0.0,
         "cpu_per_participant": cpu / n,
         "min_frames": min(ratios) if ratios else 0.0,
         "errors": errors,
@@ -683,6 +731,19 @@ def measure(
         "send_wait_p99": _bucket_quantile(waits0["send"], waits1["send"], 0.99),
         "clock_lag_p99": _bucket_quantile(waits0["lag"], waits1["lag"], 0.99),
     }
+
+
+async def _forget(media: MediaWorker) -> None:
+    """Delete the run's keys from the shared Redis."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(media.redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=media.prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 def add_mode_arguments(parser: argparse.ArgumentParser) -> None:
@@ -708,6 +769,11 @@ def main() -> None:
         help="run the server on CPU 0 and the clients on the other CPUs, so that client "
         "load does not show up as server latency (needs 2+ CPUs)",
     )
+    parser.add_argument(
+        "--media", action="store_true",
+        help="host the room on a media worker (disco serve --media-workers 1, Redis at "
+        "DISCO_TEST_REDIS_URL); server CPU is both workers'",
+    )
     add_mode_arguments(parser)
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -727,7 +793,14 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="disco-bench-"))
     port = _free_port()
-    server = _start_server(workdir, port, cpu=0 if args.pin else None)
+    media = MediaWorker(os.environ.get("DISCO_TEST_REDIS_URL", DEFAULT_REDIS),
+                        f"disco-bench-{secrets.token_hex(4)}:", _free_port()
+                        ) if args.media else None
+    server = _start_server(workdir, port, cpu=0 if args.pin else None, media=media)
+    pid, relay_pid, metrics = server.pid, None, None
+    if media is not None:
+        relay_pid, pid = worker_pids(workdir / f"server-{port}.log")
+        metrics = f"127.0.0.1:{media.metrics_port}"
     if args.pin:  # this process and the client workers it spawns: the other CPUs
         os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
     base = f"127.0.0.1:{port}"
@@ -740,8 +813,8 @@ def main() -> None:
             f"{'server: jitter p99':>20}{'send p99':>10}{'lag p99':>10}"
         )
         for n, mode in ((n, m) for n in sizes for m in modes):
-            row = measure(base, server.pid, gid, tokens[:n], args.seconds, args.workers,
-                          mode=mode)
+            row = measure(base, pid, gid, tokens[:n], args.seconds, args.workers,
+                          mode=mode, relay_pid=relay_pid, metrics=metrics)
             row["dtx"] = mode.dtx
             rows.append(row)
             print(
@@ -756,11 +829,16 @@ def main() -> None:
                 f"{'<= %.0f ms' % (row['clock_lag_p99'] * 1000):>10}",
                 flush=True,
             )
+            if relay_pid is not None:
+                print(f"     of which the whole worker relaying the signaling: "
+                      f"{row['cpu_relay'] * 100:.1f}%")
             for err in row["errors"][:3]:
                 print(f"     client error: {err}")
             time.sleep(2.0)  # let the server drop the previous clients
     finally:
         stop(server)
+        if media is not None:
+            asyncio.run(_forget(media))
     for mode in modes:
         ok = [
             r
