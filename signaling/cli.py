@@ -120,11 +120,15 @@ def announce_dev_mode(settings: Settings) -> None:
 
 def serve(settings: Settings, workers: int = 1, media_workers: int = 0) -> None:
     settings.check_production_ready()
-    settings = with_dev_vapid_keys(settings)  # once: every worker pushes with the same key
-    if workers != 1 or media_workers != 0:
-        from signaling.workers import check_workers, supervise
+    supervised = workers != 1 or media_workers != 0
+    if supervised:
+        from signaling.workers import check_workers
 
-        check_workers(settings, workers, media_workers)
+        check_workers(settings, workers, media_workers)  # before anything is printed
+    settings = with_dev_vapid_keys(settings)  # once: every worker pushes with the same key
+    if supervised:
+        from signaling.workers import supervise
+
         announce_dev_mode(settings)
         prepare_nearby_cache()  # once here; the workers load it from numba's cache
         raise SystemExit(supervise(settings, workers, _worker, media_workers, _media_worker))

@@ -29,7 +29,7 @@ def env_without_disco() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("DISCO_")}
 
 
-def test_more_than_one_worker_needs_redis(tmp_path: Path) -> None:
+def test_more_than_one_worker_or_a_media_node_needs_redis(tmp_path: Path) -> None:
     env = {**env_without_disco(), "DISCO_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/d.db"}
     done = subprocess.run([DISCO, "serve", "--workers", "2", "--port", str(free_port())],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
@@ -38,6 +38,13 @@ def test_more_than_one_worker_needs_redis(tmp_path: Path) -> None:
     bad = subprocess.run([DISCO, "serve", "--workers", "0"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--workers must be 1 or more" in bad.stderr
+    for command, says in ((["serve", "--media-workers", "1"], "DISCO_REDIS_URL"),
+                          (["serve", "--media-workers", "-1"], "must be 0 or more"),
+                          (["media"], "DISCO_REDIS_URL")):
+        done = subprocess.run([DISCO, *command], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode != 0 and says in done.stderr, (command, done.stderr)
+        assert "Traceback" not in done.stderr and "VAPID" not in done.stderr
 
 
 async def node_ids(base: str, tries: int) -> set[str]:
