@@ -86,6 +86,7 @@ class _AnnouncingServer(uvicorn.Server):
         self.should_exit = True
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        await super().startup(sockets)  # runs the app's lifespan: every service is built
         if self.started:
+            freeze_startup_objects()  # aiortc (imported by build_state) and the services too
             print(self.ready_line, file=sys.stderr, flush=True)

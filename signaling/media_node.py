@@ -32,7 +32,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -108,7 +108,7 @@ class MediaState:
     relay: Relay
     chat: ChatLog
     music_uploads: DatabaseUploads
-    clock: Any = time.time
+    clock: Callable[[], float] = time.time
     nearby: None = None
     """No nearby room here: strangers' rooms stay on the whole nodes."""
     nearby_mesh: None = None
@@ -205,6 +205,7 @@ async def serve_media(settings: Settings, stop: asyncio.Event) -> None:
     """Run one media node until ``stop`` is set, then drain and close it."""
     metrics = serve_metrics(settings)
     state = await build_media_state(settings)
+    freeze_startup_objects()  # aiortc and the rest, imported by now: out of the cyclic GC
     print(f"media node {settings.node_id} is ready (pid {os.getpid()}): hosting the group "
           f"rooms that the nodes of prefix {settings.redis_prefix!r} relay to it; {metrics}",
           file=sys.stderr, flush=True)
@@ -234,7 +235,6 @@ def run_media_node(settings: Settings) -> None:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
-        freeze_startup_objects()
         await serve_media(settings, stop)
 
     try:
