@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import server as bench_server
 from bench import voice
 
 ROOM_SIZE = 10
@@ -181,11 +182,11 @@ def memory_mb(pid: int) -> tuple[float, float, float]:
 
 
 def _cpu_rates(pids: list[int], seconds: float) -> list[float]:
-    before = [voice._cpu_seconds(p) for p in pids]
+    before = [bench_server.cpu_seconds(p) for p in pids]
     t0 = time.monotonic()
     time.sleep(seconds)
     wall = time.monotonic() - t0
-    return [(voice._cpu_seconds(p) - b) / wall for p, b in zip(pids, before, strict=True)]
+    return [(bench_server.cpu_seconds(p) - b) / wall for p, b in zip(pids, before, strict=True)]
 
 
 def _start(workdir: Path, port: int, workers: int, redis_url: str, prefix: str,
@@ -290,7 +291,7 @@ def idle_rss(workers: int, redis_url: str, media_workers: int = 0) -> None:
     each worker and each media worker."""
     workdir = Path(tempfile.mkdtemp(prefix="disco-rss-"))
     prefix = f"disco-bench-{secrets.token_hex(4)}:"
-    server = _start(workdir, voice._free_port(), workers, redis_url, prefix, media_workers)
+    server = _start(workdir, bench_server.free_port(), workers, redis_url, prefix, media_workers)
     try:
         node_ids = asyncio.run(_nodes(redis_url, prefix, workers + media_workers))
         time.sleep(IDLE_S)  # started, and idle
@@ -305,7 +306,7 @@ def idle_rss(workers: int, redis_url: str, media_workers: int = 0) -> None:
         print(f"disco serve --workers {workers} --media-workers {media_workers}: idle "
               f"RSS/PSS/USS per worker {sizes(False)}{media}{supervisor}", flush=True)
     finally:
-        voice.stop(server)
+        bench_server.stop(server)
         asyncio.run(_cleanup(redis_url, prefix))
 
 
@@ -313,7 +314,7 @@ def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool, cli
         media_workers: int = 0) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="disco-cluster-"))
     prefix = f"disco-bench-{secrets.token_hex(4)}:"
-    port = voice._free_port()
+    port = bench_server.free_port()
     server = _start(workdir, port, workers, redis_url, prefix, media_workers)
     base = f"127.0.0.1:{port}"
     cores = os.cpu_count() or 1
@@ -325,7 +326,7 @@ def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool, cli
             for i, w in enumerate(nodes):
                 w.cpu = i % cores
                 os.sched_setaffinity(w.pid, {w.cpu})
-        groups = [voice._setup_accounts(base, ROOM_SIZE) for _ in range(rooms)]
+        groups = [bench_server.setup_accounts(base, ROOM_SIZE) for _ in range(rooms)]
         time.sleep(1.0)  # let start-up and registration settle
         for w, rate in zip(nodes, _cpu_rates([w.pid for w in nodes], IDLE_S), strict=True):
             w.idle = rate
@@ -367,7 +368,7 @@ def run(workers: int, rooms: int, seconds: float, redis_url: str, pin: bool, cli
         for p in procs:
             p.join(timeout=30)
     finally:
-        voice.stop(server)
+        bench_server.stop(server)
         asyncio.run(_cleanup(redis_url, prefix))
     errors = [r["error"] for r in results if r["error"]]
     expected = seconds / voice.FRAME_S

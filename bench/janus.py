@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import server as bench_server
 from bench import voice
 
 JANUS_PLUGINS_DIR = Path("/usr/lib/x86_64-linux-gnu/janus")
@@ -125,7 +126,7 @@ def janus_server(workdir: Path, cpu: int | None = None) -> Iterator[tuple[str, i
     binary = janus_binary()
     if binary is None:
         raise RuntimeError("janus is not installed (Debian package janus)")
-    port = voice._free_port()
+    port = bench_server.free_port()
     config = write_config(workdir / "janus", port, (42_000, 42_999))
     log = (workdir / "janus.log").open("wb")
     pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
@@ -136,7 +137,7 @@ def janus_server(workdir: Path, cpu: int | None = None) -> Iterator[tuple[str, i
         _wait_for_api(base, proc)
         yield base, proc.pid
     finally:
-        voice.stop(proc)
+        bench_server.stop(proc)
 
 
 def _wait_for_api(base: str, proc: subprocess.Popen[bytes]) -> None:
@@ -319,13 +320,13 @@ def main() -> None:
     if args.aiortc_send:
         wanted.append(("aiortc-send", None, {"DISCO_RTC_FAST_SEND": "false"}))
     for label, binary, env in wanted:
-        port = voice._free_port()
+        port = bench_server.free_port()
         sub = workdir / label
         sub.mkdir()
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            proc = voice._start_server(sub, port, cpu=cpu, source=binary)
+            proc = bench_server.start_server(sub, port, cpu=cpu, source=binary)
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -341,7 +342,8 @@ def main() -> None:
           + "".join(f"{label + ' CPU':>16}{label + '/Janus':>18}" for label in extras)
           + f"{'frames D/J':>16}{'RSS D/J MB':>14}")
     try:
-        accounts = {label: voice._setup_accounts(base, max(sizes)) for label, _, base in servers}
+        accounts = {label: bench_server.setup_accounts(base, max(sizes))
+                    for label, _, base in servers}
         with janus_server(workdir, cpu=cpu) as (janus_base, janus_pid):
             create_room(janus_base)
             for n, mode in ((n, m) for n in sizes for m in modes):
@@ -379,7 +381,7 @@ def main() -> None:
                           f"{values[len(values) // 2]:.2f}")
     finally:
         for _, proc, _ in servers:
-            voice.stop(proc)
+            bench_server.stop(proc)
     print(f"logs: {workdir}")
 
 

@@ -64,18 +64,15 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import re
 import secrets
-import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench import server
 
 TALKERS = 3
 SLOT_S = 0.3
@@ -96,8 +93,6 @@ LISTENER_NICE = 10
 FRAME_S = 0.02
 CPU_LIMIT = 0.80
 FRAMES_LIMIT = 0.99
-DEFAULT_REDIS = "redis://127.0.0.1:6379/2"
-"""``--media``'s Redis unless ``DISCO_TEST_REDIS_URL`` says otherwise (as bench.cluster's)."""
 
 
 # --- client side (runs in worker processes) ------------------------------------------------
@@ -469,159 +464,6 @@ def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: f
     return next(b for b, c in zip(bounds, counts, strict=True) if c >= q * counts[-1])
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-# --- server and accounts --------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class MediaWorker:
-    """``--media``: where the media worker meets the whole one, and its ``/metrics`` port."""
-
-    redis_url: str
-    prefix: str
-    metrics_port: int
-
-
-def _start_server(workdir: Path, port: int, cpu: int | None = None,
-                  source: Path | None = None, media: MediaWorker | None = None
-                  ) -> subprocess.Popen[bytes]:
-    """``disco serve`` on ``port``: this checkout's, or the code in ``source`` (another
-    version's tree, run with this interpreter and its packages); with ``media``, beside
-    a media worker that hosts the rooms."""
-    plans = workdir / "plans.json"
-    plans.write_text(
-        json.dumps(
-            {
-                "default": "bench",
-                "plans": {
-                    "bench": {
-                        "max_group_members": 1000,
-                        "voice": True,
-                        "music": True,
-                        "history_days": 1,
-                        "max_places": 1,
-                    }
-                },
-            }
-        )
-    )
-    env = {
-        **os.environ,
-        "DISCO_DEV": "true",
-        "DISCO_PORT": str(port),
-        "DISCO_HOST": "127.0.0.1",
-        "DISCO_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / f'bench-{port}.db'}",
-        "DISCO_JWT_SECRET": "bench-" + secrets.token_hex(16),
-        "DISCO_RTC_HOST_ADDRESSES": "127.0.0.1",
-        "DISCO_PLANS_FILE": str(plans),
-        "DISCO_UPLOAD_DIR": str(workdir / "uploads"),
-        "DISCO_LOG_LEVEL": "warning",
-        # every bench account registers from 127.0.0.1: lift the per-address limit
-        "DISCO_LOGIN_ADDRESS_BURST": "100000",
-        "DISCO_LOGIN_ADDRESS_PER_MIN": "100000",
-    }
-    serve = ["serve", "--port", str(port)]
-    if media is not None:
-        env.update({"DISCO_REDIS_URL": media.redis_url, "DISCO_REDIS_PREFIX": media.prefix,
-                    "DISCO_MEDIA_METRICS_PORT": str(media.metrics_port)})
-        serve += ["--media-workers", "1"]
-    disco = shutil.which("disco", path=str(Path(sys.executable).parent)) or "disco"
-    command = [disco]
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
-        # -P: without it ``-c`` puts the working directory (this checkout) first on
-        # sys.path, ahead of PYTHONPATH, and "before" would run this tree's code.
-        command = [sys.executable, "-P", "-c", "from signaling.cli import main; main()"]
-    log = (workdir / f"server-{port}.log").open("wb")
-    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
-    return subprocess.Popen(
-        [*command, *serve], env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin,
-    )
-
-
-def worker_pids(log: Path, timeout_s: float = 120.0) -> tuple[int, int]:
-    """(the whole worker's pid, the media worker's) from ``disco serve --media-workers 1``'s
-    log, once both say they are ready."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        text = log.read_text(errors="replace") if log.exists() else ""
-        whole = re.search(r"^node \S+ is ready \(pid (\d+)\)", text, re.M)
-        media = re.search(r"^media node \S+ is ready \(pid (\d+)\)", text, re.M)
-        if whole and media:
-            return int(whole.group(1)), int(media.group(1))
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the workers did not start: {text[-2000:]}")
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate a server; kill it if it is still there after 10 s."""
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _setup_accounts(base: str, n: int) -> tuple[int, list[str]]:
-    import httpx
-
-    with httpx.Client(base_url=f"http://{base}", timeout=30) as http:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                http.get("/api/auth/me")
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        tokens = []
-        run = secrets.token_hex(3)
-        for i in range(n):
-            r = http.post(
-                "/api/auth/register",
-                json={"username": f"b{run}u{i}", "password": "bench-password-1"},
-            )
-            r.raise_for_status()
-            tokens.append(r.json()["access_token"])
-        auth = {"Authorization": f"Bearer {tokens[0]}"}
-        group = http.post("/api/groups", json={"name": "bench"}, headers=auth)
-        group.raise_for_status()
-        gid = int(group.json().get("id") or group.json()["group"]["id"])
-        for token in tokens[1:]:
-            code = http.post(f"/api/groups/{gid}/invites", headers=auth)
-            code.raise_for_status()
-            for attempt in range(20):
-                # The invite route's session commits after the response is sent,
-                # so an immediate accept can race it: retry briefly on 404.
-                accepted = http.post(
-                    f"/api/invites/{code.json()['code']}/accept",
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-                if accepted.status_code != 404 or attempt == 19:
-                    if accepted.is_error:
-                        raise RuntimeError(f"invite accept: {accepted.status_code} {accepted.text}")
-                    break
-                time.sleep(0.05)
-    return gid, tokens
-
-
-# --- one measurement ----------------------------------------------------------------------
-
-
 def measure(
     base: str, server_pid: int, gid: int, tokens: list[str], seconds: float, workers: int,
     worker: Callable[..., None] | None = None, mode: ClientMode = ClientMode(),
@@ -668,9 +510,9 @@ def measure(
     metrics = metrics or base
     waits0 = _wait_buckets(metrics) if disco else {"jitter": {}, "send": {}, "lag": {}}
     pids = [server_pid] + ([relay_pid] if relay_pid is not None else [])
-    cpu0, wall0 = [_cpu_seconds(p) for p in pids], time.monotonic()
+    cpu0, wall0 = [server.cpu_seconds(p) for p in pids], time.monotonic()
     time.sleep(max(0.0, window[1] - time.monotonic()))
-    cpu1, wall1 = [_cpu_seconds(p) for p in pids], time.monotonic()
+    cpu1, wall1 = [server.cpu_seconds(p) for p in pids], time.monotonic()
     waits1 = _wait_buckets(metrics) if disco else {"jitter": {}, "send": {}, "lag": {}}
     results: list[dict[str, Any]] = []
     for _ in procs:
@@ -733,19 +575,6 @@ def measure(
     }
 
 
-async def _forget(media: MediaWorker) -> None:
-    """Delete the run's keys from the shared Redis."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(media.redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=media.prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 def add_mode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtx", choices=("off", "on", "both"), default="both",
                         help="silent clients send Opus DTX (one packet per 400 ms); both: "
@@ -792,21 +621,21 @@ def main() -> None:
     )
 
     workdir = Path(tempfile.mkdtemp(prefix="disco-bench-"))
-    port = _free_port()
-    media = MediaWorker(os.environ.get("DISCO_TEST_REDIS_URL", DEFAULT_REDIS),
-                        f"disco-bench-{secrets.token_hex(4)}:", _free_port()
+    port = server.free_port()
+    media = server.MediaWorker(os.environ.get("DISCO_TEST_REDIS_URL", server.DEFAULT_REDIS),
+                        f"disco-bench-{secrets.token_hex(4)}:", server.free_port()
                         ) if args.media else None
-    server = _start_server(workdir, port, cpu=0 if args.pin else None, media=media)
-    pid, relay_pid, metrics = server.pid, None, None
+    proc = server.start_server(workdir, port, cpu=0 if args.pin else None, media=media)
+    pid, relay_pid, metrics = proc.pid, None, None
     if media is not None:
-        relay_pid, pid = worker_pids(workdir / f"server-{port}.log")
+        relay_pid, pid = server.worker_pids(workdir / f"server-{port}.log")
         metrics = f"127.0.0.1:{media.metrics_port}"
     if args.pin:  # this process and the client workers it spawns: the other CPUs
         os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
     base = f"127.0.0.1:{port}"
     rows = []
     try:
-        gid, tokens = _setup_accounts(base, max(sizes))
+        gid, tokens = server.setup_accounts(base, max(sizes))
         print(
             f"{'N':>4}{'DTX':>5}{'server CPU':>12}{'per participant':>17}{'min frames':>12}"
             f"{'added p50':>11}{'added p99':>11}{'onsets heard':>14}"
@@ -836,9 +665,9 @@ def main() -> None:
                 print(f"     client error: {err}")
             time.sleep(2.0)  # let the server drop the previous clients
     finally:
-        stop(server)
+        server.stop(proc)
         if media is not None:
-            asyncio.run(_forget(media))
+            asyncio.run(server.forget(media))
     for mode in modes:
         ok = [
             r
