@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from common.errors import Unavailable
+from common.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +226,7 @@ class RedisBus(_Fanout):
         return Subscription(self)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await cancel_and_wait(self._reader)
         await self._pubsub.aclose()
         await self._redis.aclose()
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from common.errors import BadRequest
+from common.tasks import cancel_and_wait
 from protocol.aiortc_compat import ReceiverReport
 from protocol.playout import UplinkStats
 from sfu import metrics
@@ -280,9 +281,7 @@ class MediaRoom:
             return
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             metrics.ROOMS.dec()
         peers, self._peers = list(self._peers.values()), {}
         for peer in peers:

@@ -23,6 +23,7 @@ from common.bus import LocalBus, RedisBus
 from common.db import SessionFactory
 from common.errors import Forbidden
 from common.settings import Settings
+from common.tasks import cancel_and_wait
 from groups.accounts import current_user
 from signaling.auth import Identity, TokenSigner, bearer_token
 
@@ -97,9 +98,7 @@ class AppState:
     async def cancel_background(self) -> None:
         tasks = [*self.jobs, *self.background]
         self.jobs.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self.background.discard(task)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from common.bus import RedisBus
 from common.process import freeze_startup_objects
 from common.settings import Settings
+from common.tasks import cancel_and_wait
 from groups.chat import ChatLog
 from signaling import live_music
 from signaling.cluster.placement import ROLE_MEDIA
@@ -175,9 +176,7 @@ async def drain(state: MediaState) -> None:
 
 
 async def close_media_state(state: MediaState) -> None:
-    for task in list(state.background):
-        task.cancel()
-    await asyncio.gather(*state.background, return_exceptions=True)
+    await cancel_and_wait(*state.background)
     await state.relay.close()
     await state.rooms.close()
     await state.cluster.close()

@@ -50,6 +50,7 @@ from prometheus_client import Counter, Gauge
 
 from common.bus import Subscription
 from common.errors import BadRequest
+from common.tasks import cancel_and_wait
 from groups.geo import haversine_m
 from groups.location.fixes import validate_lat_lon
 from groups.nearby.partition import REACH_M, partition_of, partitions_near, topic
@@ -145,9 +146,7 @@ class NearbyMesh:
         await self._chat.add(chat_topic(self.node_id))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         await self._subscription.close()
         await self._chat.close()

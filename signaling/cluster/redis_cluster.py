@@ -21,13 +21,13 @@ claim of each room this node hosts (taking it back if it lapsed).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from common.errors import Unavailable
+from common.tasks import cancel_and_wait
 from signaling.cluster import placement
 from signaling.cluster.base import elsewhere
 from signaling.cluster.placement import NodeInfo
@@ -135,14 +135,8 @@ class RedisCluster:
         """
         from redis.exceptions import RedisError
 
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
-        for task in list(self._releases):
-            task.cancel()
-        await asyncio.gather(*self._releases, return_exceptions=True)
+        await cancel_and_wait(self._heartbeat, *self._releases)
+        self._heartbeat = None
         try:
             await self.redis.delete(self._node_key(self.node_id))
             await self.redis.srem(f"{self.prefix}nodes", self.node_id)

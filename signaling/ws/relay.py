@@ -47,7 +47,6 @@ Failures, each with a clear message, never silence:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -56,6 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from common.errors import DiscoError, Elsewhere
+from common.tasks import cancel_and_wait
 from protocol import wire
 from signaling.auth import Identity
 from signaling.rooms import Participant
@@ -167,9 +167,7 @@ class Relay:
         for conn in list(self.remote.values()):
             await self._close_remote(conn)
         await self._subscription.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
 
     def post(self, to: str, message: dict[str, Any]) -> None:
         """Queue a bus message; one writer sends them in order."""
@@ -413,9 +411,7 @@ class Relay:
     async def _close_remote(self, conn: RemoteConnection) -> None:
         self.remote.pop(conn.link_id, None)
         if conn.worker is not None:
-            conn.worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await conn.worker
+            await cancel_and_wait(conn.worker)
         for participant in list(conn.participants.values()):
             await conn.rooms.leave(participant)
         conn.participants.clear()

@@ -26,6 +26,7 @@ from common.bus import Subscription
 from common.errors import BadRequest, DiscoError, Elsewhere, Forbidden, RateLimited, Unauthorized
 from common.ids import parse_id
 from common.logbudget import LogBudget
+from common.tasks import cancel_and_wait
 from groups import service
 from groups.accounts import clean_display_name, current_user
 from groups.nearby import proximity
@@ -195,9 +196,7 @@ class ClientSession:
             for participant in list(self.participants.values()):
                 await self.rooms.leave(participant)
             self.participants.clear()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(*tasks)
 
     async def _read_loop(self) -> None:
         max_bytes = self.state.settings.max_message_bytes
