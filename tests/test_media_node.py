@@ -6,7 +6,8 @@ the media node, which runs the room's messages relayed to it (mute, volume,
 chat, rename, leave), the call-started push is still sent (by the whole node),
 and a relayed join without the whole node's grant is refused. The media
 node imports none of the web and database stack. With real processes and
-real audio: ``tests/test_media_workers.py``.
+real audio: ``tests/test_media_workers.py``. And the web client in Chromium,
+unchanged, in a call hosted by a media node.
 """
 
 from __future__ import annotations
@@ -29,13 +30,22 @@ from groups.push.messages import Platform
 from signaling.media_node import MediaState, build_media_state, close_media_state
 from signaling.routes.billing import recheck_rooms
 from signaling.ws.relay import topic
+from tests.browser_helpers import Browser, launch_chromium
 from tests.push_support import android_token, fake_fcm
-from tests.rtc_helpers import eventually
+from tests.rtc_helpers import RtcClient, eventually, loopback_ice
 from tests.server_helpers import LiveServer, live_server
+from tests.services import require_binary
 from tests.test_multinode import (
     a_member_away_with_a_phone,
     calls_started,
     room_messages_run_on_the_host,
+)
+from tests.test_web_client import (
+    HEARD_PEAK_MIN,
+    INBOUND_ENERGY_JS,
+    LOOPBACK,
+    MEDIA_TIMEOUT_S,
+    loudest_heard,
 )
 
 
@@ -189,3 +199,60 @@ def test_a_media_node_loads_no_web_or_database_code(redis_url: str, redis_prefix
              "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.fixture
+async def loopback_deployment(settings: Settings, postgres_url: str, redis_url: str,
+                              redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+                              ) -> AsyncIterator[tuple[LiveServer, MediaState]]:
+    """``deployment`` with media on 127.0.0.1 only, as the browser tests run it."""
+    loopback_ice(monkeypatch)
+    shared = {"database_url": postgres_url, "redis_url": redis_url, "redis_prefix": redis_prefix,
+              "rtc_host_addresses": [LOOPBACK]}
+    media = await build_media_state(settings.model_copy(update={**shared, "node_id": "m1"}))
+    try:
+        async with live_server(settings.model_copy(update={**shared, "node_id": "web"})) as web:
+            yield web, media
+    finally:
+        await close_media_state(media)
+
+
+@pytest.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[Browser]:
+    async with launch_chromium(require_binary("chromium", "chromium"), tmp_path) as browser:
+        yield browser
+
+
+async def test_a_browser_talks_through_a_media_node(
+    loopback_deployment: tuple[LiveServer, MediaState], chromium: Browser
+) -> None:
+    """The web client as a user runs it, unchanged: its call is hosted by the media node."""
+    web, media = loopback_deployment
+    alice, _ = await web.register("alice")
+    bob, _ = await web.register("bob")
+    group = await web.group_with(alice, bob)
+    room = f"group:{group}"
+    bob_ws = await web.connect(bob)
+    await bob_ws.request({"type": "join", "room": room}, "joined")
+    tone = RtcClient("bob", tone_hz=440)
+    try:
+        answer = await bob_ws.request({"type": "offer", "room": room, "sdp": await tone.offer()},
+                                      "answer")
+        await tone.accept(answer["sdp"])
+        page = await chromium.new_page()
+        await page.goto(f"{web.base_url}/app/")
+        await page.evaluate(f"localStorage.setItem('disco.token', {json.dumps(alice)})")
+        await page.goto(f"{web.base_url}/app/")
+        await page.wait_for("document.querySelector('#groups .talk')")
+        await page.click("#groups .talk")
+        await bob_ws.expect("participant_joined", timeout_s=10)
+        hosted = media.rooms.get(room)
+        assert hosted is not None and len(hosted.participants) == 2  # both on the media node
+        assert web.app_state.rooms.get(room) is None
+        await page.wait_for("window.disco.pc?.connectionState === 'connected'", MEDIA_TIMEOUT_S)
+        await page.wait_for(f"({INBOUND_ENERGY_JS}).then((e) => e > 0.001)", MEDIA_TIMEOUT_S)
+        peak = await loudest_heard(tone.recorder, MEDIA_TIMEOUT_S)
+        assert peak >= HEARD_PEAK_MIN, f"Bob never heard the browser's microphone (peak {peak})"
+    finally:
+        await tone.close()
+        await bob_ws.close()
