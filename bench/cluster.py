@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import os
 import secrets
@@ -191,25 +190,10 @@ def _cpu_rates(pids: list[int], seconds: float) -> list[float]:
 
 def _start(workdir: Path, port: int, workers: int, redis_url: str, prefix: str,
            media_workers: int = 0) -> subprocess.Popen[bytes]:
-    plans = workdir / "plans.json"
-    plans.write_text(json.dumps({"default": "bench", "plans": {"bench": {
-        "max_group_members": 1000, "voice": True, "music": True, "history_days": 1,
-        "max_places": 1}}}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISCO_")}
-    env.update({
-        "DISCO_DEV": "true",
-        "DISCO_NODE_ID": "bench",
-        "DISCO_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
-        "DISCO_REDIS_URL": redis_url,
-        "DISCO_REDIS_PREFIX": prefix,
-        "DISCO_JWT_SECRET": "bench-" + secrets.token_hex(16),
-        "DISCO_RTC_HOST_ADDRESSES": "127.0.0.1",
-        "DISCO_PLANS_FILE": str(plans),
-        "DISCO_UPLOAD_DIR": str(workdir / "uploads"),
-        "DISCO_LOG_LEVEL": "warning",
-        "DISCO_LOGIN_ADDRESS_BURST": "100000",
-        "DISCO_LOGIN_ADDRESS_PER_MIN": "100000",
-    })
+    env.update(bench_server.server_env(workdir, "bench.db"))
+    env.update({"DISCO_NODE_ID": "bench", "DISCO_REDIS_URL": redis_url,
+                "DISCO_REDIS_PREFIX": prefix})
     disco = shutil.which("disco", path=str(Path(sys.executable).parent)) or "disco"
     # migrate first, once: the workers then start on a ready database
     subprocess.run([disco, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)

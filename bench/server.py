@@ -39,6 +39,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+BENCH_PLANS = {"default": "bench", "plans": {"bench": {
+    "max_group_members": 1000, "voice": True, "music": True, "history_days": 1,
+    "max_places": 1}}}
+"""The one plan a bench server runs: no member limit low enough to stop a big room."""
+
+
+def server_env(workdir: Path, database: str) -> dict[str, str]:
+    """The ``DISCO_*`` settings of every bench server: dev mode, a fresh SQLite file
+    ``database`` in ``workdir``, media on 127.0.0.1, ``BENCH_PLANS``, logins unlimited."""
+    plans = workdir / "plans.json"
+    plans.write_text(json.dumps(BENCH_PLANS))
+    return {
+        "DISCO_DEV": "true",
+        "DISCO_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / database}",
+        "DISCO_JWT_SECRET": "bench-" + secrets.token_hex(16),
+        "DISCO_RTC_HOST_ADDRESSES": "127.0.0.1",
+        "DISCO_PLANS_FILE": str(plans),
+        "DISCO_UPLOAD_DIR": str(workdir / "uploads"),
+        "DISCO_LOG_LEVEL": "warning",
+        # every bench account registers from 127.0.0.1: lift the per-address limit
+        "DISCO_LOGIN_ADDRESS_BURST": "100000",
+        "DISCO_LOGIN_ADDRESS_PER_MIN": "100000",
+    }
+
+
 @dataclass
 class MediaWorker:
     """``--media``: where the media worker meets the whole one, and its ``/metrics`` port."""
@@ -54,38 +79,8 @@ def start_server(workdir: Path, port: int, cpu: int | None = None,
     """``disco serve`` on ``port``: this checkout's, or the code in ``source`` (another
     version's tree, run with this interpreter and its packages); with ``media``, beside
     a media worker that hosts the rooms."""
-    plans = workdir / "plans.json"
-    plans.write_text(
-        json.dumps(
-            {
-                "default": "bench",
-                "plans": {
-                    "bench": {
-                        "max_group_members": 1000,
-                        "voice": True,
-                        "music": True,
-                        "history_days": 1,
-                        "max_places": 1,
-                    }
-                },
-            }
-        )
-    )
-    env = {
-        **os.environ,
-        "DISCO_DEV": "true",
-        "DISCO_PORT": str(port),
-        "DISCO_HOST": "127.0.0.1",
-        "DISCO_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / f'bench-{port}.db'}",
-        "DISCO_JWT_SECRET": "bench-" + secrets.token_hex(16),
-        "DISCO_RTC_HOST_ADDRESSES": "127.0.0.1",
-        "DISCO_PLANS_FILE": str(plans),
-        "DISCO_UPLOAD_DIR": str(workdir / "uploads"),
-        "DISCO_LOG_LEVEL": "warning",
-        # every bench account registers from 127.0.0.1: lift the per-address limit
-        "DISCO_LOGIN_ADDRESS_BURST": "100000",
-        "DISCO_LOGIN_ADDRESS_PER_MIN": "100000",
-    }
+    env = {**os.environ, **server_env(workdir, f"bench-{port}.db"),
+           "DISCO_PORT": str(port), "DISCO_HOST": "127.0.0.1"}
     serve = ["serve", "--port", str(port)]
     if media is not None:
         env.update({"DISCO_REDIS_URL": media.redis_url, "DISCO_REDIS_PREFIX": media.prefix,

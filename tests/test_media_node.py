@@ -13,6 +13,7 @@ unchanged, in a call hosted by a media node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -49,16 +50,24 @@ from tests.test_web_client import (
 )
 
 
-@pytest.fixture
-async def deployment(settings: Settings, postgres_url: str, redis_url: str, redis_prefix: str
-                     ) -> AsyncIterator[tuple[LiveServer, MediaState]]:
-    shared = {"database_url": postgres_url, "redis_url": redis_url, "redis_prefix": redis_prefix}
+@contextlib.asynccontextmanager
+async def web_and_media(settings: Settings, **shared: object
+                        ) -> AsyncIterator[tuple[LiveServer, MediaState]]:
+    """A whole node "web" and a media node "m1", both on ``settings`` with ``shared``."""
     media = await build_media_state(settings.model_copy(update={**shared, "node_id": "m1"}))
     try:
         async with live_server(settings.model_copy(update={**shared, "node_id": "web"})) as web:
             yield web, media
     finally:
         await close_media_state(media)
+
+
+@pytest.fixture
+async def deployment(settings: Settings, postgres_url: str, redis_url: str, redis_prefix: str
+                     ) -> AsyncIterator[tuple[LiveServer, MediaState]]:
+    async with web_and_media(settings, database_url=postgres_url, redis_url=redis_url,
+                             redis_prefix=redis_prefix) as nodes:
+        yield nodes
 
 
 async def test_a_group_call_is_hosted_by_the_media_node(
@@ -207,14 +216,9 @@ async def loopback_deployment(settings: Settings, postgres_url: str, redis_url: 
                               ) -> AsyncIterator[tuple[LiveServer, MediaState]]:
     """``deployment`` with media on 127.0.0.1 only, as the browser tests run it."""
     loopback_ice(monkeypatch)
-    shared = {"database_url": postgres_url, "redis_url": redis_url, "redis_prefix": redis_prefix,
-              "rtc_host_addresses": [LOOPBACK]}
-    media = await build_media_state(settings.model_copy(update={**shared, "node_id": "m1"}))
-    try:
-        async with live_server(settings.model_copy(update={**shared, "node_id": "web"})) as web:
-            yield web, media
-    finally:
-        await close_media_state(media)
+    async with web_and_media(settings, database_url=postgres_url, redis_url=redis_url,
+                             redis_prefix=redis_prefix, rtc_host_addresses=[LOOPBACK]) as nodes:
+        yield nodes
 
 
 @pytest.fixture
