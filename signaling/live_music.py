@@ -12,7 +12,9 @@ answer for the rooms it relays to media nodes, which have no database.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from billing.plans import ENTITLEMENTS_TOPIC
@@ -41,18 +43,40 @@ def apply_notice(rooms: RoomRegistry, message: dict[str, Any]) -> int:
     return set_music(rooms, {int(g): allowed for g in message.get("group_ids", [])})
 
 
-async def follow_notices(bus: LocalBus | RedisBus, rooms: RoomRegistry) -> None:
-    """A media node's job: apply every notice to its rooms until cancelled."""
+async def follow_notices(bus: LocalBus | RedisBus, rooms: RoomRegistry,
+                         recheck: Callable[[], Awaitable[object]] | None = None,
+                         every_s: float = 0.0) -> None:
+    """Apply every notice to this node's rooms until cancelled (a job of every node);
+    with ``recheck``, also run it every ``every_s``. Both in this one task: a notice
+    that arrives during a re-check is applied after it, so the re-check's older
+    reading of the plans never overrides it."""
     subscription = bus.subscription()
     await subscription.add(ENTITLEMENTS_TOPIC)
+    loop = asyncio.get_running_loop()
+    next_check = loop.time() + every_s
     try:
-        async for _topic, message in subscription:
+        while True:
             try:
+                if recheck is None:
+                    item = await subscription.get()
+                else:
+                    try:
+                        item = await asyncio.wait_for(subscription.get(),
+                                                      max(0.0, next_check - loop.time()))
+                    except TimeoutError:
+                        next_check = loop.time() + every_s
+                        await recheck()
+                        continue
+                if item is None:
+                    return
+                _topic, message = item
                 if apply_notice(rooms, message):
-                    log.info("music %s in live rooms of groups %s",
+                    log.info("music %s in the live rooms of groups %s",
                              "allowed" if message.get("music") else "stopped",
                              message.get("group_ids"))
-            except (TypeError, ValueError):
-                log.warning("ignoring a bad entitlements notice: %r", message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not apply new entitlements to live rooms")
     finally:
         await subscription.close()

@@ -16,6 +16,7 @@ from groups import service
 from groups.models import Group, User
 from groups.push import messages
 from signaling.deps import AppState
+from signaling.rooms import group_of
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,10 @@ async def group_events(state: AppState, events: Iterable[dict[str, Any]]) -> Non
 def relayed_call_started(state: AppState, session: Any, room_id: str) -> None:
     """A media node started ``room_id``'s call for a member connected here: push from
     here (``signaling.ws.relay``, op ``call_started``), where the database is."""
-    user_id = session.identity.user_id
-    if user_id is None or not room_id.startswith("group:"):
+    user_id, group_id = session.identity.user_id, group_of(room_id)
+    if user_id is None or group_id is None:
         return
-    state.spawn(call_started(state, int(room_id[6:]), user_id, present=()),
+    state.spawn(call_started(state, group_id, user_id, present=()),
                 name=f"push-call-{room_id}")
 
 

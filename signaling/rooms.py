@@ -31,6 +31,13 @@ NEARBY_ROOM = "nearby"
 ``group:<id>``."""
 
 
+def group_of(room_id: str) -> int | None:
+    """The group id of a ``group:<id>`` room; None for any other room id."""
+    tail = room_id[6:]
+    return int(tail) if room_id.startswith("group:") and tail.isascii() and tail.isdigit() \
+        else None
+
+
 class Peer(Protocol):
     """The connection side of a participant: something that takes messages."""
 

@@ -13,7 +13,6 @@ plans behind its live group rooms every ``entitlements_recheck_s`` (one query).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -28,11 +27,11 @@ from billing.service import (
     music_by_group,
 )
 from billing.store import get_subscription
-from common.bus import Subscription
 from common.db import SessionFactory
 from common.settings import Settings
 from signaling import live_music
 from signaling.deps import AppState, Db, State, UserId
+from signaling.rooms import group_of
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +66,9 @@ async def recheck_rooms(state: AppState) -> int:
     """Re-read the plans behind this node's live group rooms; apply what changed. The
     answer for the rooms it relays to other nodes goes to them as notices (a media node
     cannot read the plans)."""
-    live = [int(r.room_id[6:]) for r in state.rooms.rooms()
-            if r.room_id.startswith("group:") and r.room_id[6:].isdigit()]
-    relayed = sorted({int(room[6:]) for room in state.relay.relayed_rooms()
-                      if room.startswith("group:") and room[6:].isdigit()} - set(live))
+    live = [g for r in state.rooms.rooms() if (g := group_of(r.room_id)) is not None]
+    relayed = sorted({g for room in state.relay.relayed_rooms()
+                      if (g := group_of(room)) is not None} - set(live))
     if not live and not relayed:
         return 0
     async with state.sessions() as db:
@@ -87,40 +85,11 @@ async def recheck_rooms(state: AppState) -> int:
 
 async def follow_entitlements(state: AppState) -> None:
     """Every node applies every plan change to its own rooms (a downgrade stops music),
-    and re-checks its live rooms whenever ``entitlements_recheck_s`` passes quietly.
+    and re-checks its live rooms every ``entitlements_recheck_s``.
 
     A job of the node, started by the composition root and cancelled at shutdown."""
-    subscription = state.bus.subscription()
-    await subscription.add(ENTITLEMENTS_TOPIC)
-    try:
-        await _apply_entitlements(state, subscription)
-    finally:
-        await subscription.close()
-
-
-async def _apply_entitlements(state: AppState, subscription: Subscription) -> None:
-    every_s = state.settings.entitlements_recheck_s
-    next_check = asyncio.get_running_loop().time() + every_s
-    while True:
-        try:
-            wait_s = max(0.0, next_check - asyncio.get_running_loop().time())
-            try:
-                item = await asyncio.wait_for(subscription.get(), wait_s)
-            except TimeoutError:
-                next_check = asyncio.get_running_loop().time() + every_s
-                await recheck_rooms(state)
-                continue
-            if item is None:
-                return
-            _topic, message = item
-            if live_music.apply_notice(state.rooms, message):
-                logger.info("music %s in the rooms of user %s's groups",
-                            "allowed" if message.get("music") else "stopped",
-                            message.get("user_id"))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("could not apply new entitlements to live rooms")
+    await live_music.follow_notices(state.bus, state.rooms, lambda: recheck_rooms(state),
+                                    state.settings.entitlements_recheck_s)
 
 
 def plan_json(plan: Plan) -> dict[str, object]:
