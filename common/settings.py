@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     rtc_fast_send: bool = Field(
         True, description="Send the mix's RTP straight to the socket (false: aiortc's sender)."
     )
+    rtc_polled_receive: bool = Field(
+        True, description="Read each connected peer's UDP socket once a tick, with the "
+        "kernel's arrival times, instead of waking for every packet (Linux; false: the "
+        "event loop reads it)."
+    )
     # How many of a room's talkers are decoded and mixed at once: the loudest by the
     # RFC 6464 level their packets carry (sfu.speakers), as conference mixers do.
     voice_top_n: int = Field(3, ge=1, le=32)

@@ -55,9 +55,10 @@ Assumes 20 ms packets (the answer's ptime; what browsers send).
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SAMPLE_RATE_HZ = 48_000
 FRAME_MS = 20
@@ -177,30 +178,40 @@ def _signed_delta(a: int, b: int, mod: int) -> int:
     return (a - b + half) % mod - half
 
 
-@dataclass
 class _Jitter:
-    transits: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=JITTER_WINDOW_PACKETS))
-    rfc3550_s: float = 0.0
-    _last_transit: float | None = None
-    count: int = 0
-    """Packets measured so far."""
+    """Transit times of the last ``JITTER_WINDOW_PACKETS`` packets, kept in arrival order
+    and sorted (``bisect``: the quantile is read, not sorted, every few packets)."""
+
+    __slots__ = ("_last_transit", "count", "ordered", "rfc3550_s", "transits")
+
+    def __init__(self) -> None:
+        self.transits: collections.deque[float] = collections.deque()
+        self.ordered: list[float] = []
+        """``transits``, sorted."""
+        self.rfc3550_s = 0.0
+        self._last_transit: float | None = None
+        self.count = 0
+        """Packets measured so far."""
 
     def add(self, transit: float) -> bool:
         """Measure one packet; True when it is time to retarget the depth
         (every ``JITTER_EVERY_PACKETS``)."""
-        if self._last_transit is not None:
-            d = abs(transit - self._last_transit)
-            self.rfc3550_s += (d - self.rfc3550_s) / 16.0
+        last = self._last_transit
+        if last is not None:
+            self.rfc3550_s += (abs(transit - last) - self.rfc3550_s) / 16.0
         self._last_transit = transit
-        self.transits.append(transit)
+        transits, ordered = self.transits, self.ordered
+        if len(transits) == JITTER_WINDOW_PACKETS:
+            del ordered[bisect.bisect_left(ordered, transits.popleft())]
+        transits.append(transit)
+        bisect.insort(ordered, transit)
         self.count += 1
         return self.count % JITTER_EVERY_PACKETS == 0
 
     def spread_s(self) -> float | None:
-        if len(self.transits) < JITTER_MIN_PACKETS:
+        ordered = self.ordered
+        if len(ordered) < JITTER_MIN_PACKETS:
             return None
-        ordered = sorted(self.transits)
         index = min(len(ordered) - 1, math.ceil(JITTER_QUANTILE * len(ordered)) - 1)
         return ordered[index] - ordered[0]
 

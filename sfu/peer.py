@@ -93,6 +93,7 @@ class Peer:
         music_mids: Collection[str] = (),
         on_state: Callable[[Peer, str], None],
         fast_send: bool = True,
+        polled_receive: bool = True,
     ) -> None:
         self.participant_id = participant_id
         self.out = MixTrack()
@@ -101,6 +102,7 @@ class Peer:
         self.voice = InboundStream(participant_id)
         self.music: dict[str, InboundStream] = {}
         self.state = "new"
+        self._polled = polled_receive and fast_send
         self._connected_at: float | None = None
         self._reports: list[aiortc_compat.ReceiverReport] = []
         """RTCP report blocks about our stream to this participant, since the room took them."""
@@ -134,6 +136,13 @@ class Peer:
             return
         for _ in range(frames):
             self.out.skip()
+
+    def poll(self) -> None:
+        """Read this peer's socket, once it is polled (``aiortc_compat.polled``): what
+        arrived since the last call goes to the streams, with its arrival time."""
+        target = self.outbound.target if self.outbound is not None else None
+        if target is not None and target.poll is not None:
+            target.poll()
 
     def last_heard(self) -> float | None:
         """When voice last arrived (or the connection came up), on the loop's clock.
@@ -207,7 +216,7 @@ class Peer:
                 aiortc_compat.watch_receiver_reports(t.sender, self._report)
                 if self.outbound is not None:
                     aiortc_compat.take_sending(t.sender, self.outbound.counters,
-                                               self.outbound.start)
+                                               self.outbound.start, polled=self._polled)
             else:
                 t.direction = "recvonly"
             mid = str(t.mid) if t.mid is not None else None
@@ -242,8 +251,9 @@ class Peer:
         loop = asyncio.get_running_loop()
 
         def sink(rtp: aiortc_compat.InboundRtp, mime: str) -> None:
-            stream.packet(rtp.sequence_number, rtp.timestamp, rtp.payload, loop.time(), mime,
-                          rtp.audio_level)
+            at = rtp.arrival_s
+            stream.packet(rtp.sequence_number, rtp.timestamp, rtp.payload,
+                          loop.time() if at is None else at, mime, rtp.audio_level)
 
         return sink
 

@@ -89,6 +89,9 @@ class MediaConfig:
     """A peer whose inbound audio stops this long is reported failed and removed."""
     fast_send: bool = True
     """Send each listener's RTP ourselves (``sfu.outbound``); False: aiortc's sender loop."""
+    polled_receive: bool = True
+    """Read each connected peer's socket at the tick (``aiortc_compat.polled``; needs
+    ``fast_send``); False: the event loop wakes for each datagram."""
     top_n: int = DEFAULT_TOP_N
     """Talkers each listener hears at once: the loudest by their RFC 6464 level."""
     room_wide_top_n: bool = True
@@ -107,6 +110,7 @@ class MediaConfig:
             upload_dir=settings.upload_dir,
             max_upload_bytes=settings.max_upload_bytes,
             fast_send=settings.rtc_fast_send,
+            polled_receive=settings.rtc_polled_receive,
             top_n=settings.voice_top_n,
         )
 
@@ -158,6 +162,10 @@ class MediaPeer(Protocol):
 
     def skip(self, frames: int) -> None: ...
 
+    def poll(self) -> None:
+        """Read what arrived on this peer's socket since the last tick (if the peer's
+        socket is polled; else the event loop already did)."""
+
     def last_heard(self) -> float | None: ...
 
     def take_reports(self) -> list[ReceiverReport]:
@@ -195,6 +203,7 @@ def aiortc_peers(config: MediaConfig) -> PeerFactory:
             music_mids=music_mids,
             on_state=on_state,
             fast_send=config.fast_send,
+            polled_receive=config.polled_receive,
         )
 
     return make
@@ -506,6 +515,12 @@ class MediaRoom:
                 await asyncio.sleep(0)  # let senders run even when behind
             metrics.CLOCK_LAG_SECONDS.observe(max(0.0, loop.time() - due))
             t0 = time.perf_counter()
+            for peer in list(self._peers.values()):
+                try:
+                    peer.poll()
+                except Exception:
+                    logger.exception("room %s: reading %s failed", self.room_id,
+                                     peer.participant_id)
             try:
                 result = self.plan(loop.time())
             except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -10,6 +11,9 @@ from hypothesis import strategies as st
 
 from protocol.reorder import (
     FRAME_TS,
+    JITTER_MIN_PACKETS,
+    JITTER_QUANTILE,
+    JITTER_WINDOW_PACKETS,
     LOSS_HOLD_PACKETS,
     MAX_CONCEAL_FRAMES,
     Conceal,
@@ -18,6 +22,7 @@ from protocol.reorder import (
     Recover,
     ReorderBuffer,
     Silence,
+    _Jitter,
 )
 
 TICK_S = 0.02
@@ -335,3 +340,24 @@ def test_hold_depth_raises_the_floor_within_bounds_and_it_expires() -> None:
         buf.push(k, k * FRAME_TS, b"xyz", k * TICK_S)
         buf.pop(k * TICK_S)
     assert buf.target_frames == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(transits=st.lists(st.floats(-5.0, 5.0, allow_nan=False), max_size=350),
+       repeat=st.integers(1, 3))
+def test_jitter_spread_is_the_quantile_of_the_last_window(transits: list[float],
+                                                         repeat: int) -> None:
+    """The kept-sorted window (issue #15: no sort every few packets) reads the same spread
+    as sorting the last ``JITTER_WINDOW_PACKETS`` transits, duplicates included."""
+    jitter = _Jitter()
+    seen: list[float] = []
+    for t in (x for x in transits for _ in range(repeat)):
+        jitter.add(t)
+        seen.append(t)
+        window = sorted(seen[-JITTER_WINDOW_PACKETS:])
+        if len(window) < JITTER_MIN_PACKETS:
+            assert jitter.spread_s() is None
+        else:
+            index = min(len(window) - 1, math.ceil(JITTER_QUANTILE * len(window)) - 1)
+            assert jitter.spread_s() == window[index] - window[0]
+    assert jitter.count == len(seen)

@@ -24,6 +24,11 @@ and why:
     statistics read from the sink's counters (``ReceiveCounters``), and
     ``tap_plaintext_rtp`` for tests.
 
+``polled``
+    The polled socket: once DTLS is up, the nominated host pair's socket is
+    taken from the event loop (``take_socket``, through ``take_sending``'s
+    ``polled``) and read at each tick (``SendTarget.poll``), every datagram
+    with the kernel's receive time; the loop no longer wakes per packet.
 ``send``
     The outbound path, one ``RTCRtpSender`` at a time: ``take_sending`` (a
     ``SendTarget`` to send RTP without aiortc's sender loop, its sender
@@ -32,7 +37,7 @@ and why:
     end's reports about our stream, as ``ReceiverReport``).
 
 This ``__init__`` puts them together: ``install``/``uninstall``, and every
-public name of the three, so callers write ``aiortc_compat.take_rtp`` or
+public name of the four, so callers write ``aiortc_compat.take_rtp`` or
 ``from protocol.aiortc_compat import SendTarget`` without knowing which module
 holds it. A test that monkeypatches a module-level name patches the module
 that reads it (``protocol.aiortc_compat.negotiation.chosen_host_addresses``,

@@ -72,6 +72,9 @@ class InboundRtp(NamedTuple):
     audio_level: int | None = None
     """RFC 6464 level the sender measured, in -dBov (0 loudest .. 127 silence); None when
     the packet carries no ssrc-audio-level extension (not negotiated, or not sent)."""
+    arrival_s: float | None = None
+    """When the kernel received it, on the event loop's clock, if known (a polled socket,
+    ``protocol.aiortc_compat.polled``); None: it is arriving now."""
 
 
 RtpSink = Callable[[InboundRtp, str], None]
@@ -239,7 +242,7 @@ class _Tap(JitterBuffer):
         self._level_id = getattr(ids, "audio_level", None)
         fast.routes[ssrc] = self
 
-    def deliver(self, plain: bytes) -> None:
+    def deliver(self, plain: bytes, arrival: float | None = None) -> None:
         """One unprotected RTP packet from the fast path (its SSRC is routed here)."""
         try:
             h = parse_rtp(plain, self._level_id)
@@ -248,7 +251,7 @@ class _Tap(JitterBuffer):
         if h.payload_type not in self._codecs:
             return  # as aiortc: an unknown payload type is dropped
         self._sink(InboundRtp(h.sequence_number, h.timestamp, h.payload_type, h.payload,
-                              h.audio_level), self._mime(h.payload_type))
+                              h.audio_level, arrival), self._mime(h.payload_type))
 
 
 class _FastPath:
@@ -265,6 +268,12 @@ class _FastPath:
         """Packets this path handed over (the rest went through aiortc)."""
 
     def __call__(self, data: bytes, component: int) -> None:
+        if not self.take(data, None):
+            self._aiortc_path(data, component)
+
+    def take(self, data: bytes, arrival: float | None) -> bool:
+        """Hand ``data`` to its tap if it is SRTP of a routed SSRC (True: taken, even if
+        it failed to authenticate); False: it goes aiortc's way."""
         if len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 208:
             tap = self.routes.get(int.from_bytes(data[8:12], "big"))
             srtp = self._dtls._rx_srtp
@@ -272,11 +281,11 @@ class _FastPath:
                 try:
                     plain = srtp.unprotect(data)
                 except pylibsrtp.Error:
-                    return  # as aiortc: replayed or forged, dropped
+                    return True  # as aiortc: replayed or forged, dropped
                 self.packets += 1
-                tap.deliver(plain)
-                return
-        self._aiortc_path(data, component)
+                tap.deliver(plain, arrival)
+                return True
+        return False
 
 
 def _ice_connection_or_none(dtls: object) -> object:

@@ -39,12 +39,14 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters, RTC
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket, RtpPacket
 
+from protocol.aiortc_compat import polled as polled_socket
 from protocol.aiortc_compat.negotiation import (
     RTP_CLOCK_HZ,
     CompatError,
     _code_names,
     ice_connection,
 )
+from protocol.aiortc_compat.receive import _FAST_PATH, _FastPath
 
 _SENDER_RTT = "_RTCRtpSender__rtt"
 _SENDER_SSRC = "_ssrc"
@@ -216,6 +218,9 @@ class SendTarget:
     """SRTP-protect one RTP packet (the DTLS-derived tx session)."""
     send: Datagram
     """Send one datagram on the nominated ICE pair (stop when the connection closes)."""
+    poll: Callable[[], int] | None = None
+    """Read the pair's socket (``polled.PolledSocket.poll``): what arrived since the last
+    call goes in, with its arrival time; None: the event loop reads it as packets come."""
 
     def payload_type(self, mime: str) -> int | None:
         return next((pt for pt, m in self.codecs if m == mime), None)
@@ -237,12 +242,15 @@ def check_sender_class(cls: type) -> None:
         )
 
 
-def take_sending(sender: RTCRtpSender, counters: SendCounters, on_ready: SendReady) -> None:
+def take_sending(sender: RTCRtpSender, counters: SendCounters, on_ready: SendReady, *,
+                 polled: bool = False) -> None:
     """Send ``sender``'s RTP ourselves: ``on_ready(target)`` once aiortc starts it.
 
     aiortc starts a sender (``send(parameters)``) right after its DTLS transport
     connects; its RTCP loop then runs as usual but reads ``counters``. Its RTP
     loop still awaits the sender's track: give it one that never yields.
+    With ``polled``, the nominated host pair's socket is then taken from the
+    event loop (``polled.take_socket``) and the target's ``poll`` reads it.
     Call before the connection starts. Raises ``CompatError`` if aiortc changed.
     """
     check_sender_class(type(sender))
@@ -254,7 +262,7 @@ def take_sending(sender: RTCRtpSender, counters: SendCounters, on_ready: SendRea
 
     async def send(parameters: RTCRtpSendParameters) -> None:
         await original(parameters)
-        on_ready(send_target(sender, parameters))
+        on_ready(send_target(sender, parameters, polled=polled))
 
     setattr(sender, "send", send)  # noqa: B010 (an instance attribute over a method)
 
@@ -269,7 +277,8 @@ def header_extension_block(parameters: RTCRtpParameters, mid: str | None) -> byt
     return packet.serialize(extensions)[12:]
 
 
-def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters) -> SendTarget:
+def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters, *,
+                polled: bool = False) -> SendTarget:
     """What ``take_sending`` hands over, read from a started sender and its transports."""
     dtls = sender.transport
     session = getattr(dtls, "_tx_srtp", None)
@@ -283,7 +292,20 @@ def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters) -> SendT
         raise CompatError("aioice's Connection has no nominated pair for component 1")
     protocol, addr = pair.protocol, pair.remote_addr
     send: Datagram
-    if type(protocol).send_data is aioice.ice.StunProtocol.send_data:
+    poll: Callable[[], int] | None = None
+    host = type(protocol).send_data is aioice.ice.StunProtocol.send_data
+    fast = getattr(connection, _FAST_PATH, None)
+    if host and polled and isinstance(fast, _FastPath) and polled_socket.supported():
+        taken = polled_socket.take_socket(protocol, fast)
+        sock_sendto = taken.socket.sendto
+        poll = taken.poll
+
+        def send(data: bytes) -> None:
+            try:
+                sock_sendto(data, addr)
+            except OSError:
+                pass  # a full send buffer, or the connection closed: lost, as on the wire
+    elif host:
         udp = protocol.transport  # send_data is transport.sendto: call it directly
 
         def send(data: bytes) -> None:
@@ -301,4 +323,4 @@ def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters) -> SendT
         ssrc=sender._ssrc,
         codecs=tuple((int(c.payloadType or 0), c.mimeType.lower()) for c in parameters.codecs),
         header_extensions=header_extension_block(parameters, parameters.muxId),
-        protect=protect, send=send)
+        protect=protect, send=send, poll=poll)

@@ -1,0 +1,179 @@
+"""The polled socket: a connected peer's UDP socket read once a tick, not once a packet.
+
+aioice's host sockets are the event loop's: each datagram that arrives wakes
+the loop (``epoll_wait``, a context switch, uvloop's read, its call into
+Python). A room's members each send 50 packets a second at their own phase, so
+a room of 40 woke the loop ~1,800 times a second, and those wake-ups were the
+largest single cost left in the kernel's share of a voice node (``perf``: the
+scheduler's switch and unlock, ~16 % of the node's samples).
+
+Nothing needs those packets before the room's next tick: the playout buffer
+decides at the tick, whenever a packet came in. ``take_socket`` therefore takes
+the nominated host pair's socket from the loop once DTLS is up (a duplicate of
+its descriptor, after the loop's transport is closed: the socket stays open and
+bound, ICE and DTLS never notice) and hands back a ``PolledSocket``, which the
+room reads at each tick (``poll``): every datagram waiting, each with the time
+the kernel received it (``SO_TIMESTAMPNS``), so the jitter the playout buffer
+measures is the network's, not the tick's. SRTP of a routed SSRC goes to the
+receive fast path with that time; everything else (STUN consent checks, RTCP,
+DTLS) goes to aioice's protocol as the loop would have handed it, at most a
+tick later. Sending goes out on the same socket.
+
+Only on Linux (the timestamp's socket option and its layout), and only for a
+host pair: a TURN relay's socket carries other allocations' traffic and stays
+the loop's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+import aioice.ice
+
+from protocol.aiortc_compat.negotiation import CompatError
+
+logger = logging.getLogger(__name__)
+
+SO_TIMESTAMPNS = 35
+"""Linux's ``SO_TIMESTAMPNS`` (and ``SCM_TIMESTAMPNS``): the kernel's receive time,
+a ``struct timespec`` per datagram (Python's ``socket`` module does not name it)."""
+_TIMESPEC = struct.Struct("@qq")
+RECV_BYTES = 2048
+"""Larger than any datagram a peer sends (an MTU-sized packet is 1,500 bytes)."""
+_ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
+MAX_DATAGRAMS_PER_POLL = 512
+"""A bound on one poll (10 s of one member's packets): a flood waits for the next tick."""
+
+
+def supported() -> bool:
+    """Can this platform read kernel receive times (``SO_TIMESTAMPNS``)?"""
+    return sys.platform == "linux" and struct.calcsize("@l") == 8
+
+
+class PolledSocket(asyncio.DatagramTransport):
+    """One peer's UDP socket, read when ``poll`` is called (aioice's protocol's transport).
+
+    ``fast`` is the receive fast path (``receive._FastPath``) of the connection:
+    its ``take(data, arrival)`` returns False for what is not a routed SSRC's SRTP,
+    which then goes to ``protocol.datagram_received``.
+    """
+
+    def __init__(self, sock: socket.socket, protocol: aioice.ice.StunProtocol,
+                 fast: Any) -> None:
+        super().__init__()
+        self._sock = sock
+        self._protocol = protocol
+        self._fast = fast
+        self._closing = False
+        self._loop = asyncio.get_running_loop()
+        self._sockname = sock.getsockname()
+        self.polled = 0
+        """Datagrams read so far."""
+
+    # --- asyncio.DatagramTransport ---------------------------------------------------
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if self._closing:
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # the send buffer is full: a datagram lost, as on the wire
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return self._sockname
+        if name == "socket":
+            return self._sock
+        return default
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    @property
+    def socket(self) -> socket.socket:
+        """The socket itself (the send path sends on it directly)."""
+        return self._sock
+
+    # --- the room's tick ---------------------------------------------------------------
+
+    def poll(self) -> int:
+        """Read every datagram waiting (up to ``MAX_DATAGRAMS_PER_POLL``); returns how many.
+
+        Arrival times are the kernel's, on the loop's clock.
+        """
+        if self._closing:
+            return 0
+        recvmsg = self._sock.recvmsg
+        fast, protocol = self._fast, self._protocol
+        offset = self._loop.time() - time.time()
+        n = 0
+        while n < MAX_DATAGRAMS_PER_POLL:
+            try:
+                data, ancillary, _flags, addr = recvmsg(RECV_BYTES, _ANC_BYTES)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. an ICMP error queued on the socket
+                protocol.error_received(exc)
+                break
+            n += 1
+            arrival = None
+            for level, kind, raw in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanoseconds = _TIMESPEC.unpack(raw)
+                    arrival = seconds + nanoseconds * 1e-9 + offset
+            if not fast.take(data, arrival):
+                protocol.datagram_received(data, addr)
+            if self._closing:  # a handler closed the connection
+                break
+        self.polled += n
+        return n
+
+
+def take_socket(protocol: aioice.ice.StunProtocol, fast: Any) -> PolledSocket:
+    """Take ``protocol``'s socket from the event loop: a ``PolledSocket`` reads it from now.
+
+    Raises ``CompatError`` if the platform cannot time datagrams or the protocol's
+    transport has no socket.
+    """
+    if not supported():
+        raise CompatError("polled sockets need Linux's SO_TIMESTAMPNS")
+    old = protocol.transport
+    raw = old.get_extra_info("socket")
+    fileno = getattr(raw, "fileno", None)
+    if not callable(fileno) or fileno() < 0:
+        raise CompatError(f"{type(old).__name__} has no socket to take")
+    family = raw.family if isinstance(raw.family, int) else socket.AF_INET
+    sock = socket.fromfd(fileno(), family, socket.SOCK_DGRAM)  # a duplicate descriptor
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        polled = PolledSocket(sock, protocol, fast)
+    except OSError as exc:
+        sock.close()
+        raise CompatError(f"cannot take the socket: {exc}") from exc
+    old.set_protocol(asyncio.DatagramProtocol())  # its close must not reach aioice
+    old.close()  # the loop lets go of its descriptor; the socket lives on in ours
+    protocol.transport = polled
+    return polled

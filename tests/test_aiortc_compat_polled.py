@@ -1,0 +1,153 @@
+"""``aiortc_compat.polled``: a connected peer's socket read at the tick, with kernel times.
+
+Real aiortc peers on 127.0.0.1: the server side takes its RTP (``take_rtp`` with
+counters: the fast path) and its sending (``take_sending(polled=True)``), as
+``sfu.peer.Peer`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.rtp import RtpPacket
+
+from protocol import aiortc_compat
+from protocol.aiortc_compat import polled
+from tests.aiortc_compat_support import (
+    PacketTrack,
+    _installed,  # noqa: F401 (an autouse fixture)
+    loopback_pair,
+)
+
+pytestmark = pytest.mark.skipif(not polled.supported(), reason="polled sockets are Linux-only")
+
+FRAME_S = 0.02
+SENT_AFTER_ROUTING = 10
+
+
+def _no_counters() -> aiortc_compat.ReceiveCounters:
+    return aiortc_compat.ReceiveCounters(0, 0, 0, 0, 0.0)
+
+
+async def _connect(client: RTCPeerConnection, server: RTCPeerConnection,
+                   sink: aiortc_compat.RtpSink, client_sink: aiortc_compat.RtpSink,
+                   client_track: PacketTrack, *, polled_receive: bool
+                   ) -> list[aiortc_compat.SendTarget]:
+    """The client offers audio; the server answers as a Disco peer does."""
+    targets: list[aiortc_compat.SendTarget] = []
+    client.addTrack(client_track)
+    await client.setLocalDescription(await client.createOffer())
+    await server.setRemoteDescription(client.localDescription)
+    (transceiver,) = server.getTransceivers()
+    transceiver.sender.replaceTrack(PacketTrack())  # never yields: we send ourselves
+    transceiver.direction = "sendrecv"
+    aiortc_compat.take_sending(transceiver.sender, aiortc_compat.SendCounters(),
+                               targets.append, polled=polled_receive)
+    aiortc_compat.take_rtp(transceiver.receiver, sink, _no_counters)
+    await server.setLocalDescription(await server.createAnswer())
+    (client_transceiver,) = client.getTransceivers()
+    aiortc_compat.take_rtp(client_transceiver.receiver, client_sink)
+    await client.setRemoteDescription(server.localDescription)
+    for _ in range(200):
+        if targets:
+            break
+        await asyncio.sleep(0.025)
+    assert targets, "the server's sender never started"
+    return targets
+
+
+async def _wait_for(condition: object, timeout_s: float = 5.0) -> None:
+    assert callable(condition)
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+async def test_a_polled_socket_waits_for_the_poll_and_keeps_the_kernels_arrival_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, server, track = loopback_pair(monkeypatch)
+    got: list[aiortc_compat.InboundRtp] = []
+    heard: list[aiortc_compat.InboundRtp] = []
+    loop = asyncio.get_running_loop()
+    try:
+        (target,) = await _connect(client, server, lambda p, m: got.append(p),
+                                   lambda p, m: heard.append(p), track, polled_receive=True)
+        assert target.poll is not None
+        # The first packet of the stream comes through aiortc (it routes the SSRC);
+        # the loop does not read the socket any more, so it waits for a poll.
+        await track.queue.put(b"\xf8first")
+        await asyncio.sleep(0.3)
+        assert got == []
+        await _wait_for(lambda: target.poll() >= 0 and bool(got))
+        assert got[0].payload == b"\xf8first"
+        # Ten more, 20 ms apart, not read until the one poll after them all.
+        for i in range(SENT_AFTER_ROUTING):
+            await track.queue.put(b"\xf8p%d" % i)
+            await asyncio.sleep(FRAME_S)
+        await asyncio.sleep(0.1)
+        assert len(got) == 1
+        polled_at = loop.time()
+        assert target.poll() >= SENT_AFTER_ROUTING
+        fast = got[1:]
+        assert [p.payload for p in fast] == [b"\xf8p%d" % i for i in range(SENT_AFTER_ROUTING)]
+        arrivals = [p.arrival_s for p in fast if p.arrival_s is not None]
+        assert len(arrivals) == SENT_AFTER_ROUTING and all(a < polled_at for a in arrivals)
+        # The kernel's times, not the poll's: as far apart as they were sent.
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+        assert all(gap > 0.005 for gap in gaps), gaps
+        assert arrivals[-1] - arrivals[0] > 0.7 * FRAME_S * (SENT_AFTER_ROUTING - 1)
+        # Sending goes out on the same socket and reaches the client.
+        opus = target.payload_type("audio/opus")
+        assert opus is not None
+        packet = RtpPacket(payload_type=opus, sequence_number=7, timestamp=960,
+                           ssrc=target.ssrc, payload=b"\xf8back")
+        target.send(target.protect(packet.serialize()))
+        await _wait_for(lambda: bool(heard))
+        assert heard[0].payload == b"\xf8back"
+    finally:
+        await client.close()
+        await asyncio.wait_for(server.close(), 10)  # aioice waits for connection_lost
+
+
+async def test_closing_the_connection_closes_the_taken_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, server, track = loopback_pair(monkeypatch)
+    try:
+        (target,) = await _connect(client, server, lambda p, m: None, lambda p, m: None,
+                                   track, polled_receive=True)
+        (transceiver,) = server.getTransceivers()
+        ice = aiortc_compat.ice_connection(transceiver.receiver.transport.transport)
+        (taken,) = [pair.protocol.transport for pair in ice._nominated.values()]
+        assert isinstance(taken, polled.PolledSocket)
+        sock = taken.socket
+        assert sock.fileno() >= 0
+    finally:
+        await client.close()
+        await asyncio.wait_for(server.close(), 10)
+    assert sock.fileno() == -1
+    assert target.poll is not None and target.poll() == 0  # a poll after close reads nothing
+
+
+async def test_without_polling_the_loop_reads_the_socket_as_packets_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, server, track = loopback_pair(monkeypatch)
+    got: list[aiortc_compat.InboundRtp] = []
+    try:
+        (target,) = await _connect(client, server, lambda p, m: got.append(p), lambda p, m: None,
+                                   track, polled_receive=False)
+        assert target.poll is None
+        for i in range(3):
+            await track.queue.put(b"\xf8p%d" % i)
+        await _wait_for(lambda: len(got) == 3)
+        assert all(p.arrival_s is None for p in got)
+    finally:
+        await client.close()
+        await server.close()
