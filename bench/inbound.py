@@ -52,9 +52,6 @@ class _Peer:
     def send(self, payload: bytes) -> None:
         self.sent += 1
 
-    def poll(self) -> None:
-        """Packets reach the fake's streams directly: nothing to read."""
-
     def skip(self, frames: int) -> None: ...
 
     def last_heard(self) -> float | None:

@@ -78,6 +78,14 @@ def offered_sending(offer_sdp: str) -> tuple[dict[str, bool], list[bool], dict[s
     return by_mid, in_order, opus_pts
 
 
+def read_sockets() -> int:
+    """Read every connected peer's socket (of this event loop) that has datagrams waiting,
+    into their streams with the kernel's arrival times (``aiortc_compat.polled``; sockets
+    the loop reads are not polled). The rooms' clocks call it at each tick; returns how
+    many datagrams were read."""
+    return aiortc_compat.poll_sockets()
+
+
 class Peer:
     """A participant's peer connection: mix out, voice (and music) in.
 
@@ -136,13 +144,6 @@ class Peer:
             return
         for _ in range(frames):
             self.out.skip()
-
-    def poll(self) -> None:
-        """Read this peer's socket, once it is polled (``aiortc_compat.polled``): what
-        arrived since the last call goes to the streams, with its arrival time."""
-        target = self.outbound.target if self.outbound is not None else None
-        if target is not None and target.poll is not None:
-            target.poll()
 
     def last_heard(self) -> float | None:
         """When voice last arrived (or the connection came up), on the loop's clock.

@@ -51,7 +51,7 @@ from sfu.inbound import FrameSource, VoiceSource
 from sfu.levels import SpeakingDetector, levels_dbov
 from sfu.mixer import FRAME_MS, MAX_GAIN, Acc, MixPlan, Pcm, mix
 from sfu.music import ACTIONS, MusicPlayer, Track, probe_audio, resolve_source
-from sfu.peer import Peer
+from sfu.peer import Peer, read_sockets
 from sfu.speakers import DEFAULT_TOP_N, MIN_DBOV, SpeakerSelector, limit_recipes
 
 if TYPE_CHECKING:
@@ -161,10 +161,6 @@ class MediaPeer(Protocol):
     def send(self, payload: bytes) -> None: ...
 
     def skip(self, frames: int) -> None: ...
-
-    def poll(self) -> None:
-        """Read what arrived on this peer's socket since the last tick (if the peer's
-        socket is polled; else the event loop already did)."""
 
     def last_heard(self) -> float | None: ...
 
@@ -515,12 +511,10 @@ class MediaRoom:
                 await asyncio.sleep(0)  # let senders run even when behind
             metrics.CLOCK_LAG_SECONDS.observe(max(0.0, loop.time() - due))
             t0 = time.perf_counter()
-            for peer in list(self._peers.values()):
-                try:
-                    peer.poll()
-                except Exception:
-                    logger.exception("room %s: reading %s failed", self.room_id,
-                                     peer.participant_id)
+            try:
+                read_sockets()  # what arrived since the last tick, with its arrival times
+            except Exception:
+                logger.exception("room %s: reading the peers' sockets failed", self.room_id)
             try:
                 result = self.plan(loop.time())
             except Exception:

@@ -260,12 +260,14 @@ async def test_sender_reports_count_what_the_fast_path_sent(links: tuple[Link, L
     assert seen[0] == (20, sum(map(len, payloads)))
 
 
+@pytest.mark.parametrize("polled", [True, False], ids=["polled-sockets", "loop-read-sockets"])
 async def test_a_room_on_the_fast_path_is_heard_mix_minus(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """aiortc clients decode what the fast path protected and hear the right tones (FFT)."""
+        monkeypatch: pytest.MonkeyPatch, polled: bool) -> None:
+    """aiortc clients decode what the fast path protected and hear the right tones (FFT),
+    with the peers' sockets read at the tick (``aiortc_compat.polled``) or by the loop."""
     loopback_ice(monkeypatch)
     tones = {"a": 440.0, "b": 660.0, "c": 990.0}
-    config = MediaConfig(peer_timeout_s=2.0, fast_send=True)
+    config = MediaConfig(peer_timeout_s=2.0, fast_send=True, polled_receive=polled)
     made: dict[str, Peer] = {}
     production = aiortc_peers(config)
 
@@ -283,8 +285,10 @@ async def test_a_room_on_the_fast_path_is_heard_mix_minus(
         assert_mix_minus(clients, tones, 1.0)
         for name in tones:
             outbound = made[name].outbound
-            assert outbound is not None and outbound.ready
+            assert outbound is not None and outbound.ready and outbound.target is not None
             assert outbound.counters.packet_count >= 50 and outbound.red_sent == 0
+            assert outbound.target.polled is polled
+            assert made[name].voice.packets_in >= 50
     finally:
         for c in clients.values():
             await c.close()

@@ -96,9 +96,6 @@ class FakePeer:
     def take_uplink(self) -> UplinkStats | None:
         return self.uplink
 
-    def poll(self) -> None:
-        """Packets reach the fake's streams directly: nothing to read."""
-
     def skip(self, frames: int) -> None:
         self.skipped += frames
 

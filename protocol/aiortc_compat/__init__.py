@@ -27,8 +27,8 @@ and why:
 ``polled``
     The polled socket: once DTLS is up, the nominated host pair's socket is
     taken from the event loop (``take_socket``, through ``take_sending``'s
-    ``polled``) and read at each tick (``SendTarget.poll``), every datagram
-    with the kernel's receive time; the loop no longer wakes per packet.
+    ``polled``) and read at each tick (``poll_sockets``: the ready ones, every
+    datagram with the kernel's receive time); the loop no longer wakes per packet.
 ``send``
     The outbound path, one ``RTCRtpSender`` at a time: ``take_sending`` (a
     ``SendTarget`` to send RTP without aiortc's sender loop, its sender
@@ -79,6 +79,7 @@ from protocol.aiortc_compat.negotiation import (
     set_host_addresses,
     set_port_range,
 )
+from protocol.aiortc_compat.polled import PolledSocket, poll_sockets
 from protocol.aiortc_compat.receive import (
     CountersSource,
     InboundRtp,
@@ -120,6 +121,7 @@ __all__ = [
     "CountersSource",
     "Datagram",
     "InboundRtp",
+    "PolledSocket",
     "ReceiveCounters",
     "ReceiverReport",
     "ReportSink",
@@ -143,6 +145,7 @@ __all__ = [
     "install",
     "installed",
     "nominated_local_candidate",
+    "poll_sockets",
     "send_audio_level",
     "send_target",
     "set_host_addresses",

@@ -218,9 +218,9 @@ class SendTarget:
     """SRTP-protect one RTP packet (the DTLS-derived tx session)."""
     send: Datagram
     """Send one datagram on the nominated ICE pair (stop when the connection closes)."""
-    poll: Callable[[], int] | None = None
-    """Read the pair's socket (``polled.PolledSocket.poll``): what arrived since the last
-    call goes in, with its arrival time; None: the event loop reads it as packets come."""
+    polled: bool = False
+    """The pair's socket is read by ``polled.poll_sockets`` (each room tick), not by the
+    event loop as packets come."""
 
     def payload_type(self, mime: str) -> int | None:
         return next((pt for pt, m in self.codecs if m == mime), None)
@@ -250,7 +250,7 @@ def take_sending(sender: RTCRtpSender, counters: SendCounters, on_ready: SendRea
     connects; its RTCP loop then runs as usual but reads ``counters``. Its RTP
     loop still awaits the sender's track: give it one that never yields.
     With ``polled``, the nominated host pair's socket is then taken from the
-    event loop (``polled.take_socket``) and the target's ``poll`` reads it.
+    event loop (``polled.take_socket``): ``polled.poll_sockets`` reads it.
     Call before the connection starts. Raises ``CompatError`` if aiortc changed.
     """
     check_sender_class(type(sender))
@@ -292,13 +292,11 @@ def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters, *,
         raise CompatError("aioice's Connection has no nominated pair for component 1")
     protocol, addr = pair.protocol, pair.remote_addr
     send: Datagram
-    poll: Callable[[], int] | None = None
     host = type(protocol).send_data is aioice.ice.StunProtocol.send_data
     fast = getattr(connection, _FAST_PATH, None)
-    if host and polled and isinstance(fast, _FastPath) and polled_socket.supported():
-        taken = polled_socket.take_socket(protocol, fast)
-        sock_sendto = taken.socket.sendto
-        poll = taken.poll
+    polled = polled and host and isinstance(fast, _FastPath) and polled_socket.supported()
+    if polled:
+        sock_sendto = polled_socket.take_socket(protocol, fast).socket.sendto
 
         def send(data: bytes) -> None:
             try:
@@ -323,4 +321,4 @@ def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters, *,
         ssrc=sender._ssrc,
         codecs=tuple((int(c.payloadType or 0), c.mimeType.lower()) for c in parameters.codecs),
         header_extensions=header_extension_block(parameters, parameters.muxId),
-        protect=protect, send=send, poll=poll)
+        protect=protect, send=send, polled=polled)
