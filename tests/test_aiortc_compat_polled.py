@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 
 import pytest
 from aiortc import RTCPeerConnection
@@ -152,3 +153,66 @@ async def test_without_polling_the_loop_reads_the_socket_as_packets_come(
     finally:
         await client.close()
         await server.close()
+
+
+class _Recorder:
+    """Stands in for aioice's protocol and the fast path around a bare socket."""
+
+    def __init__(self) -> None:
+        self.taken: list[tuple[bytes, float | None]] = []
+        self.handed_on: list[bytes] = []
+        self.lost = asyncio.Event()
+
+    def take(self, data: bytes, arrival: float | None) -> bool:
+        if data[:1] == b"\x80":
+            self.taken.append((data, arrival))
+            return True
+        return False
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.handed_on.append(data)
+
+    def error_received(self, exc: Exception) -> None:
+        raise AssertionError(f"unexpected {exc!r}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set()
+
+
+def _bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, polled.SO_TIMESTAMPNS, 1)
+    return sock
+
+
+async def test_a_flooded_socket_waits_its_turn_and_the_rest_are_read() -> None:
+    """One poll reads at most ``MAX_ROUNDS_PER_POLL`` datagrams of one socket, every other
+    ready socket's too; what is not a routed SSRC's SRTP goes to the protocol."""
+    flooded, quiet = _Recorder(), _Recorder()
+    a = polled.PolledSocket(_bound_socket(), flooded, flooded)  # type: ignore[arg-type]
+    b = polled.PolledSocket(_bound_socket(), quiet, quiet)  # type: ignore[arg-type]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        flood = polled.MAX_ROUNDS_PER_POLL + 36
+        for i in range(flood):
+            sender.sendto(b"\x80rtp%d" % i, a.get_extra_info("sockname"))
+        sender.sendto(b"\x01stun", b.get_extra_info("sockname"))
+        sender.sendto(b"\x80rtp", b.get_extra_info("sockname"))
+        await asyncio.sleep(0.05)
+        assert aiortc_compat.poll_sockets() == polled.MAX_ROUNDS_PER_POLL + 2
+        assert len(flooded.taken) == polled.MAX_ROUNDS_PER_POLL
+        assert quiet.handed_on == [b"\x01stun"] and [d for d, _ in quiet.taken] == [b"\x80rtp"]
+        assert aiortc_compat.poll_sockets() == flood - polled.MAX_ROUNDS_PER_POLL
+        assert [d for d, _ in flooded.taken] == [b"\x80rtp%d" % i for i in range(flood)]
+        arrivals = [t for _, t in flooded.taken]
+        now = asyncio.get_running_loop().time()
+        assert all(t is not None and now - 1.0 < t <= now for t in arrivals)
+        assert aiortc_compat.poll_sockets() == 0
+    finally:
+        sender.close()
+        a.close()
+        b.close()
+    await asyncio.wait_for(flooded.lost.wait(), 1)
+    assert a.socket.fileno() == -1 and aiortc_compat.poll_sockets() == 0

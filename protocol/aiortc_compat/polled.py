@@ -54,8 +54,9 @@ _TIMESPEC = struct.Struct("@qq")
 RECV_BYTES = 2048
 """Larger than any datagram a peer sends (an MTU-sized packet is 1,500 bytes)."""
 _ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
-MAX_DATAGRAMS_PER_POLL = 512
-"""A bound on one poll (10 s of one member's packets): a flood waits for the next tick."""
+MAX_ROUNDS_PER_POLL = 64
+"""Datagrams read from one socket in one poll, at most (a member sends one a tick): a
+flood waits for the next tick, and cannot starve the other members' sockets."""
 
 
 def supported() -> bool:
@@ -128,37 +129,29 @@ class PolledSocket(asyncio.DatagramTransport):
 
     # --- the room's tick ---------------------------------------------------------------
 
-    def poll(self) -> int:
-        """Read every datagram waiting (up to ``MAX_DATAGRAMS_PER_POLL``); returns how many.
+    def read_one(self, offset: float) -> bool:
+        """Read one waiting datagram, if there is one, and hand it on (False: none).
 
-        Arrival times are the kernel's, on the loop's clock.
+        ``offset`` is the loop's clock minus the wall clock, for the arrival time.
         """
         if self._closing:
-            return 0
-        recvmsg = self._sock.recvmsg
-        fast, protocol = self._fast, self._protocol
-        offset = self._loop.time() - time.time()
-        n = 0
-        while n < MAX_DATAGRAMS_PER_POLL:
-            try:
-                data, ancillary, _flags, addr = recvmsg(RECV_BYTES, _ANC_BYTES)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # e.g. an ICMP error queued on the socket
-                protocol.error_received(exc)
-                break
-            n += 1
-            arrival = None
-            for level, kind, raw in ancillary:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    seconds, nanoseconds = _TIMESPEC.unpack(raw)
-                    arrival = seconds + nanoseconds * 1e-9 + offset
-            if not fast.take(data, arrival):
-                protocol.datagram_received(data, addr)
-            if self._closing:  # a handler closed the connection
-                break
-        self.polled += n
-        return n
+            return False
+        try:
+            data, ancillary, _flags, addr = self._sock.recvmsg(RECV_BYTES, _ANC_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:  # e.g. an ICMP error queued on the socket
+            self._protocol.error_received(exc)
+            return False
+        self.polled += 1
+        arrival = None
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = _TIMESPEC.unpack(raw)
+                arrival = seconds + nanoseconds * 1e-9 + offset
+        if not self._fast.take(data, arrival):
+            self._protocol.datagram_received(data, addr)
+        return True
 
 
 class _Poller:
@@ -180,13 +173,24 @@ class _Poller:
             self._epoll.unregister(fd)
 
     def poll(self) -> int:
-        if not self._sockets:
+        """Rounds of: which sockets are ready (one ``epoll_wait``), one datagram from
+        each; until none is. A member's socket holds one packet a tick, so this costs a
+        ``recvmsg`` per packet and one more ``epoll_wait``, not a failed ``recvmsg`` per
+        socket; a socket flooded beyond ``MAX_ROUNDS_PER_POLL`` waits for the next tick."""
+        sockets = self._sockets
+        if not sockets:
             return 0
+        loop = asyncio.get_running_loop()
+        offset = loop.time() - time.time()
         n = 0
-        for fd, _events in self._epoll.poll(0):
-            polled = self._sockets.get(fd)
-            if polled is not None:
-                n += polled.poll()
+        for _ in range(MAX_ROUNDS_PER_POLL):
+            ready = self._epoll.poll(0)
+            if not ready:
+                break
+            for fd, _events in ready:
+                polled = sockets.get(fd)
+                if polled is not None and polled.read_one(offset):
+                    n += 1
         return n
 
     def close(self) -> None:
