@@ -69,9 +69,10 @@ LINKS_EVERY_TICKS = 50
 """Once a second: read RTCP loss reports, retune the encoders' FEC, judge quality."""
 SEND_CHUNK_LISTENERS = 40
 """The clock hands out a tick's packets this many listeners at a time, letting the loop
-read what arrived in between: a packet read late is timed late, and a tick that kept the
-loop for all 200 listeners of a big room (~7 ms) widened every sender's measured jitter,
-and so its playout depth, by as much (``bench.voice --sizes 200``)."""
+run in between: on a socket the loop reads (not polled: a TURN relay's, or polling off) a
+packet read late is timed late, and a tick that kept the loop for all 200 listeners of a
+big room (~7 ms) widened every such sender's measured jitter, and so its playout depth,
+by as much (``bench.voice --sizes 200``); WebSockets and RTCP wait less too."""
 
 
 @dataclass(frozen=True)
