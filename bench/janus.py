@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.janus [--sizes 20,40] [--seconds 8] [--rounds 2] [--pin]
                                     [--dtx off|on|both] [--no-levels] [--before DISCO]
-                                    [--aiortc-send]
+                                    [--aiortc-send] [--loop-read]
 
 Needs the Debian package ``janus`` (1.1.x). For each N it runs the load of
 ``bench.voice`` (3 talkers, 4 probes, the rest listening while sending, every
@@ -13,7 +13,8 @@ against a Janus AudioBridge room (and, with ``--before TREE``, against the
 Disco in another source tree, e.g. the commit before a change), alternating
 ``--rounds`` times so that a machine's drift hits both (``--aiortc-send``
 adds a Disco with ``DISCO_RTC_FAST_SEND=false``, aiortc's own sender loop,
-to the same rounds), and prints each server's CPU (% of one core, from
+to the same rounds; ``--loop-read`` one with ``DISCO_RTC_POLLED_RECEIVE=false``,
+whose event loop wakes for every datagram), and prints each server's CPU (% of one core, from
 /proc), the worst listener's frames and the ratio Disco / Janus.
 
 Janus is configured to match Disco's mix: a room at 48 kHz, every
@@ -305,6 +306,9 @@ def main() -> None:
     parser.add_argument("--aiortc-send", action="store_true",
                         help="also a Disco with DISCO_RTC_FAST_SEND=false (aiortc's sender "
                              "loop), measured in the same rounds")
+    parser.add_argument("--loop-read", action="store_true",
+                        help="also a Disco with DISCO_RTC_POLLED_RECEIVE=false (the event "
+                             "loop reads every peer's socket as packets come), same rounds")
     voice.add_mode_arguments(parser)
     args = parser.parse_args()
     modes = voice.client_modes(args)
@@ -319,6 +323,8 @@ def main() -> None:
         wanted.append(("before", args.before, {}))
     if args.aiortc_send:
         wanted.append(("aiortc-send", None, {"DISCO_RTC_FAST_SEND": "false"}))
+    if args.loop_read:
+        wanted.append(("loop-read", None, {"DISCO_RTC_POLLED_RECEIVE": "false"}))
     for label, binary, env in wanted:
         port = bench_server.free_port()
         sub = workdir / label
