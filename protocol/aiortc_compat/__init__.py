@@ -29,6 +29,10 @@ and why:
     taken from the event loop (``take_socket``, through ``take_sending``'s
     ``polled``) and read at each tick (``poll_sockets``: the ready ones, every
     datagram with the kernel's receive time); the loop no longer wakes per packet.
+``srtp``
+    ``DirectSrtp``: libsrtp's protect and unprotect called on one of aiortc's
+    ``pylibsrtp.Session`` objects (its private ``srtp_t``) with a buffer of
+    its own, without the session's per-call Python; both fast paths use it.
 ``send``
     The outbound path, one ``RTCRtpSender`` at a time: ``take_sending`` (a
     ``SendTarget`` to send RTP without aiortc's sender loop, its sender
@@ -37,7 +41,7 @@ and why:
     end's reports about our stream, as ``ReceiverReport``).
 
 This ``__init__`` puts them together: ``install``/``uninstall``, and every
-public name of the four, so callers write ``aiortc_compat.take_rtp`` or
+public name of the five, so callers write ``aiortc_compat.take_rtp`` or
 ``from protocol.aiortc_compat import SendTarget`` without knowing which module
 holds it. A test that monkeypatches a module-level name patches the module
 that reads it (``protocol.aiortc_compat.negotiation.chosen_host_addresses``,
@@ -47,7 +51,7 @@ here, are looked up in ``negotiation`` at each read, so they are never stale.)
 
 This package lives in ``protocol/`` because it is the one leaf package that the
 server (``sfu``, ``signaling``) and the desktop client may both import: it
-imports nothing but aiortc and aioice. ``tests/test_aiortc_compat*.py``
+imports nothing but aiortc, aioice and pylibsrtp (aiortc's SRTP). ``tests/test_aiortc_compat*.py``
 (``install`` in ``test_aiortc_compat.py``, then one file per module) have a test
 per patch that fails if it stops taking; ``pyproject.toml`` pins aiortc and
 aioice to the minor versions those tests ran on.

@@ -145,10 +145,9 @@ class PolledSocket(asyncio.DatagramTransport):
             return False
         self.polled += 1
         arrival = None
-        for level, kind, raw in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                seconds, nanoseconds = _TIMESPEC.unpack(raw)
-                arrival = seconds + nanoseconds * 1e-9 + offset
+        if ancillary:  # the one control message asked for: SCM_TIMESTAMPNS
+            seconds, nanoseconds = _TIMESPEC.unpack(ancillary[0][2])
+            arrival = seconds + nanoseconds * 1e-9 + offset
         if not self._fast.take(data, arrival):
             self._protocol.datagram_received(data, addr)
         return True

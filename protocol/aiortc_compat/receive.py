@@ -47,13 +47,13 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import aioice.ice
-import pylibsrtp
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
 from protocol.aiortc_compat.negotiation import RTP_CLOCK_HZ, CompatError, _code_names
+from protocol.aiortc_compat.srtp import DirectSrtp
 from protocol.rtp_parse import parse_rtp
 
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
@@ -263,6 +263,8 @@ class _FastPath:
     def __init__(self, connection: aioice.ice.Connection, dtls: RTCDtlsTransport) -> None:
         self._aiortc_path = connection.data_received
         self._dtls = dtls
+        self._srtp: DirectSrtp | None = None
+        """The DTLS transport's rx session, called directly (``srtp.DirectSrtp``)."""
         self.routes: dict[int, _Tap] = {}
         self.packets = 0
         """Packets this path handed over (the rest went through aiortc)."""
@@ -276,14 +278,17 @@ class _FastPath:
         it failed to authenticate); False: it goes aiortc's way."""
         if len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 208:
             tap = self.routes.get(int.from_bytes(data[8:12], "big"))
-            srtp = self._dtls._rx_srtp
-            if tap is not None and srtp is not None:
-                try:
-                    plain = srtp.unprotect(data)
-                except pylibsrtp.Error:
-                    return True  # as aiortc: replayed or forged, dropped
-                self.packets += 1
-                tap.deliver(plain, arrival)
+            if tap is not None:
+                srtp = self._srtp
+                if srtp is None or srtp.session is not self._dtls._rx_srtp:
+                    session = self._dtls._rx_srtp
+                    if session is None:
+                        return False
+                    srtp = self._srtp = DirectSrtp(session)
+                plain = srtp.unprotect(data)
+                if plain is not None:  # else, as aiortc: replayed or forged, dropped
+                    self.packets += 1
+                    tap.deliver(plain, arrival)
                 return True
         return False
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import aioice.ice
+import pylibsrtp
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters, RTCRtpSendParameters
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket, RtpPacket
@@ -47,6 +48,7 @@ from protocol.aiortc_compat.negotiation import (
     ice_connection,
 )
 from protocol.aiortc_compat.receive import _FAST_PATH, _FastPath
+from protocol.aiortc_compat.srtp import DirectSrtp
 
 _SENDER_RTT = "_RTCRtpSender__rtt"
 _SENDER_SSRC = "_ssrc"
@@ -282,9 +284,9 @@ def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters, *,
     """What ``take_sending`` hands over, read from a started sender and its transports."""
     dtls = sender.transport
     session = getattr(dtls, "_tx_srtp", None)
-    protect = getattr(session, "protect", None)
-    if not callable(protect):
-        raise CompatError("RTCDtlsTransport has no _tx_srtp session with protect()")
+    if not isinstance(session, pylibsrtp.Session):
+        raise CompatError("RTCDtlsTransport has no _tx_srtp session (pylibsrtp.Session)")
+    protect = DirectSrtp(session).protect
     connection = ice_connection(dtls.transport)
     nominated = getattr(connection, "_nominated", None)
     pair = nominated.get(1) if isinstance(nominated, dict) else None
