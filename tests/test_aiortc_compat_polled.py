@@ -216,3 +216,33 @@ async def test_a_flooded_socket_waits_its_turn_and_the_rest_are_read() -> None:
         b.close()
     await asyncio.wait_for(flooded.lost.wait(), 1)
     assert a.socket.fileno() == -1 and aiortc_compat.poll_sockets() == 0
+
+
+def test_a_protocol_without_a_socket_is_not_taken() -> None:
+    class NoTransport:
+        transport = None
+
+    with pytest.raises(aiortc_compat.CompatError, match="no transport with a socket"):
+        polled.take_socket(NoTransport(), _Recorder())  # type: ignore[arg-type]
+
+
+async def test_a_socket_that_cannot_be_taken_stays_the_loops_and_the_call_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    def refuse(protocol: object, fast: object) -> polled.PolledSocket:
+        raise aiortc_compat.CompatError("refused by the test")
+
+    monkeypatch.setattr(polled, "take_socket", refuse)
+    client, server, track = loopback_pair(monkeypatch)
+    got: list[aiortc_compat.InboundRtp] = []
+    try:
+        (target,) = await _connect(client, server, lambda p, m: got.append(p), lambda p, m: None,
+                                   track, polled_receive=True)
+        assert not target.polled
+        assert "stays the event loop's: refused by the test" in caplog.text
+        for i in range(3):
+            await track.queue.put(b"\xf8p%d" % i)
+        await _wait_for(lambda: len(got) == 3)  # read by the loop, no poll
+    finally:
+        await client.close()
+        await server.close()

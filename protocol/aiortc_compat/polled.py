@@ -223,12 +223,13 @@ def take_socket(protocol: aioice.ice.StunProtocol, fast: Any) -> PolledSocket:
     """
     if not supported():
         raise CompatError("polled sockets need Linux's SO_TIMESTAMPNS")
-    old = protocol.transport
-    raw = old.get_extra_info("socket")
+    old = getattr(protocol, "transport", None)
+    raw = old.get_extra_info("socket") if isinstance(old, asyncio.BaseTransport) else None
     fileno = getattr(raw, "fileno", None)
-    if not callable(fileno) or fileno() < 0:
-        raise CompatError(f"{type(old).__name__} has no socket to take")
-    family = raw.family if isinstance(raw.family, int) else socket.AF_INET
+    if old is None or not callable(fileno) or fileno() < 0:
+        raise CompatError(f"aioice's protocol has no transport with a socket to take "
+                          f"(found {type(old).__name__})")
+    family = getattr(raw, "family", socket.AF_INET)
     sock = socket.fromfd(fileno(), family, socket.SOCK_DGRAM)  # a duplicate descriptor
     try:
         sock.setblocking(False)

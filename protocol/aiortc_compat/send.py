@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -49,6 +50,8 @@ from protocol.aiortc_compat.negotiation import (
 )
 from protocol.aiortc_compat.receive import _FAST_PATH, _FastPath
 from protocol.aiortc_compat.srtp import DirectSrtp
+
+logger = logging.getLogger(__name__)
 
 _SENDER_RTT = "_RTCRtpSender__rtt"
 _SENDER_SSRC = "_ssrc"
@@ -296,9 +299,15 @@ def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters, *,
     send: Datagram
     host = type(protocol).send_data is aioice.ice.StunProtocol.send_data
     fast = getattr(connection, _FAST_PATH, None)
-    polled = polled and host and isinstance(fast, _FastPath) and polled_socket.supported()
-    if polled:
-        sock_sendto = polled_socket.take_socket(protocol, fast).socket.sendto
+    taken = None
+    if polled and host and isinstance(fast, _FastPath) and polled_socket.supported():
+        try:
+            taken = polled_socket.take_socket(protocol, fast)
+        except CompatError as exc:  # the loop keeps reading it: slower, still right
+            logger.warning("a peer's socket stays the event loop's: %s", exc)
+    polled = taken is not None
+    if taken is not None:
+        sock_sendto = taken.socket.sendto
 
         def send(data: bytes) -> None:
             try:
