@@ -137,18 +137,28 @@ async def test_closing_the_connection_closes_the_taken_socket(
     assert target.polled and aiortc_compat.poll_sockets() == 0  # nothing left to read
 
 
-async def test_without_polling_the_loop_reads_the_socket_as_packets_come(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("why", ["polling-off", "socket-refused"])
+async def test_a_socket_not_polled_is_read_by_the_loop_as_packets_come(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, why: str,
 ) -> None:
+    """Polling off, or a socket that cannot be taken (a warning): the call goes on, the
+    event loop reading the socket."""
+    if why == "socket-refused":
+        def refuse(protocol: object, fast: object) -> polled.PolledSocket:
+            raise aiortc_compat.CompatError("refused by the test")
+
+        monkeypatch.setattr(polled, "take_socket", refuse)
     client, server, track = loopback_pair(monkeypatch)
     got: list[aiortc_compat.InboundRtp] = []
     try:
         (target,) = await _connect(client, server, lambda p, m: got.append(p), lambda p, m: None,
-                                   track, polled_receive=False)
+                                   track, polled_receive=why != "polling-off")
         assert not target.polled
+        assert ("stays the event loop's: refused by the test" in caplog.text) == (
+            why == "socket-refused")
         for i in range(3):
             await track.queue.put(b"\xf8p%d" % i)
-        await _wait_for(lambda: len(got) == 3)
+        await _wait_for(lambda: len(got) == 3)  # read by the loop: nobody polls
         assert all(p.arrival_s is None for p in got)
     finally:
         await client.close()
@@ -224,25 +234,3 @@ def test_a_protocol_without_a_socket_is_not_taken() -> None:
 
     with pytest.raises(aiortc_compat.CompatError, match="no transport with a socket"):
         polled.take_socket(NoTransport(), _Recorder())  # type: ignore[arg-type]
-
-
-async def test_a_socket_that_cannot_be_taken_stays_the_loops_and_the_call_goes_on(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-) -> None:
-    def refuse(protocol: object, fast: object) -> polled.PolledSocket:
-        raise aiortc_compat.CompatError("refused by the test")
-
-    monkeypatch.setattr(polled, "take_socket", refuse)
-    client, server, track = loopback_pair(monkeypatch)
-    got: list[aiortc_compat.InboundRtp] = []
-    try:
-        (target,) = await _connect(client, server, lambda p, m: got.append(p), lambda p, m: None,
-                                   track, polled_receive=True)
-        assert not target.polled
-        assert "stays the event loop's: refused by the test" in caplog.text
-        for i in range(3):
-            await track.queue.put(b"\xf8p%d" % i)
-        await _wait_for(lambda: len(got) == 3)  # read by the loop, no poll
-    finally:
-        await client.close()
-        await server.close()

@@ -280,17 +280,20 @@ class _GeneralPushOnly(ReorderBuffer):
         return self._push(seq, timestamp, payload, now, redundant)
 
 
+STREAMS = {
+    "first_seq": st.integers(0, 65_535),
+    "first_ts": st.integers(0, 2**32 - 1),
+    "n": st.integers(1, 300),
+    "loss": st.floats(0.0, 0.5),
+    "jitter_ms": st.floats(0.0, 150.0),
+    "dup": st.floats(0.0, 0.2),
+    "seed": st.integers(0, 2**16),
+}
+"""One stream's arrivals, as the equivalence tests below draw them (and what each adds)."""
+
+
 @settings(max_examples=200, deadline=None)
-@given(
-    first_seq=st.integers(0, 65_535),
-    first_ts=st.integers(0, 2**32 - 1),
-    n=st.integers(1, 300),
-    loss=st.floats(0.0, 0.5),
-    jitter_ms=st.floats(0.0, 150.0),
-    dup=st.floats(0.0, 0.2),
-    restart_at=st.integers(0, 400),
-    seed=st.integers(0, 2**16),
-)
+@given(**STREAMS, restart_at=st.integers(0, 400))
 def test_inline_push_decides_as_the_general_one(first_seq: int, first_ts: int, n: int,
                                                 loss: float, jitter_ms: float, dup: float,
                                                 restart_at: int, seed: int) -> None:
@@ -371,17 +374,7 @@ def _state(buffer: ReorderBuffer) -> dict[str, object]:
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    first_seq=st.integers(0, 65_535),
-    first_ts=st.integers(0, 2**32 - 1),
-    n=st.integers(1, 300),
-    loss=st.floats(0.0, 0.4),
-    jitter_ms=st.floats(0.0, 120.0),
-    dup=st.floats(0.0, 0.2),
-    dtx_at=st.integers(0, 400),
-    red=st.floats(0.0, 0.3),
-    seed=st.integers(0, 2**16),
-)
+@given(**STREAMS, dtx_at=st.integers(0, 400), red=st.floats(0.0, 0.3))
 def test_skip_leaves_the_buffer_as_pop_does(first_seq: int, first_ts: int, n: int,
                                             loss: float, jitter_ms: float, dup: float,
                                             dtx_at: int, red: float, seed: int) -> None:
