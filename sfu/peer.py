@@ -3,8 +3,11 @@
 Inbound: ``aiortc_compat.take_rtp`` hands each RTP packet of a receiver to an
 ``sfu.inbound.InboundStream`` on the event loop as it arrives (aiortc's own
 jitter buffer and decoder thread get nothing; after a stream's first packet,
-its SRTP datagrams go from aioice's socket callback straight to the stream,
-and the RTCP receiver reports are computed from the stream's counters). Voice goes to ``voice``;
+its SRTP datagrams go from the socket straight to the stream, and the RTCP
+receiver reports are computed from the stream's counters). Once DTLS is up
+the peer's socket is polled (``polled_receive``): the room's clock reads every
+peer's socket at its tick (``read_sockets``), with the kernel's arrival times,
+instead of the event loop waking for each datagram. Voice goes to ``voice``;
 tracks whose mid the client marked as music go to ``music``; the room's
 clock pops each stream once per tick (reordered, FEC-recovered, concealed).
 
