@@ -26,7 +26,10 @@ tick later. Sending goes out on the same socket.
 
 Only on Linux (the timestamp's socket option and its layout), and only for a
 host pair: a TURN relay's socket carries other allocations' traffic and stays
-the loop's.
+the loop's. The kernel stamps datagrams on the wall clock; each poll converts
+with the offset between the wall clock and the loop's at that moment, so a step
+of the wall clock (NTP) shifts the few datagrams read across it by that step:
+one outlier in each sender's jitter window.
 """
 
 from __future__ import annotations
