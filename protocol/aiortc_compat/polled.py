@@ -86,8 +86,6 @@ class PolledSocket(asyncio.DatagramTransport):
         self._sockname = sock.getsockname()
         self._poller = _poller(self._loop)
         self._poller.add(self)
-        self.polled = 0
-        """Datagrams read so far."""
 
     # --- asyncio.DatagramTransport ---------------------------------------------------
 
@@ -146,7 +144,6 @@ class PolledSocket(asyncio.DatagramTransport):
         except OSError as exc:  # e.g. an ICMP error queued on the socket
             self._protocol.error_received(exc)
             return False
-        self.polled += 1
         arrival = None
         if ancillary:  # the one control message asked for: SCM_TIMESTAMPNS
             seconds, nanoseconds = _TIMESPEC.unpack(ancillary[0][2])
@@ -159,7 +156,8 @@ class PolledSocket(asyncio.DatagramTransport):
 class _Poller:
     """The polled sockets of one event loop, behind one epoll set."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._epoll = select.epoll()
         self._sockets: dict[int, PolledSocket] = {}
 
@@ -182,8 +180,7 @@ class _Poller:
         sockets = self._sockets
         if not sockets:
             return 0
-        loop = asyncio.get_running_loop()
-        offset = loop.time() - time.time()
+        offset = self._loop.time() - time.time()
         n = 0
         for _ in range(MAX_ROUNDS_PER_POLL):
             ready = self._epoll.poll(0)
@@ -206,7 +203,7 @@ _POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Poller] = (
 def _poller(loop: asyncio.AbstractEventLoop) -> _Poller:
     poller = _POLLERS.get(loop)
     if poller is None:
-        poller = _POLLERS[loop] = _Poller()
+        poller = _POLLERS[loop] = _Poller(loop)
         weakref.finalize(loop, poller.close)
     return poller
 

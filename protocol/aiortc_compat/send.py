@@ -305,15 +305,11 @@ def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters, *,
             taken = polled_socket.take_socket(protocol, fast)
         except CompatError as exc:  # the loop keeps reading it: slower, still right
             logger.warning("a peer's socket stays the event loop's: %s", exc)
-    polled = taken is not None
     if taken is not None:
-        sock_sendto = taken.socket.sendto
+        polled_transport = taken
 
         def send(data: bytes) -> None:
-            try:
-                sock_sendto(data, addr)
-            except OSError:
-                pass  # a full send buffer, or the connection closed: lost, as on the wire
+            polled_transport.sendto(data, addr)
     elif host:
         udp = protocol.transport  # send_data is transport.sendto: call it directly
 
@@ -332,4 +328,4 @@ def send_target(sender: RTCRtpSender, parameters: RTCRtpSendParameters, *,
         ssrc=sender._ssrc,
         codecs=tuple((int(c.payloadType or 0), c.mimeType.lower()) for c in parameters.codecs),
         header_extensions=header_extension_block(parameters, parameters.muxId),
-        protect=protect, send=send, polled=polled)
+        protect=protect, send=send, polled=taken is not None)
