@@ -51,10 +51,8 @@ import asyncio
 import multiprocessing as mp
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -194,7 +192,7 @@ def _start(workdir: Path, port: int, workers: int, redis_url: str, prefix: str,
     env.update(bench_server.server_env(workdir, "bench.db"))
     env.update({"DISCO_NODE_ID": "bench", "DISCO_REDIS_URL": redis_url,
                 "DISCO_REDIS_PREFIX": prefix})
-    disco = shutil.which("disco", path=str(Path(sys.executable).parent)) or "disco"
+    disco = bench_server.disco_binary()
     # migrate first, once: the workers then start on a ready database
     subprocess.run([disco, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     log = (workdir / f"server-{workers}.log").open("wb")

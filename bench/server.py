@@ -73,6 +73,11 @@ class MediaWorker:
     metrics_port: int
 
 
+def disco_binary() -> str:
+    """The ``disco`` command of this interpreter's environment."""
+    return shutil.which("disco", path=str(Path(sys.executable).parent)) or "disco"
+
+
 def start_server(workdir: Path, port: int, cpu: int | None = None,
                   source: Path | None = None, media: MediaWorker | None = None
                   ) -> subprocess.Popen[bytes]:
@@ -86,8 +91,7 @@ def start_server(workdir: Path, port: int, cpu: int | None = None,
         env.update({"DISCO_REDIS_URL": media.redis_url, "DISCO_REDIS_PREFIX": media.prefix,
                     "DISCO_MEDIA_METRICS_PORT": str(media.metrics_port)})
         serve += ["--media-workers", "1"]
-    disco = shutil.which("disco", path=str(Path(sys.executable).parent)) or "disco"
-    command = [disco]
+    command = [disco_binary()]
     if source is not None:
         env["PYTHONPATH"] = str(source)
         # -P: without it ``-c`` puts the working directory (this checkout) first on
@@ -167,9 +171,6 @@ def setup_accounts(base: str, n: int) -> tuple[int, list[str]]:
                     break
                 time.sleep(0.05)
     return gid, tokens
-
-
-# --- one measurement ----------------------------------------------------------------------
 
 
 async def forget(media: MediaWorker) -> None:

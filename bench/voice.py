@@ -623,8 +623,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="disco-bench-"))
     port = server.free_port()
     media = server.MediaWorker(os.environ.get("DISCO_TEST_REDIS_URL", server.DEFAULT_REDIS),
-                        f"disco-bench-{secrets.token_hex(4)}:", server.free_port()
-                        ) if args.media else None
+                               f"disco-bench-{secrets.token_hex(4)}:", server.free_port()
+                               ) if args.media else None
     proc = server.start_server(workdir, port, cpu=0 if args.pin else None, media=media)
     pid, relay_pid, metrics = proc.pid, None, None
     if media is not None:
