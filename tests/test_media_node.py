@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,16 @@ async def web_and_media(settings: Settings, **shared: object
         await close_media_state(media)
 
 
+async def pair_in_a_group(web: LiveServer, owner: str, member: str
+                          ) -> tuple[str, str, dict[str, Any], str]:
+    """Two new users in one group: (owner's token, member's token, owner's user, the
+    group's room id)."""
+    owner_token, owner_user = await web.register(owner)
+    member_token, _ = await web.register(member)
+    group = await web.group_with(owner_token, member_token)
+    return owner_token, member_token, owner_user, f"group:{group}"
+
+
 @pytest.fixture
 async def deployment(settings: Settings, postgres_url: str, redis_url: str, redis_prefix: str
                      ) -> AsyncIterator[tuple[LiveServer, MediaState]]:
@@ -74,10 +85,7 @@ async def test_a_group_call_is_hosted_by_the_media_node(
     deployment: tuple[LiveServer, MediaState]
 ) -> None:
     web, media = deployment
-    ann, _ = await web.register("ann")
-    bob, _ = await web.register("bob")
-    group = await web.group_with(ann, bob)
-    room = f"group:{group}"
+    ann, bob, _, room = await pair_in_a_group(web, "ann", "bob")
     ann_ws, bob_ws = await web.connect(ann), await web.connect(bob)
     first = await ann_ws.request({"type": "join", "room": room}, "joined")
     assert first["participants"] == [] and first["music_allowed"] is False  # the default plan
@@ -110,10 +118,7 @@ async def test_plan_changes_reach_a_room_on_a_media_node(
     """Music: the join's grant, a plan-change notice, and the whole node's re-check."""
     web, media = deployment
     state = web.app_state
-    ann, ann_user = await web.register("ann")
-    bob, _ = await web.register("bob")
-    group = await web.group_with(ann, bob)
-    room = f"group:{group}"
+    ann, bob, ann_user, room = await pair_in_a_group(web, "ann", "bob")
     ann_ws = await web.connect(ann)
     await ann_ws.request({"type": "join", "room": room}, "joined")
     hosted = media.rooms.get(room)
@@ -126,7 +131,8 @@ async def test_plan_changes_reach_a_room_on_a_media_node(
     assert joined["music_allowed"] is True and hosted.music_allowed is True  # the grant
 
     await state.bus.publish(ENTITLEMENTS_TOPIC, {"user_id": ann_user["id"],
-                                                 "group_ids": [group], "music": False})
+                                                 "group_ids": [int(room.removeprefix("group:"))],
+                                                 "music": False})
     await eventually(lambda: hosted.music_allowed is False, 5, "the notice to apply")
     assert await recheck_rooms(state) == 0  # nothing hosted on the whole node itself...
     await eventually(lambda: hosted.music_allowed is True, 5, "the re-check to reach it")
@@ -232,10 +238,7 @@ async def test_a_browser_talks_through_a_media_node(
 ) -> None:
     """The web client as a user runs it, unchanged: its call is hosted by the media node."""
     web, media = loopback_deployment
-    alice, _ = await web.register("alice")
-    bob, _ = await web.register("bob")
-    group = await web.group_with(alice, bob)
-    room = f"group:{group}"
+    alice, bob, _, room = await pair_in_a_group(web, "alice", "bob")
     bob_ws = await web.connect(bob)
     await bob_ws.request({"type": "join", "room": room}, "joined")
     tone = RtcClient("bob", tone_hz=440)
