@@ -104,7 +104,8 @@ class PlayoutStream:
         """This tick's turn without decoding: the buffer advances (losses and DTX are
         counted as ``pop`` counts them), libopus is not called. For a sender nobody
         hears now (not among the loudest); its next decoded frame follows on."""
-        self.silent = self.buffer.skip(now)
+        action = self.buffer.pop(now, quiet=True)
+        self.silent = isinstance(action, Silence)
         self._quiet = True
 
     def pop(self, now: float) -> Pcm:

@@ -463,40 +463,6 @@ class ReorderBuffer:
         self._underrun_run += 1
         return Conceal(None)
 
-    def skip(self, now: float) -> bool:
-        """``pop(now)`` for a tick whose frame nobody decodes (quiet: a frame may be shed);
-        True if it was ``Silence``. The same state and counters after it as ``pop``; the
-        common case (playing, the next packet here, no DTX jump or flush due) inline, with
-        no ``Playout`` built: a room skips every sender it does not mix, every tick."""
-        nxt = self._next
-        buf = self._buf
-        packet = buf.get(nxt) if self._playing and nxt is not None else None
-        hi = self._hi_seq
-        expect = self._expect_ts
-        if (packet is None or nxt is None or (hi is not None and hi - nxt >= FLUSH_AT_FRAMES)
-                or (expect is not None and packet.ts - expect >= FRAME_TS)):
-            return isinstance(self.pop(now, quiet=True), Silence)
-        self._quiet = True
-        del buf[nxt]
-        self.counters.delivered += 1
-        self._next = nxt + 1  # _advance(nxt, packet.ts, played=True), inline
-        self._expect_ts = packet.ts + FRAME_TS
-        played = self._played
-        if len(played) == RECENT_PLAYED:
-            self._played_set.discard(played[0])
-        played.append(nxt)
-        self._played_set.add(nxt)
-        self._conceal_run = 0
-        self._underrun_run = 0
-        self._last_was_dtx = len(packet.payload) <= OPUS_DTX_MAX_BYTES
-        if packet.from_red:
-            self.counters.red_recovered += 1
-            self.played_arrival = None
-        else:
-            self.played_arrival = packet.arrival
-        self._maybe_shed()
-        return False
-
     def _start(self, now: float) -> bool:
         if not self._buf:
             return False
