@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "dev-insecure-jwt-secret-change-me"
@@ -192,9 +192,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings, optionally reading an env-style config file first."""
-    if config_file is not None:
-        if not config_file.is_file():
-            raise SystemExit(f"config file not found: {config_file}")
-        return Settings(_env_file=config_file, **overrides)  # type: ignore[call-arg]
-    return Settings(**overrides)
+    """Build the settings, optionally reading an env-style config file first. A bad value
+    stops the process with one line per setting, named as the operator sets it."""
+    if config_file is not None and not config_file.is_file():
+        raise SystemExit(f"config file not found: {config_file}")
+    try:
+        if config_file is not None:
+            return Settings(_env_file=config_file, **overrides)  # type: ignore[call-arg]
+        return Settings(**overrides)
+    except ValidationError as exc:
+        # the values are not echoed: a secret or a database URL may be among them
+        lines = [f"  DISCO_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"]
+                 else f"  {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        raise SystemExit("refusing to start: bad settings\n" + "\n".join(lines)) from None

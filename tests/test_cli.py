@@ -119,3 +119,14 @@ def test_help_and_bad_arguments() -> None:
     bad = subprocess.run([DISCO, "serve", "--port", "http"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "invalid int value" in bad.stderr
+
+
+def test_a_bad_setting_is_refused_in_a_line_not_a_traceback(tmp_path: Path) -> None:
+    for command in (["serve", "--port", str(free_port())], ["media"]):
+        result = subprocess.run(
+            [DISCO, *command], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            env={**clean_env(), "DISCO_RTC_POLLED_RECEIVE": "maybe"},
+        )
+        assert result.returncode != 0
+        assert "refusing to start: bad settings" in result.stderr, result.stderr
+        assert "DISCO_RTC_POLLED_RECEIVE" in result.stderr and "Traceback" not in result.stderr

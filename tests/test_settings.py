@@ -50,3 +50,22 @@ def test_production_refuses_placeholder_secrets() -> None:
 def test_bad_values_are_refused() -> None:
     with pytest.raises(ValueError):
         Settings(port=70000)
+
+
+def test_a_bad_setting_stops_the_process_with_its_name_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DISCO_RTC_POLLED_RECEIVE", "maybe")
+    monkeypatch.setenv("DISCO_DATABASE_URL", "postgresql://disco:hunter2@db/disco")
+    monkeypatch.setenv("DISCO_RTC_PORT_MIN", "5000")
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(port=99_999)
+    message = str(stopped.value)
+    assert message.startswith("refusing to start: bad settings")
+    assert "DISCO_RTC_POLLED_RECEIVE: Input should be a valid boolean" in message
+    assert "DISCO_PORT: Input should be less than or equal to 65535" in message
+    assert "hunter2" not in message and "maybe" not in message  # values are not echoed
+    monkeypatch.delenv("DISCO_RTC_POLLED_RECEIVE")
+    config = tmp_path / "disco.env"
+    config.write_text("DISCO_RTC_PORT_MAX=4000\n")
+    with pytest.raises(SystemExit, match="RTC_PORT_MIN"):
+        load_settings(config)
