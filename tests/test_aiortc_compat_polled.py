@@ -234,3 +234,34 @@ def test_a_protocol_without_a_socket_is_not_taken() -> None:
 
     with pytest.raises(aiortc_compat.CompatError, match="no transport with a socket"):
         polled.take_socket(NoTransport(), _Recorder())  # type: ignore[arg-type]
+
+
+def test_a_uvloop_socket_is_taken() -> None:
+    """``disco serve`` runs on uvloop, whose transports are not ``asyncio.BaseTransport``
+    subclasses (a check that asked for one left every socket to the loop, unnoticed by
+    the tests, which run on asyncio's loop)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> tuple[int, list[bytes]]:
+        recorder = _Recorder()
+        loop = asyncio.get_running_loop()
+        class Protocol(asyncio.DatagramProtocol):  # keeps its transport, as aioice's does
+            transport: asyncio.BaseTransport
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                recorder.datagram_received(data, addr)
+
+        _, protocol = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
+        taken = polled.take_socket(protocol, recorder)  # type: ignore[arg-type]
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sender.sendto(b"\x80rtp", taken.get_extra_info("sockname"))
+        sender.close()
+        await asyncio.sleep(0.05)
+        n = aiortc_compat.poll_sockets()
+        taken.close()
+        return n, [d for d, _ in recorder.taken]
+
+    assert uvloop.run(main()) == (1, [b"\x80rtp"])

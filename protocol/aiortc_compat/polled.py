@@ -224,7 +224,9 @@ def take_socket(protocol: aioice.ice.StunProtocol, fast: Any) -> PolledSocket:
     if not supported():
         raise CompatError("polled sockets need Linux's SO_TIMESTAMPNS")
     old = getattr(protocol, "transport", None)
-    raw = old.get_extra_info("socket") if isinstance(old, asyncio.BaseTransport) else None
+    # duck-typed: uvloop's transports are not asyncio.BaseTransport subclasses
+    extra_info = getattr(old, "get_extra_info", None)
+    raw = extra_info("socket") if callable(extra_info) else None
     fileno = getattr(raw, "fileno", None)
     if old is None or not callable(fileno) or fileno() < 0:
         raise CompatError(f"aioice's protocol has no transport with a socket to take "
