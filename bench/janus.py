@@ -11,7 +11,8 @@ clients sending Opus DTX, one packet per 400 ms, as ``bench.voice`` says)
 against ``disco serve`` and
 against a Janus AudioBridge room (and, with ``--before TREE``, against the
 Disco in another source tree, e.g. the commit before a change), alternating
-``--rounds`` times so that a machine's drift hits both (``--aiortc-send``
+``--rounds`` times so that a machine's drift hits both (Janus last in odd
+rounds, first in even ones) (``--aiortc-send``
 adds a Disco with ``DISCO_RTC_FAST_SEND=false``, aiortc's own sender loop,
 to the same rounds; ``--loop-read`` one with ``DISCO_RTC_POLLED_RECEIVE=false``,
 whose event loop wakes for every datagram), and prints each server's CPU (% of one core, from
@@ -334,11 +335,11 @@ def main() -> None:
         try:
             proc = bench_server.start_server(sub, port, cpu=cpu, source=binary)
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
                 else:
-                    os.environ[k] = v
+                    os.environ[key] = value
         servers.append((label, proc, f"127.0.0.1:{port}"))
     if args.pin:
         os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
@@ -357,15 +358,21 @@ def main() -> None:
                 dtx = "on" if mode.dtx else "off"
                 for k in range(args.rounds):
                     got: dict[str, dict[str, Any]] = {}
-                    for label, proc, base in servers:
-                        gid, tokens = accounts[label]
-                        got[label] = voice.measure(base, proc.pid, gid, tokens[:n],
-                                                   args.seconds, args.workers, mode=mode)
+                    # Janus last in odd rounds, first in even ones: a drift within a
+                    # round (the VM's load, its clock) falls on each side in turn.
+                    order = [*servers, None] if k % 2 == 0 else [None, *servers]
+                    for server in order:
+                        if server is None:
+                            got["Janus"] = voice.measure(
+                                janus_base, janus_pid, ROOM_ID, accounts["Disco"][1][:n],
+                                args.seconds, args.workers, worker=_janus_worker, mode=mode)
+                        else:
+                            label, proc, base = server
+                            gid, tokens = accounts[label]
+                            got[label] = voice.measure(base, proc.pid, gid, tokens[:n],
+                                                       args.seconds, args.workers, mode=mode)
                         time.sleep(2.0)
-                    j = voice.measure(janus_base, janus_pid, ROOM_ID, accounts["Disco"][1][:n],
-                                      args.seconds, args.workers, worker=_janus_worker,
-                                      mode=mode)
-                    time.sleep(2.0)
+                    j = got.pop("Janus")
                     for label, _, _ in servers:
                         ratios[label].append(got[label]["cpu"] / j["cpu"] if j["cpu"]
                                              else float("nan"))
@@ -384,7 +391,8 @@ def main() -> None:
                 for label, values in ratios.items():
                     values.sort()
                     print(f"{n:>4}{dtx:>5} median {label}/Janus CPU ratio: "
-                          f"{values[len(values) // 2]:.2f}")
+                          f"{values[len(values) // 2]:.2f} (rounds {values[0]:.2f}-"
+                          f"{values[-1]:.2f})")
     finally:
         for _, proc, _ in servers:
             bench_server.stop(proc)
