@@ -49,9 +49,6 @@ class _Peer:
         self.listening = True
         self.sent = 0
 
-    outbound = None
-    """No fast send path: the room calls ``send``."""
-
     def send(self, payload: bytes) -> None:
         self.sent += 1
 

@@ -9,10 +9,8 @@ measured here is the server's alone. A 20 ms clock hands the same Opus
 payload to every peer (``Peer.send``, as the room does for the listeners of
 one mix). The two variants (``fast_send`` True: ``sfu.outbound``; False:
 aiortc's ``RTCRtpSender`` coroutine per listener) alternate ``--rounds``
-times, the fast path both ways: ``fast`` calls ``Peer.send`` per listener,
-``batched`` hands the listeners' streams to ``sfu.outbound.send_to_all`` in one
-call, as the room's tick does. Each prints this process's CPU per packet sent,
-and the CPU spent inside the tick's send loop. Quote the ratio: this machine is shared, and
+times; each prints this process's CPU per packet sent, and the CPU spent
+inside the tick's send loop. Quote the ratio: this machine is shared, and
 absolute figures drift with its load.
 """
 
@@ -30,11 +28,9 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from protocol import aiortc_compat
 from protocol.opus import Encoder
 from sfu.mixer import FRAME_SAMPLES
-from sfu.outbound import send_to_all
 from sfu.peer import Peer
 
 FRAME_S = 0.02
-VARIANTS = ("aiortc", "fast", "batched")
 CONNECT_TIMEOUT_S = 60.0
 
 
@@ -66,11 +62,10 @@ def _clients(listeners: int, pipe: Connection) -> None:
     asyncio.run(main())
 
 
-async def measure(variant: str, listeners: int, seconds: float, pipe: Connection
+async def measure(fast: bool, listeners: int, seconds: float, pipe: Connection
                   ) -> tuple[float, float]:
     """(this process's CPU us per packet, CPU us per packet inside the send loop)."""
     loop = asyncio.get_running_loop()
-    fast = variant != "aiortc"
     pipe.send("open")
     offers = await loop.run_in_executor(None, pipe.recv)
     peers = [Peer(f"l{i}", on_state=lambda p, s: None, fast_send=fast)
@@ -97,11 +92,8 @@ async def measure(variant: str, listeners: int, seconds: float, pipe: Connection
     for tick in range(ticks):
         await asyncio.sleep(max(0.0, start + tick * FRAME_S - loop.time()))
         t0 = time.thread_time()
-        if variant == "batched":
-            send_to_all(payload, [p.outbound for p in peers if p.outbound is not None])
-        else:
-            for peer in peers:
-                peer.send(payload)
+        for peer in peers:
+            peer.send(payload)
         in_loop += time.thread_time() - t0
     await asyncio.sleep(0.1)  # the last tick's packets leave (aiortc's coroutines)
     cpu = time.process_time() - cpu0
@@ -118,23 +110,16 @@ async def main_async(listeners: int, seconds: float, rounds: int, pipe: Connecti
     print(f"{listeners} listeners, {seconds:g} s a variant, {rounds} rounds; "
           "server CPU only (clients in another process)")
     print(f"{'round':>5}{'variant':>10}{'CPU us/packet':>15}{'send loop us/packet':>21}")
-    totals: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    loops: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    results: dict[bool, list[float]] = {True: [], False: []}
     for k in range(rounds):
-        for variant in VARIANTS:
-            total, loop_us = await measure(variant, listeners, seconds, pipe)
-            totals[variant].append(total)
-            loops[variant].append(loop_us)
-            print(f"{k + 1:>5}{variant:>10}{total:>15.1f}{loop_us:>21.1f}", flush=True)
-
-    def median_ratio(a: list[float], b: list[float]) -> float:
-        ratios = sorted(x / y for x, y in zip(a, b, strict=True))
-        return ratios[len(ratios) // 2]
-
+        for fast in (False, True):
+            total, loop_us = await measure(fast, listeners, seconds, pipe)
+            results[fast].append(total)
+            name = "fast" if fast else "aiortc"
+            print(f"{k + 1:>5}{name:>10}{total:>15.1f}{loop_us:>21.1f}", flush=True)
+    ratios = sorted(f / a for f, a in zip(results[True], results[False], strict=True))
     print(f"fast / aiortc server CPU per packet (median of rounds): "
-          f"{median_ratio(totals['fast'], totals['aiortc']):.2f}")
-    print(f"batched / fast send loop CPU per packet (median of rounds): "
-          f"{median_ratio(loops['batched'], loops['fast']):.2f}")
+          f"{ratios[len(ratios) // 2]:.2f}")
 
 
 def main() -> None:

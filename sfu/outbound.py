@@ -32,7 +32,7 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from protocol.aiortc_compat import SendCounters, SendTarget
 from protocol.red import RedPacketizer
@@ -159,32 +159,3 @@ class OutboundStream:
     def skip(self, frames: int) -> None:
         """Frames the room's clock skipped: keep the timestamps on the clock."""
         self.timestamp = (self.timestamp + frames * FRAME_SAMPLES) % TS_MOD
-
-
-def send_to_all(payload: bytes, streams: Iterable[OutboundStream]) -> None:
-    """``stream.send(payload)`` for each of ``streams`` (the listeners of one mix).
-
-    One loop over the listeners (issue #15's "one payload, many listeners"):
-    header, SRTP and send inline for each stream that is up and not on RED,
-    the same packets ``send`` makes (tested), without its call and lookups per
-    listener (4 of its 10 us a packet here, the socket call included).
-    A stream on RED, or not started, goes through ``send``.
-    """
-    octets = len(payload)
-    pack = _FIXED.pack
-    for stream in streams:
-        target = stream.target
-        if target is None or stream._red_on:
-            stream.send(payload)
-            continue
-        ts = stream.timestamp
-        stream.timestamp = (ts + FRAME_SAMPLES) % TS_MOD
-        seq = stream.sequence
-        target.send(target.protect(pack(stream._first, _MARKER | stream._opus_pt, seq, ts,
-                                        stream._ssrc) + stream._extensions + payload))
-        stream.sequence = (seq + 1) % SEQ_MOD
-        c = stream.counters
-        c.packet_count += 1
-        c.octet_count += octets
-        c.rtp_timestamp = ts
-        c.sent_at = stream._clock()

@@ -51,7 +51,6 @@ from sfu.inbound import FrameSource, VoiceSource
 from sfu.levels import SpeakingDetector, levels_dbov
 from sfu.mixer import FRAME_MS, MAX_GAIN, Acc, MixPlan, Pcm, mix
 from sfu.music import ACTIONS, MusicPlayer, Track, probe_audio, resolve_source
-from sfu.outbound import OutboundStream, send_to_all
 from sfu.peer import Peer, read_sockets
 from sfu.speakers import DEFAULT_TOP_N, MIN_DBOV, SpeakerSelector, limit_recipes
 
@@ -160,11 +159,6 @@ class MediaPeer(Protocol):
     @property
     def listening(self) -> bool: ...
 
-    @property
-    def outbound(self) -> OutboundStream | None:
-        """The fast send path's stream (``sfu.outbound``); None: the room calls ``send``."""
-        ...
-
     def send(self, payload: bytes) -> None: ...
 
     def skip(self, frames: int) -> None: ...
@@ -229,14 +223,8 @@ class TickResult:
         for payload, listeners in self.sends:
             end = first + len(listeners)
             lo, hi = max(start, first), end if stop is None else min(stop, end)
-            streams = []
             for peer in listeners[lo - first:hi - first]:
-                stream = peer.outbound
-                if stream is None:
-                    peer.send(payload)
-                else:
-                    streams.append(stream)
-            send_to_all(payload, streams)
+                peer.send(payload)
             first = end
         return first
 

@@ -12,7 +12,6 @@ reports is read from their stats.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator, Collection
 
 import numpy as np
@@ -26,7 +25,7 @@ from protocol.opus import Encoder
 from protocol.red import parse_red
 from sfu.fec_policy import RED_OFF_HOLD_S
 from sfu.mixer import FRAME_SAMPLES, SAMPLE_RATE_HZ
-from sfu.outbound import RED_DISTANCE, OutboundStream, rtp_header, send_to_all
+from sfu.outbound import RED_DISTANCE, OutboundStream, rtp_header
 from sfu.peer import Peer
 from sfu.room import MediaConfig, MediaPeer, MediaRoom, PeerStateCallback, aiortc_peers
 from tests.rtc_helpers import (
@@ -114,45 +113,6 @@ def test_frames_before_the_transport_only_advance_time_then_numbering_runs_on() 
     stream.stop()
     stream.send(b"late")
     assert len(wire.packets) == 4
-
-
-def test_sending_to_all_listeners_of_a_mix_is_sending_to_each() -> None:
-    """``send_to_all``'s inline loop puts the same packets out as ``send`` per stream, and
-    leaves the same numbering and counters: streams that are up, on RED, not started,
-    with and without header extensions, across the sequence and timestamp wrap."""
-
-    def streams() -> tuple[list[OutboundStream], list[Wire]]:
-        made, wires = [], []
-        for k in range(4):
-            stream = OutboundStream(first_sequence=65535 - k, first_timestamp=2**32 - 960 * k,
-                                    clock=lambda: 1_000_000.25)
-            wire = Wire(((OPUS_PT, "audio/opus"), (RED_PT, "audio/red")))
-            if k == 1:  # no header extensions negotiated
-                wire.target = dataclasses.replace(wire.target, header_extensions=b"")
-            if k != 3:  # the fourth is not connected yet
-                stream.start(wire.target)
-            if k == 2:
-                stream.follow_loss(64, 0.0)  # 25 % loss: on RED
-            made.append(stream)
-            wires.append(wire)
-        return made, wires
-
-    each, each_wires = streams()
-    together, together_wires = streams()
-    for frame in (b"a" * 30, b"bb" * 20, b"c" * 70):
-        for stream in each:
-            stream.send(frame)
-        send_to_all(frame, together)
-    assert [w.packets for w in together_wires] == [w.packets for w in each_wires]
-    assert [len(w.packets) for w in together_wires] == [3, 3, 3, 0]
-    assert parsed(together_wires[2].packets)[-1].payload_type == RED_PT
-    def state(s: OutboundStream) -> tuple[int, ...]:
-        c = s.counters
-        return (s.sequence, s.timestamp, s.red_sent, c.packet_count, c.octet_count,
-                c.rtp_timestamp, c.ntp_timestamp)
-
-    assert [state(s) for s in together] == [state(s) for s in each]
-    assert together[0].counters.packet_count == 3
 
 
 @pytest.mark.parametrize(("reports", "red_on"), [

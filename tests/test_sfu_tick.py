@@ -85,9 +85,6 @@ class FakePeer:
     def __post_init__(self) -> None:
         self.music = {mid: JitterSlot() for mid in self.music_mids}
 
-    outbound = None
-    """No fast send path: the room calls ``send``."""
-
     def send(self, payload: bytes) -> None:
         self.payloads.append(payload)
         self.decoded.extend(self._decoder.decode(payload))
