@@ -131,7 +131,7 @@ async def test_take_sending_hands_over_srtp_and_the_socket_and_reports_read_coun
         counters.packet_count, counters.octet_count = 7, 1234
         counters.rtp_timestamp, counters.sent_at = 9600, 1_800_000_000.25
         seen = None
-        for _ in range(40):  # an SR every 0.5-1.5 s
+        for _ in range(90):  # an SR every 2.5-7.5 s (rtcp.AUDIO_RTCP_INTERVAL_S)
             stats = await transceiver.receiver.getStats()
             seen = next(((int(s.packetsSent), int(s.bytesSent)) for s in stats.values()
                          if s.type == "remote-outbound-rtp"), None)

@@ -36,12 +36,16 @@ and why:
 ``send``
     The outbound path, one ``RTCRtpSender`` at a time: ``take_sending`` (a
     ``SendTarget`` to send RTP without aiortc's sender loop, its sender
-    reports read from ``SendCounters``), ``send_audio_level`` (RFC 6464
-    levels on pre-encoded packets) and ``watch_receiver_reports`` (the far
-    end's reports about our stream, as ``ReceiverReport``).
+    reports read from ``SendCounters``) and ``send_audio_level`` (RFC 6464
+    levels on pre-encoded packets).
+``rtcp``
+    RTCP on the fast path: ``handle_rtcp`` reads what the receive path
+    unprotected (``protocol.rtcp``) and keeps aiortc's LSR and RTT records;
+    ``watch_receiver_reports`` (the far end's reports about our stream, as
+    ``ReceiverReport``, from either path).
 
 This ``__init__`` puts them together: ``install``/``uninstall``, and every
-public name of the five, so callers write ``aiortc_compat.take_rtp`` or
+public name of the six, so callers write ``aiortc_compat.take_rtp`` or
 ``from protocol.aiortc_compat import SendTarget`` without knowing which module
 holds it. A test that monkeypatches a module-level name patches the module
 that reads it (``protocol.aiortc_compat.negotiation.chosen_host_addresses``,
@@ -96,11 +100,17 @@ from protocol.aiortc_compat.receive import (
     take_rtp,
     tap_plaintext_rtp,
 )
+from protocol.aiortc_compat.rtcp import (
+    ReceiverReport,
+    ReportSink,
+    check_rtcp_handlers,
+    handle_rtcp,
+    sender_rtt,
+    watch_receiver_reports,
+)
 from protocol.aiortc_compat.send import (
     NTP_UNIX_OFFSET_S,
     Datagram,
-    ReceiverReport,
-    ReportSink,
     SendCounters,
     SendReady,
     SendTarget,
@@ -109,7 +119,6 @@ from protocol.aiortc_compat.send import (
     send_audio_level,
     send_target,
     take_sending,
-    watch_receiver_reports,
 )
 
 if TYPE_CHECKING:
@@ -139,11 +148,13 @@ __all__ = [
     "check_aioice_gathering",
     "check_receive_path",
     "check_receiver_class",
+    "check_rtcp_handlers",
     "check_sender_class",
     "chosen_host_addresses",
     "chosen_port_range",
     "fast_path_packets",
     "go_silent",
+    "handle_rtcp",
     "header_extension_block",
     "ice_connection",
     "install",
@@ -152,6 +163,7 @@ __all__ = [
     "poll_sockets",
     "send_audio_level",
     "send_target",
+    "sender_rtt",
     "set_host_addresses",
     "set_port_range",
     "take_rtp",
@@ -186,6 +198,7 @@ def install() -> None:
     """
     check_receiver_class(RTCRtpReceiver)
     check_sender_class(RTCRtpSender)
+    check_rtcp_handlers()
     accept_red()
     answer_offered_payload_types()
     if installed():

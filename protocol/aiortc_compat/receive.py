@@ -31,11 +31,13 @@ the rest is per receiver:
     the sink: unprotected with the DTLS transport's private ``_rx_srtp``
     session, parsed by ``protocol.rtp_parse`` (with the audio-level id from the
     transport's private header-extension map), no asyncio queue, no receive
-    coroutines, no ``RtpPacket``, no per-packet statistics. STUN, DTLS, RTCP and
-    unknown SSRCs still go aiortc's way. aiortc's per-SSRC statistics (the
+    coroutines, no ``RtpPacket``, no per-packet statistics. SRTCP is unprotected
+    there too and read by ``rtcp.handle_rtcp``. STUN, DTLS and unknown SSRCs
+    still go aiortc's way. aiortc's per-SSRC statistics (the
     receiver's private ``__remote_streams``) are replaced by ones read from
     ``counters`` when a report is due, so RTCP receiver reports (and
-    ``getStats``) keep their normal interval and say what the playout saw.
+    ``getStats``) say what the playout saw; they go out at the audio interval
+    (the receiver's class becomes ``_PacedReceiver``, ``rtcp.paced_rtcp_loop``).
 
 ``tap_plaintext_rtp`` (for tests) hands each RTP packet a transport decrypts
 to a callback: a receiving client's view of what the far end protected.
@@ -53,6 +55,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
 from protocol.aiortc_compat.negotiation import RTP_CLOCK_HZ, CompatError, _code_names
+from protocol.aiortc_compat.rtcp import handle_rtcp, paced_rtcp_loop
 from protocol.aiortc_compat.srtp import DirectSrtp
 from protocol.rtp_parse import parse_rtp
 
@@ -256,9 +259,10 @@ class _Tap(JitterBuffer):
 
 class _FastPath:
     """aioice's ``Connection.data_received`` for one transport: SRTP of a routed SSRC is
-    unprotected (the DTLS transport's own rx session) and handed to its tap at once;
-    everything else (STUN, DTLS, RTCP, a new SSRC) goes the way aiortc takes it:
-    aioice's queue, the DTLS transport's receive task, the receiver."""
+    unprotected (the DTLS transport's own rx session) and handed to its tap at once,
+    SRTCP to ``rtcp.handle_rtcp``; everything else (STUN, DTLS, a new SSRC) goes the
+    way aiortc takes it: aioice's queue, the DTLS transport's receive task, the
+    receiver."""
 
     def __init__(self, connection: aioice.ice.Connection, dtls: RTCDtlsTransport) -> None:
         self._aiortc_path = connection.data_received
@@ -267,30 +271,56 @@ class _FastPath:
         """The DTLS transport's rx session, called directly (``srtp.DirectSrtp``)."""
         self.routes: dict[int, _Tap] = {}
         self.packets = 0
-        """Packets this path handed over (the rest went through aiortc)."""
+        """RTP packets this path handed over (the rest went through aiortc)."""
+        self.rtcp_packets = 0
+        """SRTCP packets this path unprotected and read (``rtcp.handle_rtcp``)."""
 
     def __call__(self, data: bytes, component: int) -> None:
         if not self.take(data, None):
             self._aiortc_path(data, component)
 
     def take(self, data: bytes, arrival: float | None) -> bool:
-        """Hand ``data`` to its tap if it is SRTP of a routed SSRC (True: taken, even if
-        it failed to authenticate); False: it goes aiortc's way."""
-        if len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 208:
+        """Hand ``data`` to its tap if it is SRTP of a routed SSRC, or to ``handle_rtcp``
+        if it is SRTCP (True: taken, even if it failed to authenticate); False: it
+        goes aiortc's way."""
+        if len(data) >= 12 and 127 < data[0] < 192:
+            if 192 <= data[1] <= 208:
+                srtp = self._session()
+                if srtp is None:
+                    return False
+                plain = srtp.unprotect_rtcp(data)
+                if plain is not None:  # else, as aiortc: replayed or forged, dropped
+                    self.rtcp_packets += 1
+                    handle_rtcp(self._dtls, plain)
+                return True
             tap = self.routes.get(int.from_bytes(data[8:12], "big"))
             if tap is not None:
-                srtp = self._srtp
-                if srtp is None or srtp.session is not self._dtls._rx_srtp:
-                    session = self._dtls._rx_srtp
-                    if session is None:
-                        return False
-                    srtp = self._srtp = DirectSrtp(session)
+                srtp = self._session()
+                if srtp is None:
+                    return False
                 plain = srtp.unprotect(data)
                 if plain is not None:  # else, as aiortc: replayed or forged, dropped
                     self.packets += 1
                     tap.deliver(plain, arrival)
                 return True
         return False
+
+    def _session(self) -> DirectSrtp | None:
+        """The DTLS transport's rx session (None before DTLS is up)."""
+        srtp = self._srtp
+        if srtp is None or srtp.session is not self._dtls._rx_srtp:
+            session = self._dtls._rx_srtp
+            if session is None:
+                return None
+            srtp = self._srtp = DirectSrtp(session)
+        return srtp
+
+
+class _PacedReceiver(RTCRtpReceiver):
+    """aiortc's receiver, its receiver reports at the audio interval (``take_rtp`` with
+    counters makes a receiver one)."""
+
+    _run_rtcp = paced_rtcp_loop(RTCRtpReceiver._run_rtcp)
 
 
 def _ice_connection_or_none(dtls: object) -> object:
@@ -321,10 +351,10 @@ def take_rtp(receiver: RTCRtpReceiver, sink: RtpSink,
     With ``counters`` (the sink's view of the stream), packets after the first
     of each SSRC take the fast path (aioice's datagram -> SRTP unprotect ->
     ``protocol.rtp_parse`` -> ``sink``, on the loop, no queue or coroutine), and
-    the receiver's RTCP reports are computed from ``counters`` at aiortc's usual
-    interval. Raises ``CompatError`` if this receiver has no jitter buffer or
-    codec table where aiortc 1.16 keeps them, or (with ``counters``) if the
-    transports lack what the fast path uses.
+    the receiver's RTCP reports are computed from ``counters``, every 5 s on
+    average (``rtcp.AUDIO_RTCP_INTERVAL_S``). Raises ``CompatError`` if this
+    receiver has no jitter buffer or codec table where aiortc 1.16 keeps them,
+    or (with ``counters``) if the transports lack what the fast path uses.
     """
     current = getattr(receiver, _JITTER_BUFFER, None)
     codecs = getattr(receiver, _CODECS, None)
@@ -344,13 +374,18 @@ def take_rtp(receiver: RTCRtpReceiver, sink: RtpSink,
             fast = _FastPath(connection, dtls)
             setattr(connection, _FAST_PATH, fast)
             setattr(connection, "data_received", fast)  # noqa: B010 (an instance attribute)
+        if type(receiver) is RTCRtpReceiver:
+            receiver.__class__ = _PacedReceiver
     setattr(receiver, _JITTER_BUFFER, _Tap(codecs, sink, receiver=receiver, counters=counters))
 
 
-def fast_path_packets(receiver: RTCRtpReceiver) -> int:
-    """How many packets the fast path handed over on ``receiver``'s transport (tests)."""
+def fast_path_packets(receiver: RTCRtpReceiver, *, rtcp: bool = False) -> int:
+    """How many RTP (``rtcp``: SRTCP) packets the fast path took on ``receiver``'s
+    transport (tests)."""
     fast = getattr(_ice_connection_or_none(receiver.transport), _FAST_PATH, None)
-    return fast.packets if isinstance(fast, _FastPath) else 0
+    if not isinstance(fast, _FastPath):
+        return 0
+    return fast.rtcp_packets if rtcp else fast.packets
 
 
 def tap_plaintext_rtp(transport: RTCDtlsTransport, sink: Callable[[bytes], None]) -> None:

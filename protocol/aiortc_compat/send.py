@@ -6,14 +6,6 @@
     ``_next_encoded_frame`` so pre-encoded packets carry a level too (load
     clients and tests that send Opus they encoded, as browsers do with DTX).
 
-``watch_receiver_reports`` (per sender)
-    aiortc reads the receiver reports (RTCP RR/SR report blocks) that the far
-    end sends about our stream in ``RTCRtpSender._handle_rtcp_packet`` and
-    keeps them only for its async ``getStats``. ``watch_receiver_reports``
-    wraps that method on one sender so each report block about its SSRC also
-    goes, as a ``ReceiverReport`` (fraction lost, jitter, the sender's RTT
-    estimate from its private ``__rtt``), to a callback on the event loop.
-
 ``take_sending`` (per sender; the "send path" section)
     aiortc sends each listener's RTP from a coroutine per sender. ``take_sending``
     hands the caller, when aiortc starts the sender after DTLS, a ``SendTarget``
@@ -24,7 +16,8 @@
     aiortc's RTCP loop keeps sending sender reports: the sender's class becomes
     ``_CountedSender``, whose properties over aiortc's private SR counters
     (``__packet_count``, ``__octet_count``, ``__rtp_timestamp``,
-    ``__ntp_timestamp``) read the caller's ``SendCounters``.
+    ``__ntp_timestamp``) read the caller's ``SendCounters``, and whose loop
+    reports at the audio interval (``rtcp.paced_rtcp_loop``).
 """
 
 from __future__ import annotations
@@ -33,28 +26,25 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import aioice.ice
 import pylibsrtp
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpParameters, RTCRtpSendParameters
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket, RtpPacket
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from protocol.aiortc_compat import polled as polled_socket
 from protocol.aiortc_compat.negotiation import (
-    RTP_CLOCK_HZ,
     CompatError,
     _code_names,
     ice_connection,
 )
 from protocol.aiortc_compat.receive import _FAST_PATH, _FastPath
+from protocol.aiortc_compat.rtcp import paced_rtcp_loop
 from protocol.aiortc_compat.srtp import DirectSrtp
 
 logger = logging.getLogger(__name__)
-
-_SENDER_RTT = "_RTCRtpSender__rtt"
-_SENDER_SSRC = "_ssrc"
 
 
 def send_audio_level(sender: RTCRtpSender, level: Callable[[], int | None]) -> None:
@@ -86,52 +76,6 @@ def send_audio_level(sender: RTCRtpSender, level: Callable[[], int | None]) -> N
 
     setattr(sender, "_next_encoded_frame", next_frame)  # noqa: B010 (an instance attribute)
 
-
-
-# --- RTCP receiver reports about our streams -------------------------------------------
-
-
-class ReceiverReport(NamedTuple):
-    """One RTCP report block the far end sent about the stream we send it."""
-
-    fraction_lost: int
-    """Share of our packets lost since its previous report, in 1/256 (RFC 3550)."""
-    jitter_s: float
-    """Its interarrival jitter estimate, in seconds."""
-    rtt_s: float | None
-    """aiortc's round-trip estimate (from the reports' LSR/DLSR); None until known."""
-
-
-ReportSink = Callable[[ReceiverReport], None]
-
-
-def watch_receiver_reports(sender: RTCRtpSender, sink: ReportSink) -> None:
-    """Hand each receiver report block about ``sender``'s stream to ``sink`` as it arrives.
-
-    Raises ``CompatError`` if the sender no longer handles RTCP in
-    ``_handle_rtcp_packet`` (a coroutine method) or has no ``_ssrc``.
-    """
-    original = getattr(sender, "_handle_rtcp_packet", None)
-    handle_names = _code_names(getattr(type(sender), "_handle_rtcp_packet", None))
-    if (not callable(original) or not isinstance(getattr(sender, _SENDER_SSRC, None), int)
-            or _SENDER_RTT not in handle_names):
-        raise CompatError(
-            "aiortc's RTCRtpSender no longer handles receiver reports in "
-            "_handle_rtcp_packet (with _ssrc and __rtt); loss reports cannot be read "
-            "(supported: aiortc 1.16.x)"
-        )
-
-    async def handle(packet: object) -> None:
-        await original(packet)
-        if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-            ssrc = getattr(sender, _SENDER_SSRC)
-            for block in packet.reports:
-                if block.ssrc == ssrc:
-                    rtt = getattr(sender, _SENDER_RTT, None)
-                    sink(ReceiverReport(int(block.fraction_lost), block.jitter / RTP_CLOCK_HZ,
-                                        float(rtt) if rtt is not None else None))
-
-    setattr(sender, "_handle_rtcp_packet", handle)  # noqa: B010 (an instance attribute)
 
 
 # --- send path (issue #15): RTP out without aiortc's sender loop ---------------------------
@@ -199,7 +143,10 @@ def _counter(field: str) -> property:
 
 
 class _CountedSender(RTCRtpSender):
-    """aiortc's sender whose sender reports read a ``SendCounters`` (set per instance)."""
+    """aiortc's sender whose sender reports read a ``SendCounters`` (set per instance),
+    at the audio interval (``rtcp.paced_rtcp_loop``)."""
+
+    _run_rtcp = paced_rtcp_loop(RTCRtpSender._run_rtcp)
 
     _RTCRtpSender__ntp_timestamp = _counter("ntp_timestamp")
     _RTCRtpSender__rtp_timestamp = _counter("rtp_timestamp")

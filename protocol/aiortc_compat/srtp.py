@@ -51,6 +51,7 @@ class DirectSrtp:
         self._length = ffi.new("int *")
         self._protect = _binding.lib.srtp_protect
         self._unprotect = _binding.lib.srtp_unprotect
+        self._unprotect_rtcp = _binding.lib.srtp_unprotect_rtcp
 
     def protect(self, packet: bytes) -> bytes:
         """SRTP-protect one RTP packet (``pylibsrtp.Error`` as ``Session.protect`` raises)."""
@@ -75,5 +76,17 @@ class DirectSrtp:
         length = self._length
         length[0] = n
         if self._unprotect(self._ctx, self._cdata, length) != _OK:
+            return None
+        return self._buffer[0:length[0]]
+
+    def unprotect_rtcp(self, packet: bytes) -> bytes | None:
+        """The compound RTCP packet inside one SRTCP packet; None as ``unprotect``."""
+        n = len(packet)
+        if n > BUFFER_BYTES:
+            return None
+        self._buffer[0:n] = packet
+        length = self._length
+        length[0] = n
+        if self._unprotect_rtcp(self._ctx, self._cdata, length) != _OK:
             return None
         return self._buffer[0:length[0]]
