@@ -250,7 +250,7 @@ async def test_sender_reports_count_what_the_fast_path_sent(links: tuple[Link, L
     seen: list[tuple[int, int] | None] = [None]
 
     async def poll() -> None:
-        for _ in range(60):  # aiortc sends an SR every 0.5-1.5 s
+        for _ in range(100):  # the server's SR: every 2.5-7.5 s (rtcp.AUDIO_RTCP_INTERVAL_S)
             seen[0] = await remote_outbound()
             if seen[0] == (20, sum(map(len, payloads))):
                 return

@@ -283,27 +283,27 @@ class _FastPath:
         """Hand ``data`` to its tap if it is SRTP of a routed SSRC, or to ``handle_rtcp``
         if it is SRTCP (True: taken, even if it failed to authenticate); False: it
         goes aiortc's way."""
-        if len(data) >= 12 and 127 < data[0] < 192:
-            if 192 <= data[1] <= 208:
-                srtp = self._session()
-                if srtp is None:
-                    return False
-                plain = srtp.unprotect_rtcp(data)
-                if plain is not None:  # else, as aiortc: replayed or forged, dropped
-                    self.rtcp_packets += 1
-                    handle_rtcp(self._dtls, plain)
-                return True
-            tap = self.routes.get(int.from_bytes(data[8:12], "big"))
-            if tap is not None:
-                srtp = self._session()
-                if srtp is None:
-                    return False
-                plain = srtp.unprotect(data)
-                if plain is not None:  # else, as aiortc: replayed or forged, dropped
-                    self.packets += 1
-                    tap.deliver(plain, arrival)
-                return True
-        return False
+        if len(data) < 12 or not 127 < data[0] < 192:
+            return False
+        rtcp = 192 <= data[1] <= 208
+        tap = None if rtcp else self.routes.get(int.from_bytes(data[8:12], "big"))
+        if tap is None and not rtcp:
+            return False
+        srtp = self._session()
+        if srtp is None:
+            return False
+        # a packet that fails to authenticate (replayed, forged) is dropped, as aiortc does
+        if tap is not None:
+            plain = srtp.unprotect(data)
+            if plain is not None:
+                self.packets += 1
+                tap.deliver(plain, arrival)
+        else:
+            plain = srtp.unprotect_rtcp(data)
+            if plain is not None:
+                self.rtcp_packets += 1
+                handle_rtcp(self._dtls, plain)
+        return True
 
     def _session(self) -> DirectSrtp | None:
         """The DTLS transport's rx session (None before DTLS is up)."""

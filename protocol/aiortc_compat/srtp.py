@@ -69,24 +69,19 @@ class DirectSrtp:
     def unprotect(self, packet: bytes) -> bytes | None:
         """The RTP packet inside one SRTP packet; None if it fails to authenticate, is a
         replay, or is too long (aiortc drops those)."""
-        n = len(packet)
-        if n > BUFFER_BYTES:
-            return None
-        self._buffer[0:n] = packet
-        length = self._length
-        length[0] = n
-        if self._unprotect(self._ctx, self._cdata, length) != _OK:
-            return None
-        return self._buffer[0:length[0]]
+        return self._unprotect_with(self._unprotect, packet)
 
     def unprotect_rtcp(self, packet: bytes) -> bytes | None:
         """The compound RTCP packet inside one SRTCP packet; None as ``unprotect``."""
+        return self._unprotect_with(self._unprotect_rtcp, packet)
+
+    def _unprotect_with(self, call: Any, packet: bytes) -> bytes | None:
         n = len(packet)
         if n > BUFFER_BYTES:
             return None
         self._buffer[0:n] = packet
         length = self._length
         length[0] = n
-        if self._unprotect_rtcp(self._ctx, self._cdata, length) != _OK:
+        if call(self._ctx, self._cdata, length) != _OK:
             return None
         return self._buffer[0:length[0]]
