@@ -34,7 +34,6 @@
     (``send._CountedSender``, ``receive._PacedReceiver``) use the copies.
 """
 
-
 from __future__ import annotations
 
 import asyncio
