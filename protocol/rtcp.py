@@ -49,7 +49,12 @@ class ReportBlock(NamedTuple):
 class SenderReport(NamedTuple):
     ssrc: int
     ntp_timestamp: int
-    """64-bit NTP time of the report (its middle 32 bits are the receiver's LSR)."""
+    """64-bit NTP time of the report."""
+
+    @property
+    def lsr(self) -> int:
+        """Its middle 32 bits: what a receiver report about ``ssrc`` echoes as LSR."""
+        return (self.ntp_timestamp >> 16) & 0xFFFFFFFF
 
 
 class Compound(NamedTuple):

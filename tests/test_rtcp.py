@@ -58,6 +58,7 @@ def test_a_browser_style_compound_reads_as_aiortc_reads_it() -> None:
     compound = parse_compound(data)
     assert compound.handled_here
     assert compound.sender_reports == (SenderReport(0xAAAA, 0xE1234567_89ABCDEF),)
+    assert compound.sender_reports[0].lsr == 0x456789AB  # the NTP time's middle 32 bits
     assert compound.blocks[1] == ReportBlock(0xCCCC, 64, -2, 70_000, 480, 0x12345678, 65_536)
     assert _as_aiortc(compound) == _aiortc_view(data)
 

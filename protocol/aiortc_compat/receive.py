@@ -286,34 +286,27 @@ class _FastPath:
         if len(data) < 12 or not 127 < data[0] < 192:
             return False
         rtcp = 192 <= data[1] <= 208
-        tap = None if rtcp else self.routes.get(int.from_bytes(data[8:12], "big"))
-        if tap is None and not rtcp:
-            return False
-        srtp = self._session()
-        if srtp is None:
-            return False
-        # a packet that fails to authenticate (replayed, forged) is dropped, as aiortc does
-        if tap is not None:
-            plain = srtp.unprotect(data)
-            if plain is not None:
-                self.packets += 1
-                tap.deliver(plain, arrival)
-        else:
-            plain = srtp.unprotect_rtcp(data)
-            if plain is not None:
-                self.rtcp_packets += 1
-                handle_rtcp(self._dtls, plain)
-        return True
-
-    def _session(self) -> DirectSrtp | None:
-        """The DTLS transport's rx session (None before DTLS is up)."""
+        tap = None
+        if not rtcp:
+            tap = self.routes.get(int.from_bytes(data[8:12], "big"))
+            if tap is None:
+                return False
         srtp = self._srtp
         if srtp is None or srtp.session is not self._dtls._rx_srtp:
             session = self._dtls._rx_srtp
             if session is None:
-                return None
+                return False
             srtp = self._srtp = DirectSrtp(session)
-        return srtp
+        plain = srtp.unprotect(data, rtcp=rtcp)
+        if plain is None:  # as aiortc: replayed or forged, dropped
+            return True
+        if tap is not None:
+            self.packets += 1
+            tap.deliver(plain, arrival)
+        else:
+            self.rtcp_packets += 1
+            handle_rtcp(self._dtls, plain)
+        return True
 
 
 class _PacedReceiver(RTCRtpReceiver):

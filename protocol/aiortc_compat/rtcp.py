@@ -138,6 +138,10 @@ def watch_receiver_reports(sender: RTCRtpSender, sink: ReportSink) -> None:
     setattr(sender, "_handle_rtcp_packet", handle)  # noqa: B010 (an instance attribute)
 
 
+_PENDING: set[asyncio.Task[None]] = set()
+"""aiortc's handler tasks for the packets handed to it (kept until they finish)."""
+
+
 def handle_rtcp(dtls: RTCDtlsTransport, plain: bytes) -> None:
     """One unprotected compound RTCP packet that arrived on ``dtls``'s connection."""
     try:
@@ -156,18 +160,13 @@ def handle_rtcp(dtls: RTCDtlsTransport, plain: bytes) -> None:
         for report in compound.sender_reports:
             receiver = router.ssrc_table.get(report.ssrc)
             if receiver is not None:
-                getattr(receiver, _RECEIVER_LSR)[report.ssrc] = (
-                    report.ntp_timestamp >> 16) & 0xFFFFFFFF
+                getattr(receiver, _RECEIVER_LSR)[report.ssrc] = report.lsr
                 getattr(receiver, _RECEIVER_LSR_TIME)[report.ssrc] = now
     for block in compound.blocks:
         sender = router.senders.get(block.ssrc)
         if sender is not None:
             _update_rtt(sender, block)
             _report(sender, block.fraction_lost, block.jitter)
-
-
-_PENDING: set[asyncio.Task[None]] = set()
-"""aiortc's handler tasks for the packets handed to it (kept until they finish)."""
 
 
 def _update_rtt(sender: Any, block: ReportBlock) -> None:

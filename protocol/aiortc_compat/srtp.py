@@ -66,22 +66,17 @@ class DirectSrtp:
             raise pylibsrtp.Error(pylibsrtp.ERRORS[rc])
         return self._buffer[0:length[0]]
 
-    def unprotect(self, packet: bytes) -> bytes | None:
-        """The RTP packet inside one SRTP packet; None if it fails to authenticate, is a
-        replay, or is too long (aiortc drops those)."""
-        return self._unprotect_with(self._unprotect, packet)
-
-    def unprotect_rtcp(self, packet: bytes) -> bytes | None:
-        """The compound RTCP packet inside one SRTCP packet; None as ``unprotect``."""
-        return self._unprotect_with(self._unprotect_rtcp, packet)
-
-    def _unprotect_with(self, call: Any, packet: bytes) -> bytes | None:
+    def unprotect(self, packet: bytes, *, rtcp: bool = False) -> bytes | None:
+        """The RTP packet inside one SRTP packet (``rtcp``: the compound RTCP packet
+        inside one SRTCP packet); None if it fails to authenticate, is a replay, or is
+        too long (aiortc drops those)."""
         n = len(packet)
         if n > BUFFER_BYTES:
             return None
         self._buffer[0:n] = packet
         length = self._length
         length[0] = n
+        call = self._unprotect_rtcp if rtcp else self._unprotect
         if call(self._ctx, self._cdata, length) != _OK:
             return None
         return self._buffer[0:length[0]]
