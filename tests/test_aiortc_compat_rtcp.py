@@ -5,6 +5,7 @@ reports echo, its senders' RTT) is still kept, both ways, between real peers."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -51,6 +52,28 @@ async def _server_and_client(monkeypatch: pytest.MonkeyPatch) -> tuple[
     return client, server, client_track, server_track, transceiver
 
 
+async def _until_the_fast_path(track: PacketTrack, transceiver: Any) -> None:
+    """Send until the server reads the client's media on the fast path (DTLS is up)."""
+    for _ in range(100):
+        track.queue.put_nowait(b"\xf8\x01")
+        await asyncio.sleep(0.02)
+        if aiortc_compat.fast_path_packets(transceiver.receiver) > 0:
+            return
+
+
+def _observe_rtcp(monkeypatch: pytest.MonkeyPatch, dtls: Any,
+                  seen: Callable[[bytes], None]) -> None:
+    """Show ``seen`` every plaintext RTCP packet that reaches aiortc's handler on ``dtls``
+    (which still handles it)."""
+    original = dtls._handle_rtcp_data
+
+    async def observed(data: bytes) -> None:
+        seen(data)
+        await original(data)
+
+    monkeypatch.setattr(dtls, "_handle_rtcp_data", observed)
+
+
 async def test_reports_rtt_and_lsr_survive_the_fast_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -92,19 +115,9 @@ async def test_bye_and_feedback_go_to_aiortc_whole(monkeypatch: pytest.MonkeyPat
     client, server, client_track, _, transceiver = await _server_and_client(monkeypatch)
     handed: list[bytes] = []
     try:
-        for _ in range(100):  # until the DTLS transport has its SRTP sessions
-            client_track.queue.put_nowait(b"\xf8\x01")
-            await asyncio.sleep(0.02)
-            if aiortc_compat.fast_path_packets(transceiver.receiver) > 0:
-                break
+        await _until_the_fast_path(client_track, transceiver)
         dtls = transceiver.receiver.transport
-        original = dtls._handle_rtcp_data
-
-        async def recording(data: bytes) -> None:
-            handed.append(data)
-            await original(data)
-
-        monkeypatch.setattr(dtls, "_handle_rtcp_data", recording)
+        _observe_rtcp(monkeypatch, dtls, handed.append)
         bye = bytes(RtcpRrPacket(ssrc=1, reports=[])) + bytes(RtcpByePacket(sources=[1]))
         aiortc_compat.handle_rtcp(dtls, bye)
         aiortc_compat.handle_rtcp(dtls, bytes(RtcpRrPacket(ssrc=1, reports=[])))
@@ -125,19 +138,9 @@ async def test_the_servers_reports_go_out_at_the_audio_interval(
     aiortc_compat.take_sending(transceiver.sender, aiortc_compat.SendCounters(), lambda t: None)
     client_got: list[type] = []
     try:
-        client_dtls = client.getTransceivers()[0].receiver.transport
-        original = client_dtls._handle_rtcp_data
-
-        async def counting(data: bytes) -> None:
-            client_got.extend(type(p) for p in RtcpPacket.parse(data))
-            await original(data)
-
-        monkeypatch.setattr(client_dtls, "_handle_rtcp_data", counting)
-        for _ in range(100):  # until the server reads the client's media
-            client_track.queue.put_nowait(b"\xf8\x01")
-            await asyncio.sleep(0.02)
-            if aiortc_compat.fast_path_packets(transceiver.receiver) > 0:
-                break
+        _observe_rtcp(monkeypatch, client.getTransceivers()[0].receiver.transport,
+                      lambda data: client_got.extend(type(p) for p in RtcpPacket.parse(data)))
+        await _until_the_fast_path(client_track, transceiver)
         # wait the window out from the moment the loops started (DTLS up, just before
         # the first fast-path packet): the client has reported, the server not yet
         loop = asyncio.get_running_loop()
